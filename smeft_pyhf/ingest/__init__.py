@@ -1,0 +1,1 @@
+"""smeft_pyhf.ingest (see the package docstring)."""

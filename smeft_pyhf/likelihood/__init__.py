@@ -1,0 +1,1 @@
+"""smeft_pyhf.likelihood (see the package docstring)."""

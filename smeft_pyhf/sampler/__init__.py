@@ -1,0 +1,1 @@
+"""smeft_pyhf.sampler (see the package docstring)."""
