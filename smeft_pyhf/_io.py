@@ -34,6 +34,12 @@ def _check_parent(path: Path) -> None:
             where=str(path),
             hint="create the folder first or choose another output path",
         )
+    if not parent.is_dir():
+        raise InputError(
+            f"cannot write output: '{parent}' is not a folder",
+            where=str(path),
+            hint="choose an output path inside an existing folder",
+        )
     if not os.access(parent, os.W_OK):
         raise InputError(
             f"cannot write output: folder '{parent}' is not writable",
@@ -50,7 +56,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """
     path = Path(path)
     _check_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as err:
+        raise InputError(
+            f"cannot write output: {err.strerror}",
+            where=str(path),
+            hint="choose an output path in a folder you can write to",
+        ) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

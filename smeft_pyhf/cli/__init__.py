@@ -52,6 +52,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _register() -> None:
+    from .compare import compare_command
     from .fit import fit_command
     from .ingest import ingest_command
     from .inspect import inspect_command
@@ -61,6 +62,7 @@ def _register() -> None:
     cli.add_command(inspect_command, "inspect")
     cli.add_command(fit_command, "fit")
     cli.add_command(plot_command, "plot")
+    cli.add_command(compare_command, "compare")
 
 
 _register()
