@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Idle OpenMP threads must not spin on a shared 2-core CI machine (5x slower otherwise);
+# this has to be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SMEFT_PYHF_SHARED_DATA", REPO.parent / "shared" / "data"))

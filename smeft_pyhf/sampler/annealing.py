@@ -1,0 +1,688 @@
+r"""Step 1, pre-scaling: annealed importance sampling (AIS) and the Metropolis kernel.
+
+AIS moves ``n`` parallel chains from a Gaussian base :math:`p_0 = \mathcal N(\mu_0, \sigma_0)` to
+the target :math:`p_T` through the log-linear path
+:math:`\log p_t = (1-\beta_t)\log p_0 + \beta_t \log p_T`, :math:`\beta_t = t/T` (eq. 12). Each
+step re-weights the chains (eq. 14), resamples them when the effective sample size (eq. 19)
+drops below a threshold (eq. 20), and moves them with Metropolis steps (eqs. 16-17) whose step
+size adapts towards a target acceptance (eq. 18). The weighted samples give component-wise means
+and standard deviations; :func:`standardise` maps the target to the standardised coordinates
+:math:`z = (x-\mu)/\sigma` used by all later steps.
+
+The Metropolis kernel (:func:`metropolis_step`, :func:`run_mcmc`) and the generic annealing loop
+(:func:`anneal`) are reused by the pre-training (step 2) and the AIS-based training (step 3).
+
+Everything is batched over the chains; tensors follow the device and dtype of the inputs, and all
+randomness comes from the ``torch.Generator`` passed in (it must live on the same device).
+
+Example:
+    >>> import torch
+    >>> from smeft_pyhf.sampler.annealing import prescale, standardise
+    >>> from smeft_pyhf.sampler.config import PrescaleConfig
+    >>> def target(x):  # N((1, -2), diag(0.5, 3)^2), up to a constant
+    ...     return -0.5 * (((x - torch.tensor([1.0, -2.0])) / torch.tensor([0.5, 3.0])) ** 2).sum(-1)
+    >>> g = torch.Generator().manual_seed(1)
+    >>> result = prescale(target, 2, config=PrescaleConfig(n_samples=2048, n_steps=100),
+    ...                   generator=g, init_scale=3.0)
+    >>> bool(torch.allclose(result.mean, torch.tensor([1.0, -2.0]), atol=0.2))
+    True
+    >>> bool(torch.allclose(result.std, torch.tensor([0.5, 3.0]), rtol=0.1))
+    True
+    >>> z_target = standardise(target, result.mean, result.std)
+
+References:
+    | Five steps to happiness (arXiv:2411.00942), Sec. 2.2 "Pre-scaling".
+    | https://arxiv.org/abs/2411.00942
+    | Annealed importance sampling (Neal, 1998). https://arxiv.org/abs/physics/9803008
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.config import PrescaleConfig
+
+__all__ = [
+    "AnnealResult",
+    "MCMCResult",
+    "PrescaleConfig",
+    "PrescaleResult",
+    "Standardised",
+    "adapt_step_size",
+    "anneal",
+    "effective_sample_size",
+    "evaluate",
+    "log_ess",
+    "metropolis_step",
+    "prescale",
+    "resample_indices",
+    "run_mcmc",
+    "standardise",
+]
+
+log = logging.getLogger(__name__)
+
+LogProb = Callable[[Tensor], Tensor]
+"""A batched log-density: ``(B, d) -> (B,)``, ``-inf`` outside the support."""
+
+
+class PrescaleResult(NamedTuple):
+    """Result of :func:`prescale`.
+
+    Attributes:
+        mean: weighted component-wise mean ``(d,)``.
+        std: weighted component-wise standard deviation ``(d,)``.
+        samples: the chains after the final step ``(n, d)``, original coordinates.
+        log_weights: their AIS log-weights ``(n,)``; ``logsumexp(log_weights) - log(n)``
+            estimates ``log Z`` of the target (the base is normalised).
+        ess: effective sample size of the final weights, eq. (19).
+        acceptance: mean Metropolis acceptance over the second half of the run.
+        step_size: the final adaptive ``tau`` (in units of ``init_scale**2``).
+        n_evaluations: number of target evaluations (points).
+    """
+
+    mean: Tensor
+    std: Tensor
+    samples: Tensor
+    log_weights: Tensor
+    ess: float
+    acceptance: float
+    step_size: float
+    n_evaluations: int
+
+
+class MCMCResult(NamedTuple):
+    """Result of :func:`run_mcmc`.
+
+    Attributes:
+        samples: the chains after the last step ``(n, d)``.
+        log_prob: the target at ``samples`` ``(n,)``.
+        step_size: the final ``tau``.
+        acceptance: mean acceptance over all steps (``nan`` when no steps were made).
+        n_evaluations: number of target evaluations (points).
+    """
+
+    samples: Tensor
+    log_prob: Tensor
+    step_size: float
+    acceptance: float
+    n_evaluations: int
+
+
+class AnnealResult(NamedTuple):
+    """Result of :func:`anneal` (tensors stay on the device; no synchronisation).
+
+    Attributes:
+        samples: the chains after the last step ``(n, d)``.
+        components: the density components at ``samples`` ``(n, k)``.
+        log_weights: AIS log-weights ``(n,)``.
+        step_size: final ``tau`` (0-dim tensor).
+        acceptance: mean acceptance of the second half of the Metropolis steps (0-dim tensor).
+        n_resamples: number of resampling steps (0-dim tensor).
+        n_evaluations: number of evaluations of the component function (points).
+    """
+
+    samples: Tensor
+    components: Tensor
+    log_weights: Tensor
+    step_size: Tensor
+    acceptance: Tensor
+    n_resamples: Tensor
+    n_evaluations: int
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def evaluate(log_prob: LogProb, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Evaluate a batched target, in chunks, with NaN mapped to ``-inf`` (zero density).
+
+    Args:
+        log_prob: the target, ``(B, d) -> (B,)``.
+        x: points ``(n, d)``.
+        chunk_size: at most this many points per call (``None``: one call).
+
+    Returns:
+        ``(n,)`` log-densities; NaN values become ``-inf``.
+
+    Raises:
+        ValueError: when the target does not return one value per point.
+
+    Example:
+        >>> evaluate(lambda x: x.sum(-1).log(), torch.tensor([[1.0], [-1.0]]))
+        tensor([0., -inf])
+    """
+    if chunk_size is None or x.shape[0] <= chunk_size:
+        out = log_prob(x)
+    else:
+        out = torch.cat([log_prob(part) for part in x.split(chunk_size)])
+    if out.shape != x.shape[:1]:
+        raise ValueError(f"the target returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+    return torch.where(torch.isnan(out), out.new_tensor(-math.inf), out)
+
+
+def log_ess(log_weights: Tensor) -> Tensor:
+    """Logarithm of the effective sample size ``(sum w)^2 / sum w^2``, eq. (19).
+
+    ``-inf`` weights count as zero; returns ``-inf`` (a 0-dim tensor) when all weights vanish.
+
+    Example:
+        >>> log_ess(torch.zeros(8)).exp()
+        tensor(8.)
+    """
+    value = 2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0)
+    return torch.where(torch.isnan(value), value.new_tensor(-math.inf), value)
+
+
+def effective_sample_size(log_weights: Tensor) -> float:
+    """Effective sample size of unnormalised log-weights, eq. (19), as a float.
+
+    Example:
+        >>> effective_sample_size(torch.tensor([0.0, 0.0, -math.inf, 0.0]))
+        3.0
+    """
+    return float(log_ess(log_weights).exp())
+
+
+def resample_indices(
+    log_weights: Tensor,
+    n: int,
+    *,
+    generator: torch.Generator,
+    method: Literal["multinomial", "systematic"] = "multinomial",
+) -> Tensor:
+    """Indices drawn with probabilities proportional to ``exp(log_weights)``.
+
+    Args:
+        log_weights: unnormalised log-weights ``(m,)``; if all are ``-inf`` the draw is uniform.
+        n: number of indices.
+        generator: random number generator on the device of ``log_weights``.
+        method: ``"multinomial"`` (independent draws) or ``"systematic"`` (one uniform number,
+            lower variance).
+
+    Returns:
+        ``(n,)`` int64 indices on the device of ``log_weights``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> resample_indices(torch.tensor([0.0, -math.inf]), 3, generator=g)
+        tensor([0, 0, 0])
+    """
+    finite = torch.isfinite(log_weights).any()
+    safe = torch.where(finite, log_weights, torch.zeros_like(log_weights))
+    probs = torch.softmax(safe, 0)
+    if method == "multinomial":
+        return torch.multinomial(probs, n, replacement=True, generator=generator)
+    if method == "systematic":
+        u = torch.rand((), generator=generator, device=probs.device, dtype=probs.dtype)
+        positions = (u + torch.arange(n, device=probs.device, dtype=probs.dtype)) / n
+        cdf = torch.cumsum(probs, 0)
+        idx = torch.searchsorted(cdf, positions, right=True)
+        return idx.clamp_(max=probs.shape[0] - 1)
+    raise ValueError(f"unknown resampling method {method!r}")
+
+
+def adapt_step_size(
+    step_size: Tensor,
+    acceptance: Tensor,
+    *,
+    target: float = 0.33,
+    bounds: tuple[float, float] = (1e-12, 1e4),
+) -> Tensor:
+    r"""The adaptive step size of eq. (18): :math:`\tau \leftarrow \tau\, 2^{\min(r, 1)}`.
+
+    With :math:`r = a / a_\mathrm{target} - 1`, so ``tau`` halves at zero acceptance and at most
+    doubles. Works on tensors (no device synchronisation).
+
+    Example:
+        >>> adapt_step_size(torch.tensor(1.0), torch.tensor(0.0))
+        tensor(0.5000)
+        >>> adapt_step_size(torch.tensor(1.0), torch.tensor(0.99))
+        tensor(2.)
+    """
+    r = torch.clamp(acceptance / target - 1.0, max=1.0)
+    return torch.clamp(step_size * torch.exp2(r), bounds[0], bounds[1])
+
+
+def _combine(components: Tensor, coefficients: Tensor) -> Tensor:
+    """``sum_k c_k * components_k`` with ``0 * (-inf) = 0`` and NaN -> ``-inf``."""
+    terms = components * coefficients
+    terms = torch.where(coefficients == 0, torch.zeros_like(terms), terms)
+    out = terms.sum(-1)
+    return torch.where(torch.isnan(out), out.new_tensor(-math.inf), out)
+
+
+def _proposal(
+    x: Tensor, step_size: Tensor, scale: Tensor | float, generator: torch.Generator
+) -> Tensor:
+    # eq. (16): q(x'|x) ~ exp(-(x'-x)^2 / (4 tau)), i.e. a Gaussian of variance 2 tau.
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + torch.sqrt(2 * step_size) * scale * noise
+
+
+def _accept(log_ratio: Tensor, generator: torch.Generator) -> Tensor:
+    # eq. (17) with a symmetric proposal; a NaN ratio (both -inf) is a rejection.
+    u = torch.rand(
+        log_ratio.shape, generator=generator, device=log_ratio.device, dtype=log_ratio.dtype
+    )
+    return torch.log(u) < log_ratio
+
+
+# ----------------------------------------------------------------------------- Metropolis kernel
+
+
+def metropolis_step(
+    log_prob: LogProb,
+    x: Tensor,
+    log_p: Tensor,
+    *,
+    step_size: Tensor | float,
+    generator: torch.Generator,
+    scale: Tensor | float = 1.0,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One batched Metropolis step with the Gaussian proposal of eq. (16).
+
+    Args:
+        log_prob: the target ``(B, d) -> (B,)``.
+        x: current states ``(n, d)``.
+        log_p: the target at ``x`` ``(n,)``.
+        step_size: ``tau``; the proposal is ``x + sqrt(2 tau) * scale * N(0, 1)``.
+        generator: random number generator on the device of ``x``.
+        scale: per-dimension proposal scale (broadcast against ``x``).
+        chunk_size: evaluate the target in chunks of at most this many points.
+
+    Returns:
+        ``(x, log_p, accepted)``: new states, their log-density and the boolean acceptance mask.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.zeros(4, 2)
+        >>> x, lp, acc = metropolis_step(lambda x: -0.5 * (x**2).sum(-1), x, torch.zeros(4),
+        ...                              step_size=0.1, generator=g)
+        >>> x.shape, acc.dtype
+        (torch.Size([4, 2]), torch.bool)
+    """
+    step = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
+    proposal = _proposal(x, step, scale, generator)
+    log_p_new = evaluate(log_prob, proposal, chunk_size=chunk_size)
+    accepted = _accept(log_p_new - log_p, generator)
+    x = torch.where(accepted[:, None], proposal, x)
+    log_p = torch.where(accepted, log_p_new, log_p)
+    return x, log_p, accepted
+
+
+def run_mcmc(
+    log_prob: LogProb,
+    x: Tensor,
+    *,
+    n_steps: int,
+    step_size: Tensor | float,
+    generator: torch.Generator,
+    log_p: Tensor | None = None,
+    target_acceptance: float = 0.33,
+    adapt: bool = True,
+    bounds: tuple[float, float] = (1e-12, 1e4),
+    scale: Tensor | float = 1.0,
+    chunk_size: int | None = None,
+) -> MCMCResult:
+    """Run ``n_steps`` batched Metropolis steps, adapting ``tau`` with eq. (18) after each.
+
+    Args:
+        log_prob: the target ``(B, d) -> (B,)``.
+        x: initial states ``(n, d)``.
+        n_steps: number of steps (0 returns the input).
+        step_size: initial ``tau``.
+        generator: random number generator on the device of ``x``.
+        log_p: the target at ``x`` if known (saves one evaluation).
+        target_acceptance: acceptance that the adaptation aims at.
+        adapt: adapt ``tau`` after every step (``False``: keep it fixed, exact detailed balance).
+        bounds: clamp range for ``tau``.
+        scale: per-dimension proposal scale.
+        chunk_size: evaluate the target in chunks of at most this many points.
+
+    Returns:
+        An :class:`MCMCResult`.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> res = run_mcmc(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(512, 3), n_steps=50,
+        ...                step_size=0.1, generator=g)
+        >>> abs(res.acceptance - 0.33) < 0.1
+        True
+    """
+    with torch.no_grad():
+        n_eval = 0
+        if log_p is None:
+            log_p = evaluate(log_prob, x, chunk_size=chunk_size)
+            n_eval += x.shape[0]
+        step = torch.as_tensor(step_size, dtype=x.dtype, device=x.device).clone()
+        total = x.new_zeros(())
+        for _ in range(n_steps):
+            x, log_p, accepted = metropolis_step(
+                log_prob,
+                x,
+                log_p,
+                step_size=step,
+                generator=generator,
+                scale=scale,
+                chunk_size=chunk_size,
+            )
+            rate = accepted.to(x.dtype).mean()
+            total = total + rate
+            if adapt:
+                step = adapt_step_size(step, rate, target=target_acceptance, bounds=bounds)
+            n_eval += x.shape[0]
+        acceptance = float(total / n_steps) if n_steps else math.nan
+        return MCMCResult(x, log_p, float(step), acceptance, n_eval)
+
+
+# ----------------------------------------------------------------------------- generic annealing
+
+
+def anneal(
+    components_fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    components: Tensor,
+    coefficients: Tensor,
+    *,
+    generator: torch.Generator,
+    step_size: Tensor | float,
+    mcmc_steps: int = 1,
+    target_acceptance: float = 0.33,
+    adapt: bool = True,
+    bounds: tuple[float, float] = (1e-12, 1e4),
+    resample_threshold: float = 0.0,
+    resampling: Literal["multinomial", "systematic"] = "multinomial",
+    scale: Tensor | float = 1.0,
+    log_weights: Tensor | None = None,
+) -> AnnealResult:
+    r"""Annealed importance sampling along a linear path in log-density components.
+
+    The intermediate densities are :math:`\log\pi_t(x) = \sum_k c_{t,k}\, \phi_k(x)` with
+    components :math:`\phi(x)` returned by ``components_fn`` and the rows ``c_t`` of
+    ``coefficients``. Pre-scaling uses :math:`\phi = (\log p_0, \log p_T)` and
+    :math:`c_t = (1-\beta_t, \beta_t)`; the training uses :math:`\phi = (\log g_\theta, \log p)`
+    and :math:`c_t = (1-2\beta_t, 2\beta_t)`, which anneals from the flow to :math:`p^2/g_\theta`.
+
+    Every step ``t = 1..T`` (i) re-weights, eq. (14),
+    :math:`\log w \mathrel{+}= (c_t - c_{t-1})\cdot\phi(x)`, (ii) resamples when
+    ``ESS < resample_threshold * n`` and gives every chain the mean weight, eq. (20), and
+    (iii) makes ``mcmc_steps`` Metropolis steps on :math:`\pi_t`, adapting ``tau`` with eq. (18).
+    The loop never synchronises with the device.
+
+    Args:
+        components_fn: ``(B, d) -> (B, k)`` density components (NaN is treated as ``-inf``).
+        x: initial samples from :math:`\pi_0` ``(n, d)``.
+        components: ``components_fn(x)`` ``(n, k)``.
+        coefficients: ``(T + 1, k)``; row 0 defines :math:`\pi_0`.
+        generator: random number generator on the device of ``x``.
+        step_size: initial ``tau``.
+        mcmc_steps: Metropolis steps per temperature.
+        target_acceptance: acceptance the adaptation aims at.
+        adapt: adapt ``tau`` after every Metropolis step.
+        bounds: clamp range for ``tau``.
+        resample_threshold: relative ESS threshold for resampling (0: never).
+        resampling: ``"multinomial"`` or ``"systematic"``.
+        scale: per-dimension proposal scale.
+        log_weights: initial log-weights (default zeros).
+
+    Returns:
+        An :class:`AnnealResult`.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> fn = lambda x: torch.stack([-0.5 * (x**2).sum(-1), -0.5 * ((x - 1) ** 2).sum(-1)], -1)
+        >>> x = torch.randn(256, 2, generator=g)
+        >>> beta = torch.linspace(0, 1, 11)[:, None]
+        >>> res = anneal(fn, x, fn(x), torch.cat([1 - beta, beta], 1), generator=g, step_size=0.3)
+        >>> res.samples.mean(0).round(decimals=0)
+        tensor([1., 1.])
+    """
+    n = x.shape[0]
+    n_temps = coefficients.shape[0] - 1
+    coefficients = coefficients.to(dtype=x.dtype, device=x.device)
+    step = torch.as_tensor(step_size, dtype=x.dtype, device=x.device).clone()
+    lw = x.new_zeros(n) if log_weights is None else log_weights.clone()
+    neg_inf = x.new_tensor(-math.inf)
+    arange = torch.arange(n, device=x.device)
+    n_resamples = torch.zeros((), dtype=torch.int64, device=x.device)
+    acc_sum = x.new_zeros(())
+    acc_count = 0
+    n_moves = n_temps * mcmc_steps
+    n_eval = 0
+
+    def fn(points: Tensor) -> Tensor:
+        out = components_fn(points)
+        return torch.where(torch.isnan(out), neg_inf, out)
+
+    with torch.no_grad():
+        for t in range(1, n_temps + 1):
+            # (i) transport to p_t by re-weighting, eq. (14)
+            delta = _combine(components, coefficients[t] - coefficients[t - 1])
+            lw = torch.where(torch.isinf(lw) & (lw < 0), lw, lw + delta)
+            lw = torch.where(torch.isnan(lw), neg_inf, lw)
+            # (ii) resampling, eqs. (19)-(20), without a host-device synchronisation
+            if resample_threshold > 0:
+                need = log_ess(lw) < math.log(resample_threshold * n)
+                idx = resample_indices(lw, n, generator=generator, method=resampling)
+                idx = torch.where(need, idx, arange)
+                x, components = x[idx], components[idx]
+                mean_lw = torch.logsumexp(lw, 0) - math.log(n)
+                lw = torch.where(need, mean_lw.expand(n), lw)
+                n_resamples = n_resamples + need.to(torch.int64)
+            # (iii) Metropolis steps on p_t, eqs. (16)-(18)
+            c_t = coefficients[t]
+            current = _combine(components, c_t)
+            for _ in range(mcmc_steps):
+                proposal = _proposal(x, step, scale, generator)
+                comp_new = fn(proposal)
+                n_eval += n
+                new = _combine(comp_new, c_t)
+                accepted = _accept(new - current, generator)
+                x = torch.where(accepted[:, None], proposal, x)
+                components = torch.where(accepted[:, None], comp_new, components)
+                current = torch.where(accepted, new, current)
+                rate = accepted.to(x.dtype).mean()
+                acc_count += 1
+                if acc_count > n_moves // 2:
+                    acc_sum = acc_sum + rate
+                if adapt:
+                    step = adapt_step_size(step, rate, target=target_acceptance, bounds=bounds)
+    n_counted = n_moves - n_moves // 2
+    acceptance = acc_sum / n_counted if n_counted else x.new_tensor(math.nan)
+    return AnnealResult(x, components, lw, step, acceptance, n_resamples, n_eval)
+
+
+# ----------------------------------------------------------------------------- pre-scaling
+
+
+def _reference(
+    init_scale: float | Tensor, init_mean: Tensor | None, generator: torch.Generator
+) -> Tensor:
+    if isinstance(init_mean, Tensor):
+        return init_mean
+    if isinstance(init_scale, Tensor):
+        return init_scale
+    return torch.zeros((), dtype=torch.get_default_dtype(), device=generator.device)
+
+
+def prescale(
+    log_prob: LogProb,
+    dim: int,
+    *,
+    config: PrescaleConfig,
+    generator: torch.Generator,
+    init_scale: float | Tensor = 1.0,
+    init_mean: Tensor | None = None,
+) -> PrescaleResult:
+    r"""Pre-scaling (step 1): AIS from :math:`\mathcal N(\mu_0, \sigma_0)` to the target.
+
+    Runs :func:`anneal` with ``config.n_samples`` chains, ``config.n_steps`` temperatures
+    :math:`\beta_t = t/T`, adaptive Metropolis steps and ESS-triggered resampling, then returns
+    the weighted component-wise mean and standard deviation of the final samples.
+
+    The base width ``init_scale`` should not be much narrower than the target (Sec. 2.2); give a
+    per-dimension tensor when the widths differ by orders of magnitude. The Metropolis proposal
+    is scaled per dimension by ``init_scale`` too, so ``tau`` is in units of ``init_scale**2``.
+
+    Device and dtype are those of ``init_mean`` (or of ``init_scale`` when it is a tensor, or
+    the default dtype on ``generator.device``).
+
+    Args:
+        log_prob: the target ``(B, dim) -> (B,)`` (``-inf``/NaN outside the support).
+        dim: number of dimensions.
+        config: a :class:`PrescaleConfig`.
+        generator: random number generator (same seed -> same result on the same device).
+        init_scale: base width :math:`\sigma_0` (scalar or ``(dim,)``).
+        init_mean: base mean :math:`\mu_0` ``(dim,)`` (default zeros).
+
+    Returns:
+        A :class:`PrescaleResult` (samples in original coordinates).
+
+    Raises:
+        ConfigError: when every chain ends with zero weight (the target is ``-inf`` wherever
+            the base put samples) or the estimated widths are not positive.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> res = prescale(lambda x: -0.5 * (x**2).sum(-1), 3,
+        ...                config=PrescaleConfig(n_samples=1024, n_steps=50), generator=g)
+        >>> res.samples.shape, res.ess > 500
+        (torch.Size([1024, 3]), True)
+    """
+    ref = _reference(init_scale, init_mean, generator)
+    like = {
+        "dtype": ref.dtype if ref.is_floating_point() else torch.get_default_dtype(),
+        "device": ref.device,
+    }
+    mean0 = torch.zeros(dim, **like) if init_mean is None else init_mean.to(**like)
+    scale0 = torch.as_tensor(init_scale, **like).expand(dim).clone()
+    if mean0.shape != (dim,) or not bool((scale0 > 0).all()):
+        raise ConfigError(
+            f"init_mean must have shape ({dim},) and init_scale must be positive",
+            where="prescale",
+            hint="pass a (dim,) mean and positive widths",
+        )
+    n = config.n_samples
+    log_norm = -torch.log(scale0).sum() - 0.5 * dim * math.log(2 * math.pi)
+
+    def components_fn(x: Tensor) -> Tensor:
+        base = -0.5 * (((x - mean0) / scale0) ** 2).sum(-1) + log_norm
+        return torch.stack([base, evaluate(log_prob, x, chunk_size=config.chunk_size)], -1)
+
+    with torch.no_grad():
+        x0 = mean0 + scale0 * torch.randn((n, dim), generator=generator, **like)
+        comp0 = components_fn(x0)
+        beta = torch.arange(config.n_steps + 1, **like)[:, None] / config.n_steps
+        coefficients = torch.cat([1 - beta, beta], 1)
+        res = anneal(
+            components_fn,
+            x0,
+            comp0,
+            coefficients,
+            generator=generator,
+            step_size=config.initial_step_size,
+            mcmc_steps=config.mcmc_steps,
+            target_acceptance=config.target_acceptance,
+            bounds=config.step_size_bounds,
+            resample_threshold=config.resample_threshold,
+            resampling=config.resampling,
+            scale=scale0,
+        )
+        lw = res.log_weights
+        if not bool(torch.isfinite(lw).any()):
+            raise ConfigError(
+                "pre-scaling failed: the target is -inf (or NaN) at every sample",
+                where="prescale",
+                hint="move init_mean into the support of the likelihood or change init_scale",
+            )
+        w = torch.softmax(lw, 0)
+        mean = (w[:, None] * res.samples).sum(0)
+        std = torch.sqrt((w[:, None] * (res.samples - mean) ** 2).sum(0))
+        if not bool((std > 0).all() & torch.isfinite(std).all()):
+            raise ConfigError(
+                f"pre-scaling gave non-positive widths {std.tolist()}",
+                where="prescale",
+                hint="increase n_samples/n_steps or widen init_scale",
+            )
+        ess = float(log_ess(lw).exp())
+        result = PrescaleResult(
+            mean=mean,
+            std=std,
+            samples=res.samples,
+            log_weights=lw,
+            ess=ess,
+            acceptance=float(res.acceptance),
+            step_size=float(res.step_size),
+            n_evaluations=n + res.n_evaluations,
+        )
+    log.info(
+        "pre-scaling: %d chains x %d steps, ESS %.0f (%.2f), acceptance %.2f, tau %.3g, %d resamplings",
+        n,
+        config.n_steps,
+        ess,
+        ess / n,
+        result.acceptance,
+        result.step_size,
+        int(res.n_resamples),
+    )
+    return result
+
+
+class Standardised:
+    r"""The target in standardised coordinates :math:`z = (x - \mu)/\sigma`.
+
+    :math:`\log p_z(z) = \log p(\mu + \sigma z) + \sum_k \log\sigma_k`, so that the density stays
+    normalised. Calling the object evaluates :math:`\log p_z`.
+
+    Attributes:
+        log_prob: the original target.
+        mean: :math:`\mu` ``(d,)``.
+        std: :math:`\sigma` ``(d,)``.
+    """
+
+    def __init__(self, log_prob: LogProb, mean: Tensor, std: Tensor) -> None:
+        self.log_prob = log_prob
+        self.mean = mean
+        self.std = std
+        self.log_jacobian = torch.log(std).sum()
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """``log p_z(z)`` for ``z`` of shape ``(B, d)``."""
+        return self.log_prob(self.to_original(z)) + self.log_jacobian.to(z.dtype)
+
+    def to_original(self, z: Tensor) -> Tensor:
+        """Map standardised points to original coordinates: ``mean + std * z``."""
+        return self.mean.to(z.dtype) + self.std.to(z.dtype) * z
+
+    def to_standardised(self, x: Tensor) -> Tensor:
+        """Map original points to standardised coordinates: ``(x - mean) / std``."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def standardise(log_prob: LogProb, mean: Tensor, std: Tensor) -> Standardised:
+    r"""The target in standardised coordinates, :math:`\log p(\mu + \sigma z) + \sum\log\sigma`.
+
+    Args:
+        log_prob: the target in original coordinates.
+        mean: :math:`\mu` ``(d,)`` (e.g. :attr:`PrescaleResult.mean`).
+        std: :math:`\sigma` ``(d,)``.
+
+    Returns:
+        A callable :class:`Standardised` (with ``to_original``/``to_standardised``).
+
+    Example:
+        >>> f = standardise(lambda x: -0.5 * (((x - 3) / 2) ** 2).sum(-1), torch.tensor([3.0]),
+        ...                 torch.tensor([2.0]))
+        >>> f(torch.tensor([[1.0]]))
+        tensor([0.1931])
+    """
+    return Standardised(log_prob, mean, std)

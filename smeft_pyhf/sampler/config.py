@@ -1,0 +1,389 @@
+"""Frozen configuration dataclasses for sampler steps 1-3 (pre-scaling, flow, pre-training, training).
+
+Every hyperparameter of the paper's Table 5 is a field, with the paper's value (column "Top")
+as the default. :meth:`PrescaleConfig.paper` and friends return the "Higgs-gauge" or
+"Combined" columns. Fields the paper does not state (resampling threshold, initial step size,
+number of coupling blocks, ...) carry our own defaults and say so in their description.
+
+Example:
+    >>> from smeft_pyhf.sampler.config import PrescaleConfig, TrainConfig
+    >>> PrescaleConfig().n_steps
+    1500
+    >>> PrescaleConfig.paper("combined").n_samples
+    40960
+    >>> TrainConfig(n_batches=10).buffer_capacity
+    262144
+
+References:
+    | Five steps to happiness: ML likelihood sampling for global SMEFT analyses (arXiv:2411.00942),
+    | Sec. 2.2 and Table 5. https://arxiv.org/abs/2411.00942
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from smeft_pyhf.exceptions import ConfigError
+
+__all__ = [
+    "FlowConfig",
+    "PrescaleConfig",
+    "PretrainConfig",
+    "Sector",
+    "TrainConfig",
+]
+
+Sector = Literal["top", "higgs", "combined"]
+"""The three columns of the paper's Table 5: top sector, Higgs-gauge sector, combined fit."""
+
+_C = TypeVar("_C")
+
+# Per-sector values of Table 5 (arXiv:2411.00942) that differ from the "Top" column.
+_PAPER: dict[str, dict[str, dict[str, object]]] = {
+    "PrescaleConfig": {
+        "top": {},
+        "higgs": {"n_samples": 40960, "n_steps": 5500},
+        "combined": {"n_samples": 40960, "n_steps": 5500},
+    },
+    "FlowConfig": {"top": {}, "higgs": {}, "combined": {}},
+    "PretrainConfig": {
+        "top": {},
+        "higgs": {"epochs": 6, "mcmc_steps": 10},
+        "combined": {"epochs": 6, "mcmc_steps": 10},
+    },
+    "TrainConfig": {
+        "top": {},
+        "higgs": {"n_batches": 2000, "ais_steps": 4},
+        "combined": {"n_batches": 6000, "ais_steps": 8},
+    },
+}
+
+
+def _paper(cls: type[_C], sector: str, overrides: dict[str, object]) -> _C:
+    table = _PAPER[cls.__name__]
+    if sector not in table:
+        raise ConfigError(
+            f"unknown sector {sector!r}",
+            where=f"{cls.__name__}.paper",
+            hint=f"use one of {sorted(table)}",
+        )
+    return cls(**{**table[sector], **overrides})
+
+
+def _check(condition: bool, cls: object, field: str, message: str) -> None:
+    if not condition:
+        value = getattr(cls, field)
+        raise ConfigError(
+            f"{field}={value!r} {message}",
+            where=type(cls).__name__,
+            hint=f"change {field}",
+        )
+
+
+def _check_step_size(config: object) -> None:
+    _check(config.initial_step_size > 0, config, "initial_step_size", "must be > 0")
+    _check(0 < config.target_acceptance < 1, config, "target_acceptance", "must lie in (0, 1)")
+    low, high = config.step_size_bounds
+    _check(0 < low < high, config, "step_size_bounds", "must satisfy 0 < low < high")
+
+
+def _check_chunk(config: object) -> None:
+    _check(config.chunk_size is None or config.chunk_size > 0, config, "chunk_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class PrescaleConfig:
+    """Step 1, pre-scaling by annealed importance sampling (AIS) from a Gaussian base.
+
+    Attributes:
+        n_samples: number of parallel AIS chains (Table 5: 10240 top, 40960 Higgs/combined).
+        n_steps: number of annealing steps ``T``, with ``beta_t = t/T`` (Table 5: 1500 top,
+            5500 Higgs/combined).
+        target_acceptance: Metropolis acceptance the adaptive step size aims at, eq. (18)
+            (Table 5: 0.33).
+        mcmc_steps: Metropolis steps per annealing temperature ("one or more", Sec. 2.2; not in
+            Table 5, our default 1).
+        initial_step_size: initial ``tau`` of the proposal ``exp(-(x'-x)^2 / 4 tau)``, eq. (16),
+            in units of the squared base width ``init_scale**2`` (our default; it adapts within
+            a few steps since ``tau`` changes by up to a factor 2 per step).
+        step_size_bounds: ``tau`` is clamped to this range to avoid degenerate chains.
+        resample_threshold: resample when ``ESS < resample_threshold * n_samples``, eq. (19)
+            (the paper says "a threshold"; our default 0.5).
+        resampling: ``"multinomial"`` draws indices with the normalised weights as
+            probabilities (the paper's description); ``"systematic"`` is the lower-variance
+            variant with one uniform number.
+        chunk_size: evaluate the target in chunks of at most this many points (``None``: one
+            call per step). Only memory, not results, depends on it.
+    """
+
+    n_samples: int = 10240
+    n_steps: int = 1500
+    target_acceptance: float = 0.33
+    mcmc_steps: int = 1
+    initial_step_size: float = 0.1
+    step_size_bounds: tuple[float, float] = (1e-12, 1e4)
+    resample_threshold: float = 0.5
+    resampling: Literal["multinomial", "systematic"] = "multinomial"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.n_samples >= 2, self, "n_samples", "must be >= 2")
+        _check(self.n_steps >= 1, self, "n_steps", "must be >= 1")
+        _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
+        _check(0 <= self.resample_threshold <= 1, self, "resample_threshold", "must lie in [0, 1]")
+        _check(
+            self.resampling in ("multinomial", "systematic"),
+            self,
+            "resampling",
+            "must be 'multinomial' or 'systematic'",
+        )
+        _check_step_size(self)
+        _check_chunk(self)
+
+    @classmethod
+    def paper(cls, sector: Sector = "top", **overrides: object) -> PrescaleConfig:
+        """The paper's Table 5 column for ``sector``, with ``overrides`` applied.
+
+        Example:
+            >>> PrescaleConfig.paper("higgs").n_steps
+            5500
+        """
+        return _paper(cls, sector, overrides)
+
+    def replace(self, **changes: object) -> PrescaleConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The normalizing flow: rational-quadratic spline coupling blocks (zuko).
+
+    Attributes:
+        n_blocks: number of coupling blocks (Table 5 lists the block type, RQ splines, but not
+            the count; our default 6).
+        bins: spline bins per dimension (Table 5: 16).
+        hidden_layers: hidden layers of each coupling subnet (Table 5: 3).
+        hidden_features: nodes per hidden layer (Table 5: 64).
+        bound: the splines act on ``[-bound, bound]`` (identity outside); the flow works in
+            standardised coordinates, so 5 standard deviations (zuko's default).
+        slope: minimum slope of the splines (zuko's default 1e-3).
+        masks: how the coupling masks alternate: ``"alternating"`` flips the even/odd split each
+            block; ``"binary"`` (default) takes the split from successive bits of the dimension
+            index, flipped every other block, so that every pair of dimensions is split apart
+            by some block once ``n_blocks >= 2 * ceil(log2(dim))`` (MadNIS-style).
+        activation: activation function of the subnets.
+        identity_init: zero the last layer of every subnet so that the untrained flow is the
+            identity map, i.e. the standard normal base (a good start in standardised
+            coordinates; not specified in the paper).
+        compile: wrap sampling and density evaluation in :func:`torch.compile` (off by default;
+            useful on GPU only).
+    """
+
+    n_blocks: int = 6
+    bins: int = 16
+    hidden_layers: int = 3
+    hidden_features: int = 64
+    bound: float = 5.0
+    slope: float = 1e-3
+    masks: Literal["alternating", "binary"] = "binary"
+    activation: Literal["relu", "elu", "silu", "leaky_relu"] = "relu"
+    identity_init: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.n_blocks >= 1, self, "n_blocks", "must be >= 1")
+        _check(self.bins >= 2, self, "bins", "must be >= 2")
+        _check(self.hidden_layers >= 1, self, "hidden_layers", "must be >= 1")
+        _check(self.hidden_features >= 1, self, "hidden_features", "must be >= 1")
+        _check(self.bound > 0, self, "bound", "must be > 0")
+        _check(0 < self.slope < 1, self, "slope", "must lie in (0, 1)")
+        _check(self.masks in ("alternating", "binary"), self, "masks", "is not a known mask kind")
+        _check(
+            self.activation in ("relu", "elu", "silu", "leaky_relu"),
+            self,
+            "activation",
+            "is not a known activation",
+        )
+
+    @classmethod
+    def paper(cls, sector: Sector = "top", **overrides: object) -> FlowConfig:
+        """The paper's Table 5 column for ``sector`` (the same for all three)."""
+        return _paper(cls, sector, overrides)
+
+    def replace(self, **changes: object) -> FlowConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Step 2, pre-training: maximum likelihood on MCMC-evolved pre-scaling samples.
+
+    Attributes:
+        batch_size: training batch size (Table 5: 1024).
+        epochs: passes over the training set (Table 5: 15 top, 6 Higgs/combined).
+        mcmc_steps: Metropolis steps between batches (Table 5: 20 top, 10 Higgs/combined).
+        burn_in_steps: Metropolis steps after the initial resampling, before training starts
+            ("evolve them for a number of MCMC steps"; our default 20).
+        learning_rate: Adam learning rate (not in Table 5 for pre-training; we use the training
+            value 1e-3).
+        n_samples: size of the resampled training set (``None``: as many as given).
+        mcmc_scope: ``"batch"`` (default) evolves the batch just used, so every point moves
+            ``mcmc_steps`` steps between two uses at the cost of one target call per point and
+            step; ``"all"`` evolves the whole training set after every batch (``n/batch_size``
+            times more target calls).
+        target_acceptance: acceptance the adaptive step size aims at (0.33 as in pre-scaling).
+        initial_step_size: initial ``tau`` in standardised coordinates.
+        adapt_step_size: adapt ``tau`` with eq. (18) after every Metropolis step.
+        step_size_bounds: clamp range for ``tau``.
+        max_grad_norm: clip the gradient norm (``None``: no clipping; not in the paper).
+        chunk_size: evaluate the target in chunks of at most this many points.
+    """
+
+    batch_size: int = 1024
+    epochs: int = 15
+    mcmc_steps: int = 20
+    burn_in_steps: int = 20
+    learning_rate: float = 1e-3
+    n_samples: int | None = None
+    mcmc_scope: Literal["batch", "all"] = "batch"
+    target_acceptance: float = 0.33
+    initial_step_size: float = 0.1
+    adapt_step_size: bool = True
+    step_size_bounds: tuple[float, float] = (1e-12, 1e4)
+    max_grad_norm: float | None = None
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, self, "batch_size", "must be >= 1")
+        _check(self.epochs >= 0, self, "epochs", "must be >= 0")
+        _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
+        _check(self.burn_in_steps >= 0, self, "burn_in_steps", "must be >= 0")
+        _check(self.learning_rate > 0, self, "learning_rate", "must be > 0")
+        _check(self.n_samples is None or self.n_samples >= 1, self, "n_samples", "must be >= 1")
+        _check(self.mcmc_scope in ("batch", "all"), self, "mcmc_scope", "must be 'batch' or 'all'")
+        _check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            self,
+            "max_grad_norm",
+            "must be > 0",
+        )
+        _check_step_size(self)
+        _check_chunk(self)
+
+    @classmethod
+    def paper(cls, sector: Sector = "top", **overrides: object) -> PretrainConfig:
+        """The paper's Table 5 column for ``sector``.
+
+        Example:
+            >>> PretrainConfig.paper("combined").mcmc_steps
+            10
+        """
+        return _paper(cls, sector, overrides)
+
+    def replace(self, **changes: object) -> PretrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Step 3, neural importance sampling training with AIS and a prioritised buffer.
+
+    One *batch* is one online step (flow samples -> AIS towards ``p^2/g`` -> loss eq. (25))
+    followed by ``buffered_per_online`` buffered steps (loss eq. (27)).
+
+    Attributes:
+        learning_rate: Adam learning rate (Table 5: 1e-3).
+        batch_size: points per online and per buffered step (Table 5: 1024).
+        n_batches: number of online steps (Table 5: 100 top, 2000 Higgs, 6000 combined).
+        ais_steps: annealing steps from the flow ``g`` to ``p^2/g`` (Table 5: 4, combined 8).
+        buffer_capacity: points kept in the buffer, oldest replaced first (Table 5: 262k).
+        buffered_per_online: buffered steps per online step (Table 5: 6).
+        clip_alpha: ``alpha`` of the soft weight clip ``w' = alpha log(w/alpha + 1)``, eq. (26)
+            (paper: 30).
+        lr_schedule: ``"constant"`` (the paper states only the rate), ``"cosine"`` (decay to
+            ``lr_min_factor * learning_rate`` over all optimiser steps) or ``"exponential"``
+            (the same end point, geometric decay).
+        lr_min_factor: final learning rate relative to ``learning_rate`` for decaying schedules.
+        mcmc_steps: Metropolis steps per AIS temperature (our default 1).
+        target_acceptance: acceptance the adaptive AIS step size aims at (0.33).
+        initial_step_size: initial ``tau`` in standardised coordinates; it is adapted with
+            eq. (18) and carried over from one online step to the next.
+        step_size_bounds: clamp range for ``tau``.
+        ais_resample_threshold: resample inside the training AIS when ``ESS/N`` drops below
+            this (0: never, as in FAB).
+        max_grad_norm: clip the gradient norm (``None``: no clipping; not in the paper).
+        chunk_size: evaluate the target in chunks of at most this many points.
+    """
+
+    learning_rate: float = 1e-3
+    batch_size: int = 1024
+    n_batches: int = 100
+    ais_steps: int = 4
+    buffer_capacity: int = 262144
+    buffered_per_online: int = 6
+    clip_alpha: float = 30.0
+    lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    lr_min_factor: float = 0.01
+    mcmc_steps: int = 1
+    target_acceptance: float = 0.33
+    initial_step_size: float = 0.1
+    step_size_bounds: tuple[float, float] = (1e-12, 1e4)
+    ais_resample_threshold: float = 0.0
+    max_grad_norm: float | None = None
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.learning_rate > 0, self, "learning_rate", "must be > 0")
+        _check(self.batch_size >= 2, self, "batch_size", "must be >= 2")
+        _check(self.n_batches >= 0, self, "n_batches", "must be >= 0")
+        _check(self.ais_steps >= 0, self, "ais_steps", "must be >= 0")
+        _check(self.buffer_capacity >= 0, self, "buffer_capacity", "must be >= 0")
+        _check(self.buffered_per_online >= 0, self, "buffered_per_online", "must be >= 0")
+        _check(
+            self.clip_alpha > 0 or math.isinf(self.clip_alpha),
+            self,
+            "clip_alpha",
+            "must be > 0 (inf: no clipping)",
+        )
+        _check(
+            self.lr_schedule in ("constant", "cosine", "exponential"),
+            self,
+            "lr_schedule",
+            "must be 'constant', 'cosine' or 'exponential'",
+        )
+        _check(0 < self.lr_min_factor <= 1, self, "lr_min_factor", "must lie in (0, 1]")
+        _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
+        _check(
+            0 <= self.ais_resample_threshold <= 1,
+            self,
+            "ais_resample_threshold",
+            "must lie in [0, 1]",
+        )
+        _check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            self,
+            "max_grad_norm",
+            "must be > 0",
+        )
+        _check_step_size(self)
+        _check_chunk(self)
+
+    @classmethod
+    def paper(cls, sector: Sector = "top", **overrides: object) -> TrainConfig:
+        """The paper's Table 5 column for ``sector``.
+
+        Example:
+            >>> TrainConfig.paper("combined").ais_steps
+            8
+        """
+        return _paper(cls, sector, overrides)
+
+    def replace(self, **changes: object) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,262 @@
+"""Step 1 (pre-scaling): AIS on analytic Gaussians, the Metropolis kernel, resampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.annealing import (
+    adapt_step_size,
+    anneal,
+    effective_sample_size,
+    evaluate,
+    log_ess,
+    prescale,
+    resample_indices,
+    run_mcmc,
+    standardise,
+)
+from smeft_pyhf.sampler.config import PrescaleConfig
+
+
+def gaussian(mean: torch.Tensor, std: torch.Tensor):
+    """Normalised diagonal Gaussian log-density."""
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        z = (x - mean) / std
+        return (-0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    return log_prob
+
+
+def test_prescale_2d_shifted_scaled_gaussian(dtype):
+    mean = torch.tensor([1.0, -2.0], dtype=dtype)
+    std = torch.tensor([0.5, 3.0], dtype=dtype)
+    config = PrescaleConfig(n_samples=4096, n_steps=150)
+    g = torch.Generator().manual_seed(0)
+    res = prescale(gaussian(mean, std), 2, config=config, generator=g, init_scale=3.0)
+    assert res.mean.dtype == dtype and res.samples.shape == (4096, 2)
+    # ESS/N is high for a Gaussian; resampling duplicates points, so take n_eff = ESS / 4 and
+    # allow 5 standard errors sigma / sqrt(n_eff) on the mean and ~5 on the width (sigma/sqrt(2n)).
+    assert res.ess > 0.4 * config.n_samples
+    n_eff = res.ess / 4
+    assert torch.all((res.mean - mean).abs() < 5 * std / math.sqrt(n_eff))
+    assert torch.all((res.std / std - 1).abs() < 5 / math.sqrt(2 * n_eff))
+    # the base is normalised, so the mean AIS weight estimates Z = 1 of the target
+    log_z = torch.logsumexp(res.log_weights, 0) - math.log(config.n_samples)
+    assert abs(float(log_z)) < 0.05
+    assert abs(res.acceptance - 0.33) < 0.03
+    assert res.n_evaluations == 4096 * (1 + 150)
+
+
+def test_prescale_10d_gaussian_with_different_widths():
+    dim = 10
+    g0 = torch.Generator().manual_seed(11)
+    mean = 3 * torch.randn(dim, generator=g0)
+    std = torch.logspace(-0.5, 0.5, dim)  # 0.32 ... 3.2
+    config = PrescaleConfig(n_samples=4096, n_steps=200)
+    g = torch.Generator().manual_seed(1)
+    res = prescale(gaussian(mean, std), dim, config=config, generator=g, init_scale=4.0)
+    n_eff = res.ess / 4
+    assert res.ess > 0.3 * config.n_samples
+    assert torch.all((res.mean - mean).abs() < 5 * std / math.sqrt(n_eff))
+    assert torch.all((res.std / std - 1).abs() < 5 / math.sqrt(2 * n_eff))
+    assert abs(res.acceptance - 0.33) < 0.03
+
+
+def test_prescale_per_dimension_init_scale_and_mean():
+    mean = torch.tensor([100.0, 0.0])
+    std = torch.tensor([0.01, 10.0])  # widths differ by three orders of magnitude
+    g = torch.Generator().manual_seed(2)
+    res = prescale(
+        gaussian(mean, std),
+        2,
+        config=PrescaleConfig(n_samples=2048, n_steps=100),
+        generator=g,
+        init_scale=torch.tensor([0.03, 30.0]),
+        init_mean=torch.tensor([100.0, 5.0]),
+    )
+    assert torch.allclose(res.std / std, torch.ones(2), atol=0.15)
+    assert torch.all((res.mean - mean).abs() < 0.2 * std)
+
+
+def test_prescale_handles_minus_inf_outside_support():
+    def half_normal(x: torch.Tensor) -> torch.Tensor:
+        lp = -0.5 * (x**2).sum(-1)
+        return torch.where(x[:, 0] > 0, lp, torch.full_like(lp, -math.inf))
+
+    g = torch.Generator().manual_seed(3)
+    res = prescale(half_normal, 2, config=PrescaleConfig(n_samples=4096, n_steps=100), generator=g)
+    w = torch.softmax(res.log_weights, 0)
+    assert torch.isfinite(res.mean).all() and torch.isfinite(res.std).all()
+    assert float(w[res.samples[:, 0] <= 0].sum()) == 0.0
+    # truncated normal: mean sqrt(2/pi), std sqrt(1 - 2/pi)
+    assert abs(float(res.mean[0]) - math.sqrt(2 / math.pi)) < 0.06
+    assert abs(float(res.std[0]) - math.sqrt(1 - 2 / math.pi)) < 0.05
+    assert abs(float(res.mean[1])) < 0.1
+
+
+def test_prescale_raises_when_target_vanishes_everywhere():
+    def nowhere(x: torch.Tensor) -> torch.Tensor:
+        return torch.full(x.shape[:1], -math.inf)
+
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ConfigError, match="-inf"):
+        prescale(nowhere, 2, config=PrescaleConfig(n_samples=16, n_steps=3), generator=g)
+
+
+def test_prescale_nan_counts_as_zero_density():
+    def target(x: torch.Tensor) -> torch.Tensor:
+        lp = -0.5 * (x**2).sum(-1)
+        return torch.where(x[:, 0] > 2, torch.full_like(lp, math.nan), lp)
+
+    g = torch.Generator().manual_seed(0)
+    res = prescale(target, 2, config=PrescaleConfig(n_samples=1024, n_steps=30), generator=g)
+    assert torch.isfinite(res.mean).all()
+    w = torch.softmax(res.log_weights, 0)
+    assert float(w[res.samples[:, 0] > 2].sum()) == 0.0
+
+
+def test_prescale_is_deterministic_under_a_seed():
+    target = gaussian(torch.tensor([0.5, 1.0, -1.0]), torch.tensor([1.0, 2.0, 0.5]))
+    config = PrescaleConfig(n_samples=512, n_steps=40)
+    runs = [
+        prescale(target, 3, config=config, generator=torch.Generator().manual_seed(seed))
+        for seed in (7, 7, 8)
+    ]
+    assert torch.equal(runs[0].samples, runs[1].samples)
+    assert torch.equal(runs[0].log_weights, runs[1].log_weights)
+    assert runs[0].step_size == runs[1].step_size
+    assert not torch.equal(runs[0].samples, runs[2].samples)
+
+
+def test_chunked_evaluation_gives_identical_results():
+    target = gaussian(torch.zeros(2), torch.ones(2))
+    a = prescale(
+        target,
+        2,
+        config=PrescaleConfig(n_samples=256, n_steps=10),
+        generator=torch.Generator().manual_seed(4),
+    )
+    b = prescale(
+        target,
+        2,
+        config=PrescaleConfig(n_samples=256, n_steps=10, chunk_size=100),
+        generator=torch.Generator().manual_seed(4),
+    )
+    assert torch.allclose(a.samples, b.samples) and torch.allclose(a.mean, b.mean)
+
+
+def test_systematic_resampling_config():
+    target = gaussian(torch.tensor([2.0]), torch.tensor([0.5]))
+    g = torch.Generator().manual_seed(5)
+    res = prescale(
+        target,
+        1,
+        config=PrescaleConfig(n_samples=2048, n_steps=60, resampling="systematic"),
+        generator=g,
+        init_scale=2.0,
+    )
+    assert abs(float(res.mean[0]) - 2.0) < 0.05
+    assert abs(float(res.std[0]) - 0.5) < 0.05
+
+
+def test_adaptive_step_size_reaches_target_acceptance():
+    target = gaussian(torch.zeros(5), torch.tensor([0.1, 0.5, 1.0, 1.0, 2.0]))
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2048, 5, generator=g)
+    burn = run_mcmc(target, x, n_steps=100, step_size=1.0, generator=g)
+    res = run_mcmc(target, burn.samples, n_steps=100, step_size=burn.step_size, generator=g)
+    # 100 steps x 2048 chains: the acceptance rate is pinned to the target by the adaptation
+    assert abs(res.acceptance - 0.33) < 0.02
+    assert res.n_evaluations == 2048 * 101
+
+
+def test_mcmc_without_adaptation_keeps_target_invariant():
+    # exact Metropolis with a fixed step size: samples of N(0,1) stay N(0,1)
+    target = gaussian(torch.zeros(1), torch.ones(1))
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(20000, 1, generator=g)
+    res = run_mcmc(target, x, n_steps=20, step_size=0.5, adapt=False, generator=g)
+    assert res.step_size == 0.5
+    se = 1 / math.sqrt(20000)
+    assert abs(float(res.samples.mean())) < 5 * se * 3  # chains are autocorrelated
+    assert abs(float(res.samples.std()) - 1) < 5 * se * 3
+
+
+def test_adapt_step_size_rule():
+    tau = torch.tensor(1.0)
+    # tau <- tau * 2**min(a/0.33 - 1, 1)
+    assert float(adapt_step_size(tau, torch.tensor(0.33))) == pytest.approx(1.0)
+    assert float(adapt_step_size(tau, torch.tensor(0.0))) == pytest.approx(0.5)
+    assert float(adapt_step_size(tau, torch.tensor(0.495))) == pytest.approx(2**0.5)
+    assert float(adapt_step_size(tau, torch.tensor(1.0))) == pytest.approx(2.0)
+    assert float(adapt_step_size(tau, torch.tensor(0.0), bounds=(0.9, 2.0))) == pytest.approx(0.9)
+
+
+def test_effective_sample_size_and_log_ess():
+    lw = torch.log(torch.tensor([1.0, 1.0, 2.0, 0.0]))
+    assert effective_sample_size(lw) == pytest.approx(16 / 6)
+    assert float(log_ess(torch.full((3,), -math.inf))) == -math.inf
+
+
+@pytest.mark.parametrize("method", ["multinomial", "systematic"])
+def test_resample_indices_follow_the_weights(method):
+    g = torch.Generator().manual_seed(8)
+    p = torch.tensor([0.1, 0.2, 0.0, 0.7])
+    idx = resample_indices(p.log(), 100000, generator=g, method=method)
+    freq = torch.bincount(idx, minlength=4).double() / 100000
+    assert torch.allclose(freq, p.double(), atol=0.01)
+    assert int((idx == 2).sum()) == 0
+
+
+def test_anneal_between_two_gaussians_estimates_log_normaliser():
+    # components (log N(0,1) normalised, log of N(3, 0.5) times e^2); Z ratio = e^2
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        a = gaussian(torch.zeros(1), torch.ones(1))(x)
+        b = gaussian(torch.tensor([3.0]), torch.tensor([0.5]))(x) + 2.0
+        return torch.stack([a, b], -1)
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4096, 1, generator=g)
+    beta = torch.linspace(0, 1, 101)[:, None]
+    res = anneal(
+        fn,
+        x,
+        fn(x),
+        torch.cat([1 - beta, beta], 1),
+        generator=g,
+        step_size=0.2,
+        resample_threshold=0.5,
+    )
+    log_z = torch.logsumexp(res.log_weights, 0) - math.log(4096)
+    assert abs(float(log_z) - 2.0) < 0.05
+    w = torch.softmax(res.log_weights, 0)
+    assert abs(float((w * res.samples[:, 0]).sum()) - 3.0) < 0.05
+
+
+def test_standardise_keeps_normalisation_and_maps_coordinates():
+    mean = torch.tensor([1.0, -2.0])
+    std = torch.tensor([0.5, 3.0])
+    f = standardise(gaussian(mean, std), mean, std)
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    expected = gaussian(torch.zeros(2), torch.ones(2))(z)
+    assert torch.allclose(f(z), expected, atol=1e-5)
+    x = f.to_original(z)
+    assert torch.allclose(f.to_standardised(x), z, atol=1e-6)
+
+
+def test_evaluate_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(lambda x: x, torch.zeros(3, 2))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="target_acceptance"):
+        PrescaleConfig(target_acceptance=1.5)
+    assert PrescaleConfig.paper("higgs").n_steps == 5500
+    with pytest.raises(ConfigError, match="sector"):
+        PrescaleConfig.paper("bottom")
