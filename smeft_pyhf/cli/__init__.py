@@ -28,7 +28,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SmeftPyhfError as err:
             kind = type(err).__name__
-            click.echo(textwrap.fill(f"Error ({kind}): {err}", width=100), err=True)
+            click.echo(textwrap.fill(f"Error ({kind}): {err}", width=100, break_on_hyphens=False), err=True)
             ctx.exit(2)
 
 

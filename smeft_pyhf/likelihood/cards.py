@@ -218,6 +218,8 @@ def card_covariance(cards: Sequence[CardMeasurement], *, rho: float = 0.99,
             correlated between cards of the same process.
         theory_scale: factor on the theory half-widths (with ``theory_as_gaussian``).
 
+    ``Background:*`` categories are correlated only within one card (one per analysis).
+
     Example:
         >>> a = CardMeasurement("a", "ATLAS", "ttZ", "mu", 1.0, 0.1, {"Jets": 0.1}, {}, "X", (), "")
         >>> b = a._replace(name="b")
@@ -230,7 +232,11 @@ def card_covariance(cards: Sequence[CardMeasurement], *, rho: float = 0.99,
     columns: dict[tuple[str, str], np.ndarray] = {}
     for i, card in enumerate(cards):
         for cat, value in card.systematics.items():
-            columns.setdefault(("sys", f"{card.experiment}/{cat}"), np.zeros(n))[i] = value
+            # SFitter's Background category is separate for each channel/analysis: a
+            # "Background:Fakes" of one analysis is not the same source as another's.
+            key = f"{card.experiment}/{card.name}/{cat}" if cat.startswith("Background") else (
+                f"{card.experiment}/{cat}")
+            columns.setdefault(("sys", key), np.zeros(n))[i] = value
         if theory_as_gaussian:
             for cat, value in card.theory.items():
                 columns.setdefault(("theory", f"{card.process}/{cat}"),

@@ -168,3 +168,15 @@ def test_card_theory_modes(database, tmp_path, mode):
         assert lik.bounds[1:].tolist() == [[-1.0, 1.0], [-1.0, 1.0]]
         x = torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64)
         assert lik.chi2(x).item() == pytest.approx((r - width) ** 2 / sigma2)
+
+
+def test_background_categories_not_correlated_between_cards():
+    from smeft_pyhf.likelihood.cards import CardMeasurement, card_covariance
+
+    a = CardMeasurement("a", "ATLAS", "ttZ", "mu", 1.0, 0.1,
+                        {"Jets": 0.1, "Background:Fakes": 0.2}, {}, "X", (), "")
+    b = a._replace(name="b")
+    cov = card_covariance([a, b], rho=0.9)
+    # off-diagonal: only Jets is shared, 0.9 * 0.1 * 0.1
+    assert cov[0, 1] == pytest.approx(0.009)
+    assert cov[0, 0] == pytest.approx(0.1**2 + 0.1**2 + 0.2**2)
