@@ -1,0 +1,579 @@
+"""The five steps to happiness as one call: :func:`run_sampler`.
+
+1. pre-scaling (:func:`~smeft_pyhf.sampler.annealing.prescale`), 2. pre-training
+(:func:`~smeft_pyhf.sampler.pretrain.pretrain`), 3. training
+(:func:`~smeft_pyhf.sampler.training.train`), 4. sampling
+(:func:`~smeft_pyhf.sampler.sampling.sample_and_histogram`), 5. profiling
+(:func:`~smeft_pyhf.sampler.profiling.profile`), with per-step timings, progress log lines and
+checkpoints.
+
+Device and dtype: the sampler runs on the device of the target (an ``nn.Module`` target's first
+parameter or buffer, else ``init_mean``/``ranges``, else the CPU) in ``config.dtype`` (float32 by
+default). A target whose parameters are in another dtype (the float64 likelihood) is called with
+inputs cast to its dtype and outputs cast back; the profiling step runs in the target's dtype.
+
+Randomness: step ``k`` uses a generator seeded from ``(seed, k)`` (and torch's global generator
+is forked and seeded the same way while the step runs, restored afterwards), so the same seed
+gives the same result on the same device and a resumed run equals an uninterrupted one.
+
+Checkpoints: with ``checkpoint_dir`` the state after every finished step (step results, flow
+weights, timings) is written atomically to ``checkpoint_dir/sampler_checkpoint.pt`` together
+with a hash of the configuration, seed, names, ranges and initial scale. A later call with the
+same directory and the same hash resumes after the last finished step; a different hash starts
+afresh (with a warning) and overwrites the file.
+
+Ranges: when ``ranges`` is ``None`` the histogram ranges are ``mean +- k std`` of the
+pre-scaling sample with ``k = config.range_nsigma`` (default 4: 99.99% of a Gaussian marginal
+inside, 80 bins of 0.1 sigma).
+
+Example:
+    >>> import torch
+    >>> from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
+    >>> cfg = SamplerConfig.reduced()
+    >>> res = run_sampler(lambda x: -0.5 * (x**2).sum(-1), names=("a", "b"), config=cfg,
+    ...                   seed=1, progress=False)
+    >>> sorted(res.timings)
+    ['prescale', 'pretrain', 'profile', 'sample', 'train']
+    >>> res.ess_fraction > 0.5
+    True
+
+References:
+    | Five steps to happiness: ML likelihood sampling for global SMEFT analyses (arXiv:2411.00942),
+    | Sec. 2.2, Tables 4-5. https://arxiv.org/abs/2411.00942
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from smeft_pyhf._io import atomic_write_bytes
+from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.annealing import PrescaleResult, prescale, standardise
+from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
+from smeft_pyhf.sampler.flows import build_flow
+from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
+from smeft_pyhf.sampler.profiling import ProfileConfig, ProfileResult, profile
+from smeft_pyhf.sampler.sampling import SampleConfig, SampleResult, sample_and_histogram
+from smeft_pyhf.sampler.training import TrainResult, train
+
+__all__ = ["STEPS", "SamplerConfig", "SamplerResult", "run_sampler"]
+
+log = logging.getLogger(__name__)
+
+LogProb = Callable[[Tensor], Tensor]
+
+STEPS: tuple[str, ...] = ("prescale", "pretrain", "train", "sample", "profile")
+"""The five steps in order (keys of :attr:`SamplerResult.timings`)."""
+
+_STEP_TITLES = {
+    "prescale": "pre-scaling (annealed importance sampling)",
+    "pretrain": "pre-training the flow",
+    "train": "training the flow (NIS with AIS and buffer)",
+    "sample": "sampling and histogramming",
+    "profile": "profiling (batched L-BFGS)",
+}
+_RESULT_TYPES: dict[str, type] = {
+    "PrescaleResult": PrescaleResult,
+    "PretrainResult": PretrainResult,
+    "TrainResult": TrainResult,
+    "SampleResult": SampleResult,
+    "ProfileResult": ProfileResult,
+}
+_CHECKPOINT = "sampler_checkpoint.pt"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """All hyperparameters of the five steps; the defaults are the paper's Table 5 ("Top").
+
+    Attributes:
+        prescale: step 1 (:class:`~smeft_pyhf.sampler.config.PrescaleConfig`).
+        flow: the flow (:class:`~smeft_pyhf.sampler.config.FlowConfig`).
+        pretrain: step 2 (:class:`~smeft_pyhf.sampler.config.PretrainConfig`).
+        train: step 3 (:class:`~smeft_pyhf.sampler.config.TrainConfig`).
+        sample: step 4 (:class:`~smeft_pyhf.sampler.sampling.SampleConfig`).
+        profile: step 5 (:class:`~smeft_pyhf.sampler.profiling.ProfileConfig`).
+        range_nsigma: ``k`` of the default ranges ``mean +- k std`` (pre-scaling moments).
+        dtype: floating-point type of the sampler (flow, samples, histograms).
+    """
+
+    prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    range_nsigma: float = 4.0
+    dtype: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.range_nsigma > 0:
+            raise ConfigError(f"range_nsigma={self.range_nsigma!r} must be > 0",
+                              where="SamplerConfig", hint="change range_nsigma")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype={self.dtype!r} is not supported", where="SamplerConfig",
+                              hint="use 'float32' or 'float64'")
+
+    @classmethod
+    def paper(cls, sector: Literal["top", "higgs", "combined"] = "top") -> SamplerConfig:
+        """The paper's Table 5 column for ``sector``.
+
+        Example:
+            >>> SamplerConfig.paper("higgs").train.n_batches
+            2000
+        """
+        return cls(
+            prescale=PrescaleConfig.paper(sector),
+            flow=FlowConfig.paper(sector),
+            pretrain=PretrainConfig.paper(sector),
+            train=TrainConfig.paper(sector),
+            sample=SampleConfig.paper(sector),
+            profile=ProfileConfig.paper(sector),
+        )
+
+    @classmethod
+    def reduced(cls) -> SamplerConfig:
+        """A small configuration for tests, examples and CPU smoke runs (seconds, not hours).
+
+        1024 AIS chains x 100 steps; a 4-block flow with 32 nodes; 2 pre-training epochs;
+        30 training batches of 512; 4 x 20k samples with 10x10 2D profile bins; 50 L-BFGS steps.
+        """
+        return cls(
+            prescale=PrescaleConfig(n_samples=1024, n_steps=100),
+            flow=FlowConfig(n_blocks=4, hidden_features=32),
+            pretrain=PretrainConfig(batch_size=256, epochs=2, mcmc_steps=5, burn_in_steps=10),
+            train=TrainConfig(batch_size=512, n_batches=30, buffered_per_online=3,
+                              buffer_capacity=16384),
+            sample=SampleConfig(n_batches=4, batch_size=20_000, profile_bins_2d=10),
+            profile=ProfileConfig(batch_size=20_000, max_steps=50),
+        )
+
+    def replace(self, **changes: Any) -> SamplerConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-serialisable) of all fields."""
+        return dataclasses.asdict(self)
+
+
+class SamplerResult(NamedTuple):
+    """Everything :func:`run_sampler` produced.
+
+    Attributes:
+        names: coefficient names, in the order of the coordinates.
+        ranges: (d, 2) histogram ranges.
+        pairs: (P, 2) coefficient index pairs of the 2D arrays.
+        marginal1d: (d, bins_1d) marginal probabilities per bin.
+        marginal2d: (P, bins_2d, bins_2d).
+        profile1d: (d, profile_bins_1d) profile ``log L`` at the bin centres.
+        profile2d: (P, profile_bins_2d, profile_bins_2d).
+        ess: effective sample size of step 4.
+        ess_fraction: ``ess / n_samples``.
+        n_samples: samples drawn in step 4.
+        timings: seconds per step (keys :data:`STEPS`; resumed steps keep their first timing).
+        best_fit: (d,) the global maximum of ``log L`` found.
+        best_log_prob: ``log L`` there.
+        log_evidence: ``log`` of the integral of ``L`` (step 4 estimate).
+        configs: the :class:`SamplerConfig` used.
+        seed: the seed.
+        mean: (d,) pre-scaling mean.
+        std: (d,) pre-scaling standard deviation.
+        prescale_result: step 1 result.
+        pretrain_result: step 2 result.
+        train_result: step 3 result.
+        sample_result: step 4 result (histogram errors, profile start points, weights).
+        profile_result: step 5 result (argmax points, sampled profiles, bin centres).
+        flow: the trained flow (standardised coordinates).
+        resumed_steps: steps taken from a checkpoint instead of being run.
+    """
+
+    names: tuple[str, ...]
+    ranges: Tensor
+    pairs: Tensor
+    marginal1d: Tensor
+    marginal2d: Tensor
+    profile1d: Tensor
+    profile2d: Tensor
+    ess: float
+    ess_fraction: float
+    n_samples: int
+    timings: dict[str, float]
+    best_fit: Tensor
+    best_log_prob: float
+    log_evidence: float
+    configs: SamplerConfig
+    seed: int
+    mean: Tensor
+    std: Tensor
+    prescale_result: PrescaleResult
+    pretrain_result: PretrainResult
+    train_result: TrainResult
+    sample_result: SampleResult
+    profile_result: ProfileResult
+    flow: nn.Module
+    resumed_steps: tuple[str, ...]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _reference_tensor(log_prob: LogProb) -> Tensor | None:
+    if isinstance(log_prob, nn.Module):
+        for t in log_prob.parameters():
+            return t
+        for t in log_prob.buffers():
+            if t.is_floating_point():
+                return t
+        for t in log_prob.buffers():
+            return t
+    return None
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([int(seed), step]).generate_state(1, dtype=np.uint32)[0])
+
+
+class _StepRng:
+    """A generator for step ``k`` plus a forked, seeded global torch RNG while the step runs."""
+
+    def __init__(self, seed: int, step: int, device: torch.device) -> None:
+        self.seed = _step_seed(seed, step)
+        self.device = device
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self._fork = None
+
+    def __enter__(self) -> torch.Generator:
+        devices = [self.device] if self.device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        return self.generator
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._fork is not None
+        self._fork.__exit__(*exc)
+
+
+def _to_plain(value: Any) -> Any:
+    """NamedTuples -> tagged dicts, recursively (for ``torch.load(weights_only=True)``)."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {"__namedtuple__": type(value).__name__,
+                "fields": {k: _to_plain(v) for k, v in value._asdict().items()}}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_plain(v) for v in value)
+    return value
+
+
+def _from_plain(value: Any) -> Any:
+    if isinstance(value, dict) and "__namedtuple__" in value:
+        cls = _RESULT_TYPES[value["__namedtuple__"]]
+        return cls(**{k: _from_plain(v) for k, v in value["fields"].items()})
+    if isinstance(value, dict):
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_plain(v) for v in value)
+    return value
+
+
+def _config_hash(config: SamplerConfig, *, seed: int, names: Sequence[str],
+                 ranges: Tensor | None, init_scale: float | Tensor,
+                 init_mean: Tensor | None, device: torch.device) -> str:
+    def plain(t: Any) -> Any:
+        if isinstance(t, Tensor):
+            return [float(v) for v in t.detach().reshape(-1).cpu().tolist()]
+        return t
+
+    payload = {
+        "format": _FORMAT,
+        "config": config.to_dict(),
+        "seed": int(seed),
+        "names": list(names),
+        "ranges": plain(ranges),
+        "init_scale": plain(init_scale),
+        "init_mean": plain(init_mean),
+        "device": device.type,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(_to_plain(state), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        raw = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a damaged or foreign file: start afresh
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
+        return None
+    return _from_plain(raw)
+
+
+def _cast_floats(result: Any, dtype: torch.dtype) -> Any:
+    """A NamedTuple with its floating-point tensors cast to ``dtype``."""
+    changes = {k: v.to(dtype) for k, v in result._asdict().items()
+               if isinstance(v, Tensor) and v.is_floating_point()}
+    return result._replace(**changes)
+
+
+def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], None]:
+    every = max(1, total // 10)
+    start = time.perf_counter()
+
+    def callback(status: Any) -> None:
+        k = int(status.step) + 1
+        if k % every == 0 or k == total:
+            extra = ""
+            ess = getattr(status, "ess", None)
+            if ess is not None:
+                extra = f", ESS/N {ess:.3f}"
+            log.log(level, "  %s: step %d/%d, loss %.4g%s (%.1f s)", step, k, total,
+                    float(status.loss), extra, time.perf_counter() - start)
+
+    return callback
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def run_sampler(
+    log_prob: LogProb,
+    *,
+    names: Sequence[str],
+    ranges: Tensor | None = None,
+    config: SamplerConfig | None = None,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    init_scale: float | Tensor = 1.0,
+    init_mean: Tensor | None = None,
+) -> SamplerResult:
+    """Run the five steps on ``log_prob`` and return histograms, profiles, ESS and timings.
+
+    Args:
+        log_prob: the target ``log L(x)``, ``(B, d) -> (B,)``, batched and differentiable
+            (unnormalised is fine). Put it on the device you want the sampler to run on.
+        names: the ``d`` coefficient names.
+        ranges: (d, 2) histogram ranges; ``None``: ``mean +- config.range_nsigma * std`` of the
+            pre-scaling sample.
+        config: the :class:`SamplerConfig` (default: the paper's Table 5, "Top").
+        seed: the seed of every random step.
+        checkpoint_dir: folder for checkpoints (created if missing); resumes a matching run.
+        progress: log progress at INFO level (otherwise DEBUG).
+        init_scale: width of the pre-scaling Gaussian base (scalar or (d,)); widen it for
+            well-separated modes (the paper's Gaussian mixture with ``d = 10``).
+        init_mean: centre of the pre-scaling base (default zeros).
+
+    Returns:
+        A :class:`SamplerResult`.
+
+    Raises:
+        ConfigError: bad ``names``/``ranges`` shapes, or a failing step (e.g. a target that is
+            ``-inf`` everywhere the pre-scaling looked).
+
+    Example:
+        >>> import torch
+        >>> res = run_sampler(lambda x: -0.5 * ((x - 1.0) ** 2).sum(-1), names=["c1"],
+        ...                   config=SamplerConfig.reduced(), seed=0, progress=False)
+        >>> abs(float(res.best_fit[0]) - 1.0) < 1e-3
+        True
+    """
+    config = config or SamplerConfig()
+    names = tuple(str(n) for n in names)
+    dim = len(names)
+    if dim < 1 or len(set(names)) != dim:
+        raise ConfigError(f"need at least one unique coefficient name, got {names!r}",
+                          where="run_sampler", hint="pass distinct names, one per coordinate")
+    level = logging.INFO if progress else logging.DEBUG
+    dtype = getattr(torch, config.dtype)
+    ref = _reference_tensor(log_prob)
+    if ref is not None:
+        device = ref.device
+    elif isinstance(init_mean, Tensor):
+        device = init_mean.device
+    elif isinstance(ranges, Tensor):
+        device = ranges.device
+    else:
+        device = torch.device("cpu")
+    target_dtype = ref.dtype if ref is not None and ref.is_floating_point() else dtype
+    if ranges is not None:
+        ranges = torch.as_tensor(ranges).to(device=device, dtype=dtype)
+        if ranges.shape != (dim, 2) or not bool((ranges[:, 1] > ranges[:, 0]).all()):
+            raise ConfigError(f"ranges must have shape ({dim}, 2) with low < high",
+                              where="run_sampler", hint="one (low, high) per name")
+
+    if target_dtype == dtype:
+        target = log_prob
+    else:
+        def target(x: Tensor) -> Tensor:
+            return log_prob(x.to(target_dtype)).to(x.dtype)
+
+    mean0 = (torch.zeros(dim, device=device, dtype=dtype) if init_mean is None
+             else torch.as_tensor(init_mean).to(device=device, dtype=dtype))
+    scale0 = (init_scale.to(device=device, dtype=dtype) if isinstance(init_scale, Tensor)
+              else float(init_scale))
+
+    # checkpoint state
+    state: dict[str, Any] = {"format": _FORMAT, "done": [], "results": {}, "timings": {},
+                             "flow_state": None}
+    path: Path | None = None
+    resumed: list[str] = []
+    if checkpoint_dir is not None:
+        folder = Path(checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _CHECKPOINT
+        key = _config_hash(config, seed=seed, names=names, ranges=ranges,
+                           init_scale=init_scale, init_mean=init_mean, device=device)
+        state["hash"] = key
+        old = _load_checkpoint(path, device)
+        if old is not None and old.get("hash") == key and old.get("format") == _FORMAT:
+            state = old
+            resumed = list(old["done"])
+            log.log(level, "resuming from %s after step(s): %s", path, ", ".join(resumed))
+        elif old is not None:
+            log.warning("checkpoint %s belongs to another configuration; starting afresh", path)
+
+    with _StepRng(seed, 99, device):  # flow weights: from their own CPU generator
+        flow_gen = torch.Generator().manual_seed(_step_seed(seed, 99))
+        flow = build_flow(dim, config=config.flow, generator=flow_gen).to(device=device,
+                                                                          dtype=dtype)
+    if state["flow_state"] is not None:
+        flow.load_state_dict(state["flow_state"])
+
+    def finish(step: str, result: Any, seconds: float) -> None:
+        state["done"].append(step)
+        state["results"][step] = result
+        state["timings"][step] = seconds
+        state["flow_state"] = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+        log.log(level, "[%d/5] %s: done in %.1f s", STEPS.index(step) + 1, step, seconds)
+        if path is not None:
+            _save_checkpoint(path, state)
+
+    def begin(step: str) -> bool:
+        if step in state["done"]:
+            log.log(level, "[%d/5] %s: taken from the checkpoint", STEPS.index(step) + 1,
+                    step)
+            return False
+        log.log(level, "[%d/5] %s ...", STEPS.index(step) + 1, _STEP_TITLES[step])
+        return True
+
+    results = state["results"]
+
+    # 1. pre-scaling
+    if begin("prescale"):
+        t0 = time.perf_counter()
+        with _StepRng(seed, 1, device) as gen:
+            res1 = prescale(target, dim, config=config.prescale, generator=gen,
+                            init_scale=scale0, init_mean=mean0)
+        finish("prescale", res1, time.perf_counter() - t0)
+    res1 = results["prescale"]
+    mean, std = res1.mean.to(dtype), res1.std.to(dtype)
+    zlog = standardise(target, mean, std)
+    log_std = torch.log(std).sum()
+    if ranges is None:
+        k = config.range_nsigma
+        ranges = torch.stack([mean - k * std, mean + k * std], dim=1)
+
+    # 2. pre-training
+    if begin("pretrain"):
+        t0 = time.perf_counter()
+        with _StepRng(seed, 2, device) as gen:
+            res2 = pretrain(flow, zlog, zlog.to_standardised(res1.samples.to(dtype)),
+                            config=config.pretrain, generator=gen,
+                            log_weights=res1.log_weights,
+                            callback=_progress_callback("pre-training", _n_pretrain_steps(
+                                config.pretrain, res1.samples.shape[0]), level))
+        finish("pretrain", res2, time.perf_counter() - t0)
+
+    # 3. training
+    if begin("train"):
+        t0 = time.perf_counter()
+        with _StepRng(seed, 3, device) as gen:
+            total = config.train.n_batches * (1 + config.train.buffered_per_online)
+            res3 = train(flow, zlog, config=config.train, generator=gen,
+                         callback=_progress_callback("training", total, level))
+        finish("train", res3, time.perf_counter() - t0)
+
+    # 4. sampling
+    flow.eval()
+
+    def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            z, log_q = flow.sample_and_log_prob(n, generator=generator)
+        return mean + std * z, log_q - log_std
+
+    if begin("sample"):
+        t0 = time.perf_counter()
+        with _StepRng(seed, 4, device) as gen:
+            res4 = sample_and_histogram(draw, target, ranges=ranges, config=config.sample,
+                                        generator=gen)
+        finish("sample", res4, time.perf_counter() - t0)
+    res4 = results["sample"]
+
+    # 5. profiling, in the target's dtype
+    if begin("profile"):
+        t0 = time.perf_counter()
+        with _StepRng(seed, 5, device):
+            res5 = profile(log_prob, _cast_floats(res4, target_dtype), config=config.profile)
+        finish("profile", res5, time.perf_counter() - t0)
+    res5 = results["profile"]
+
+    timings = {s: float(state["timings"][s]) for s in STEPS}
+    log.log(level, "sampler finished: %s; ESS/N %.4f of %d samples",
+            ", ".join(f"{s} {timings[s]:.1f} s" for s in STEPS), res4.ess_fraction,
+            res4.n_samples)
+    return SamplerResult(
+        names=names,
+        ranges=res4.ranges,
+        pairs=res4.pairs,
+        marginal1d=res4.marginal1d,
+        marginal2d=res4.marginal2d,
+        profile1d=res5.profile1d,
+        profile2d=res5.profile2d,
+        ess=res4.ess,
+        ess_fraction=res4.ess_fraction,
+        n_samples=res4.n_samples,
+        timings=timings,
+        best_fit=res5.best_fit,
+        best_log_prob=res5.best_log_prob,
+        log_evidence=res4.log_evidence,
+        configs=config,
+        seed=int(seed),
+        mean=mean,
+        std=std,
+        prescale_result=res1,
+        pretrain_result=results["pretrain"],
+        train_result=results["train"],
+        sample_result=res4,
+        profile_result=res5,
+        flow=flow,
+        resumed_steps=tuple(resumed),
+    )
+
+
+def _n_pretrain_steps(config: PretrainConfig, n_available: int) -> int:
+    n = config.n_samples or n_available
+    return max(1, config.epochs * math.ceil(n / config.batch_size))

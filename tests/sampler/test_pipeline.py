@@ -1,0 +1,170 @@
+"""The five-step pipeline: determinism, checkpoint resume, dtype handling, and a short full run
+on a correlated 4D Gaussian compared with analytic intervals.
+
+Sizes: "tiny" runs use 256 AIS chains x 40 steps, a 2-block flow, 8 training batches of 256 and
+2 x 4000 samples; the 4D Gaussian run uses :meth:`SamplerConfig.reduced` (4 x 20k samples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import smeft_pyhf.sampler.pipeline as pipeline
+from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
+from smeft_pyhf.sampler.pipeline import STEPS, SamplerConfig, run_sampler
+from smeft_pyhf.sampler.profiling import ProfileConfig
+from smeft_pyhf.sampler.sampling import SampleConfig, bin_edges
+from smeft_pyhf.sampler.toys import CorrelatedGaussian, random_covariance
+
+TINY = SamplerConfig(
+    prescale=PrescaleConfig(n_samples=256, n_steps=40),
+    flow=FlowConfig(n_blocks=2, hidden_features=16),
+    pretrain=PretrainConfig(batch_size=128, epochs=1, mcmc_steps=2, burn_in_steps=5),
+    train=TrainConfig(batch_size=256, n_batches=8, buffered_per_online=2, buffer_capacity=4096),
+    sample=SampleConfig(n_batches=2, batch_size=4000, profile_bins_1d=10, profile_bins_2d=5),
+    profile=ProfileConfig(batch_size=1000, max_steps=30),
+)
+
+
+def _banana(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (x[:, 0] ** 2 + 4 * (x[:, 1] - 0.3 * x[:, 0] ** 2) ** 2 + (x[:, 2] - 1) ** 2)
+
+
+def _same(a, b) -> None:
+    for name in ("marginal1d", "marginal2d", "profile1d", "profile2d", "best_fit", "ranges"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.ess == b.ess
+    assert a.log_evidence == b.log_evidence
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    return run_sampler(_banana, names=["a", "b", "c"], config=TINY, seed=7, progress=False)
+
+
+def test_same_seed_same_result(tiny_run) -> None:
+    again = run_sampler(_banana, names=["a", "b", "c"], config=TINY, seed=7, progress=False)
+    _same(tiny_run, again)
+    other = run_sampler(_banana, names=["a", "b", "c"], config=TINY.replace(
+        sample=TINY.sample.replace(n_batches=1)), seed=8, progress=False)
+    assert not torch.equal(other.marginal1d, tiny_run.marginal1d)
+
+
+def test_result_contents(tiny_run) -> None:
+    r = tiny_run
+    assert set(r.timings) == set(STEPS) and all(t >= 0 for t in r.timings.values())
+    assert r.names == ("a", "b", "c")
+    assert r.marginal1d.shape == (3, 80) and r.marginal2d.shape == (3, 40, 40)
+    assert r.profile1d.shape == (3, 10) and r.profile2d.shape == (3, 5, 5)
+    assert r.n_samples == 8000 and 0 < r.ess_fraction <= 1
+    assert r.marginal1d.dtype == torch.float32
+    # default ranges: pre-scaling mean +- 4 std
+    assert torch.allclose(r.ranges[:, 0], r.mean - 4 * r.std)
+    assert r.best_log_prob == pytest.approx(0.0, abs=1e-5)
+    assert r.resumed_steps == ()
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_run, tmp_path, monkeypatch) -> None:
+    calls = {"profile": 0}
+    real_profile = pipeline.profile
+
+    def broken(*args, **kwargs):
+        calls["profile"] += 1
+        raise KeyboardInterrupt("simulated interruption during profiling")
+
+    monkeypatch.setattr(pipeline, "profile", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_sampler(_banana, names=["a", "b", "c"], config=TINY, seed=7, progress=False,
+                    checkpoint_dir=tmp_path)
+    assert (tmp_path / "sampler_checkpoint.pt").is_file()
+    assert not list(tmp_path.glob("*.tmp"))
+    monkeypatch.setattr(pipeline, "profile", real_profile)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    for step in ("prescale", "pretrain", "train", "sample_and_histogram"):
+        monkeypatch.setattr(pipeline, step, must_not_run)
+    resumed = run_sampler(_banana, names=["a", "b", "c"], config=TINY, seed=7, progress=False,
+                          checkpoint_dir=tmp_path)
+    assert resumed.resumed_steps == ("prescale", "pretrain", "train", "sample")
+    _same(resumed, tiny_run)
+    # the resumed flow is the trained flow
+    for (k, v), (_, w) in zip(resumed.flow.state_dict().items(),
+                              tiny_run.flow.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k
+    # a third call resumes everything; another seed starts afresh (and overwrites)
+    for step in ("profile",):
+        monkeypatch.setattr(pipeline, step, must_not_run)
+    done = run_sampler(_banana, names=["a", "b", "c"], config=TINY, seed=7, progress=False,
+                       checkpoint_dir=tmp_path)
+    assert done.resumed_steps == STEPS
+    _same(done, tiny_run)
+    with pytest.raises(AssertionError, match="ran again"):
+        run_sampler(_banana, names=["a", "b", "c"], config=TINY, seed=8, progress=False,
+                    checkpoint_dir=tmp_path)
+
+
+class _Float64Target(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("centre", torch.tensor([0.5, -1.0], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.float64
+        return -0.5 * ((x - self.centre) ** 2).sum(-1)
+
+
+def test_float64_module_target() -> None:
+    target = _Float64Target()
+    r = run_sampler(target, names=["a", "b"], config=TINY, seed=1, progress=False)
+    assert r.marginal1d.dtype == torch.float32  # the sampler
+    assert r.profile1d.dtype == torch.float64  # the profiling in the target's dtype
+    assert torch.allclose(r.best_fit, target.centre, atol=1e-7)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ConfigError):
+        run_sampler(_banana, names=["a", "a", "c"], config=TINY)
+    with pytest.raises(ConfigError):
+        run_sampler(_banana, names=["a", "b", "c"], ranges=torch.zeros(3, 2), config=TINY)
+    with pytest.raises(ConfigError):
+        SamplerConfig(range_nsigma=0)
+    assert SamplerConfig.paper("combined").sample.profile_bins_2d == 20
+
+
+def test_gaussian4d_full_pipeline_intervals() -> None:
+    """Short full run; marginal intervals within MC errors, profile intervals exact."""
+    g = torch.Generator().manual_seed(4)
+    cov = random_covariance(4, generator=g, dtype=torch.float32, scales=(0.3, 3.0))
+    mean = 2 * torch.randn(4, generator=g)
+    target = CorrelatedGaussian(mean, cov)
+    r = run_sampler(target, names=list("abcd"), ranges=target.ranges(5.0),
+                    config=SamplerConfig.reduced(), seed=3, progress=False,
+                    init_scale=float(target.std.max()))
+    assert r.ess_fraction > 0.5
+    mu, sd = mean.numpy(), target.std.numpy()
+    edges = bin_edges(r.ranges, 80).numpy()
+    # ESS >= 40k: quantile MC errors <= 0.01 sigma; we allow 0.05 sigma
+    for i in range(4):
+        prob = r.marginal1d[i].double().numpy()
+        cdf = np.concatenate([[0.0], np.cumsum(prob)]) / prob.sum()
+        for z, level in ((1.0, 0.6827), (1.959964, 0.95)):
+            lo = np.interp((1 - level) / 2, cdf, edges[i])
+            hi = np.interp((1 + level) / 2, cdf, edges[i])
+            assert abs(lo - (mu[i] - z * sd[i])) < 0.05 * sd[i]
+            assert abs(hi - (mu[i] + z * sd[i])) < 0.05 * sd[i]
+    # profiles: exact up to float32 precision of the target
+    c = r.profile_result.centres1d
+    for i in range(4):
+        fin = torch.isfinite(r.profile1d[i])
+        exact = target.profile1d(i, c[i])
+        assert torch.allclose(r.profile1d[i][fin], exact[fin], atol=2e-3)
+    assert r.log_evidence == pytest.approx(0.0, abs=0.02)
+    assert torch.allclose(r.best_fit, mean, atol=1e-2 * float(target.std.min()))
+    assert math.isfinite(r.best_log_prob)
