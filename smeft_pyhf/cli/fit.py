@@ -1,13 +1,136 @@
-"""`smeft-pyhf fit` (being written)."""
+"""``smeft-pyhf fit [RUNCARD]``: run a fit and write its results folder.
+
+With no RUNCARD the embedded default (``smeft_pyhf/examples/default_runcard.yaml``) is run.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from pathlib import Path
+
 import click
 
-from ..exceptions import SmeftPyhfError
+log = logging.getLogger(__name__)
+
+__all__ = ["fit_command"]
+
+
+def _fmt_interval(iv: object) -> str:
+    segments = getattr(iv, "segments", ())
+    if not segments:
+        return "-"
+    text = " U ".join(f"[{a:+.3g}, {b:+.3g}]" for a, b in segments)
+    if getattr(iv, "open_low", False) or getattr(iv, "open_high", False):
+        text += "*"
+    return text
+
+
+def summary_table(result: object) -> str:
+    """Plain-text table: best fit and 95% intervals per coefficient."""
+    rows = [("coefficient", "best fit", "profiled 95%", "marginalised 95%")]
+    for name in result.names:  # type: ignore[attr-defined]
+        entry = result.intervals.get(name, {})  # type: ignore[attr-defined]
+        best = result.best_fit.get(name)  # type: ignore[attr-defined]
+        rows.append(
+            (
+                name,
+                "-" if best is None else f"{best:+.4g}",
+                _fmt_interval(entry.get("profiled", {}).get("95")),
+                _fmt_interval(entry.get("marginalised", {}).get("95")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 @click.command()
-def fit_command() -> None:
-    """Not yet implemented."""
-    raise SmeftPyhfError("'fit' is not implemented yet")
+@click.argument("runcard", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Results folder (default: the runcard's 'output', smeft_pyhf_results).")
+@click.option("--device", help="Torch device: cpu, cuda, cuda:N or auto (default: runcard).")
+@click.option("--seed", type=int, help="Random seed (default: runcard).")
+@click.option("--scale-theory", type=float,
+              help="Scale all theory uncertainties (0.5: halved, as in the paper's Fig. 5).")
+@click.option("--database", type=click.Path(file_okay=False, path_type=Path),
+              help="SMEFiT database folder (default: runcard or $SMEFT_PYHF_DATABASE).")
+@click.option("--restrict", type=click.Choice(["none", "available", "top"]), default="none",
+              show_default=True,
+              help="SMEFiT runcards: keep only datasets in the database (available) or only "
+                   "the top-quark ones (top).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing results folder.")
+@click.option("--format", "plot_format", type=click.Choice(["pdf", "png"]), default="pdf",
+              show_default=True, help="Plot file format.")
+@click.option("--no-plots", is_flag=True, help="Write results.json only.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the intervals as JSON.")
+def fit_command(
+    runcard: Path | None = None,
+    output: Path | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    scale_theory: float | None = None,
+    database: Path | None = None,
+    restrict: str = "none",
+    overwrite: bool = False,
+    plot_format: str = "pdf",
+    no_plots: bool = False,
+    quiet: bool = False,
+    as_json: bool = False,
+) -> None:
+    """Run a SMEFT fit described by RUNCARD (default: the embedded example).
+
+    RUNCARD is a smeft-pyhf runcard (runcard_version: 1) or a SMEFiT runcard. The results
+    folder gets results.json (best fit, profiled and marginalised 1D/2D likelihoods,
+    68%/95% intervals, ESS, timings, provenance) and the triangle, summary and weight plots.
+    A killed run leaves no results folder; running it again resumes.
+    """
+    from ..fit import default_runcard_path
+    from ..fit.run import run_fit
+    from ..fit.runcard import load_runcard
+
+    if quiet:
+        logging.getLogger("smeft_pyhf").setLevel(logging.WARNING)
+    path = runcard if runcard is not None else default_runcard_path()
+    if runcard is None:
+        click.echo(f"No runcard given: running the embedded default {path}", err=True)
+    rc = load_runcard(path, database=database, restrict=restrict)  # type: ignore[arg-type]
+    if seed is not None:
+        rc = rc.replace(seed=seed)
+    if output is None and runcard is None:
+        output = Path.cwd() / rc.output
+    t0 = time.perf_counter()
+    result = run_fit(
+        rc,
+        output=output,
+        device=device,
+        overwrite=overwrite,
+        progress=not quiet,
+        scale_theory=scale_theory,
+        plots=not no_plots,
+        plot_format=plot_format,  # type: ignore[arg-type]
+    )
+    seconds = time.perf_counter() - t0
+    folder = result.provenance.get("results_dir")
+    if as_json:
+        from ..results.results_file import results_to_dict
+
+        data = results_to_dict(result)
+        click.echo(
+            json.dumps(
+                {"results_dir": folder, "best_fit": data["best_fit"], "intervals": data["intervals"],
+                 "seconds": round(seconds, 2)},
+                indent=1,
+            )
+        )
+        return
+    click.echo(summary_table(result))
+    if result.analytic is not None:
+        click.echo("analytic (linear Gaussian): " + ", ".join(
+            f"{n} = {result.analytic.best_fit[n]:+.4g} +- {result.analytic.std[n]:.3g}"
+            for n in result.names))
+    ess = f"ESS {result.ess:.3g} of {result.n_samples} samples; " if result.ess else ""
+    click.echo(f"{ess}{seconds:.1f} s. Results: {folder}  (* = limit at the edge of the range)")

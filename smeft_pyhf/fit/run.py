@@ -1,0 +1,565 @@
+"""The end-to-end fit: runcard -> likelihood -> five-step sampler -> results folder.
+
+:func:`run_fit` builds the combined likelihood, runs the sampler (checkpointing into a hidden
+work folder ``.<output>.partial-work`` next to the results folder), turns the sampler output
+into a :class:`~smeft_pyhf.results.results_file.FitResult` and writes the results folder
+atomically: ``results.json``, the plots and a copy of the runcard appear together or not at
+all. A run that is killed leaves no results folder; running it again resumes from the work
+folder (the finished sampler result is cached there, and the sampler resumes from its own
+checkpoints), which is deleted once the results folder is in place.
+
+For fits that are linear in the coefficients with Gaussian uncertainties the analytic solution
+(:func:`smeft_pyhf.likelihood.combined.linear_gaussian_solution`) is computed as well and
+stored under ``analytic`` (``analytic: auto`` does this for ``linear_only`` fits).
+
+Example:
+    >>> from smeft_pyhf._resources import examples_dir
+    >>> from smeft_pyhf.fit.runcard import load_runcard
+    >>> rc = load_runcard(examples_dir() / "default_runcard.yaml")
+    >>> rc.name
+    'example_top'
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._io import atomic_directory, atomic_write_text, sha256_file
+from ..exceptions import ConfigError, DataError, InputError
+from ..results.intervals import Interval
+from ..results.results_file import (
+    RESULTS_FILENAME,
+    AnalyticSolution,
+    FitResult,
+    Histogram1D,
+    Histogram2D,
+    WeightHistogram,
+    make_fit_result,
+    write_results,
+)
+from .runcard import Runcard, build_sampler_config, load_runcard
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "analytic_solution",
+    "build_fit_likelihood",
+    "from_sampler_result",
+    "resolve_device",
+    "run_fit",
+    "work_dir",
+]
+
+PlotFormat = Literal["pdf", "png"]
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; other names unchanged.
+
+    Raises:
+        ConfigError: CUDA asked for but not available.
+
+    Example:
+        >>> resolve_device("cpu")
+        'cpu'
+    """
+    import torch
+
+    device = device or "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device '{device}' asked for, but torch sees no CUDA GPU",
+            where="device",
+            hint="use --device cpu (or auto), or install a CUDA build of torch",
+        )
+    return device
+
+
+def work_dir(output: str | os.PathLike[str]) -> Path:
+    """Hidden work folder (checkpoints) of a results folder: ``.<name>.partial-work``."""
+    output = Path(output)
+    return output.parent / f".{output.name}.partial-work"
+
+
+def build_fit_likelihood(runcard: Runcard) -> Any:
+    """The combined likelihood of a runcard (float64, CPU), via ``build_likelihood``."""
+    from ..likelihood.combined import build_likelihood
+    from ..likelihood.smefit_runcard import CoefficientSpec as SelectionSpec
+
+    datasets = tuple((d.name, d.order or runcard.order) for d in runcard.smefit_datasets)
+    coefficients = {
+        c.name: SelectionSpec(
+            c.name,
+            -math.inf if c.min is None else c.min,
+            math.inf if c.max is None else c.max,
+            c.value,
+            c.constrain or (),
+        )
+        for c in runcard.coefficients
+    }
+    t0 = time.perf_counter()
+    likelihood = build_likelihood(
+        database=runcard.database,
+        datasets=datasets,
+        cards=tuple(runcard.cards),
+        coefficients=coefficients,
+        order=runcard.order,
+        linear_only=runcard.linear_only,
+        rho=runcard.rho,
+        theory_mode=runcard.theory,
+        scale_theory=runcard.scale_theory,
+        use_t0=runcard.use_t0,
+        use_theory_cov=runcard.use_theory_cov,
+    )
+    names = tuple(getattr(likelihood, "coefficient_names", likelihood.names))
+    if set(names) != set(runcard.free_names):
+        raise ConfigError(
+            f"the likelihood fits {', '.join(names)} but the runcard frees "
+            f"{', '.join(runcard.free_names)}",
+            where=str(runcard.source or "runcard"),
+            hint="check the fixed and constrained coefficients",
+        )
+    log.info(
+        "likelihood: %d coefficients, %d inputs, built in %.2f s",
+        len(names),
+        len(runcard.datasets),
+        time.perf_counter() - t0,
+    )
+    return likelihood
+
+
+def analytic_solution(likelihood: Any, names: tuple[str, ...]) -> AnalyticSolution:
+    """Linear-Gaussian best fit, covariance and Gaussian 68/95% intervals."""
+    from ..likelihood.combined import linear_gaussian_solution
+
+    solution = linear_gaussian_solution(likelihood)
+    best = np.asarray(_numpy(solution.best_fit), dtype=float).reshape(-1)
+    cov = np.asarray(_numpy(solution.covariance), dtype=float)
+    lik_names = tuple(getattr(solution, "names", likelihood.names))
+    order = [lik_names.index(n) for n in names]
+    best = best[order]
+    cov = cov[np.ix_(order, order)]
+    intervals: dict[str, dict[str, Interval]] = {}
+    for i, name in enumerate(names):
+        sigma = math.sqrt(max(cov[i, i], 0.0))
+        intervals[name] = {
+            lv: Interval(((best[i] - z * sigma, best[i] + z * sigma),))
+            for lv, z in (("68", 1.0), ("95", 1.959963984540054))
+        }
+    return AnalyticSolution({n: float(best[i]) for i, n in enumerate(names)}, cov, intervals)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _get(result: Any, *names: str) -> Any:
+    """First attribute found on the sampler result or its per-step results."""
+    holders = [result] + [
+        getattr(result, step) for step in ("sample_result", "profile_result", "sample", "profile")
+        if hasattr(result, step)
+    ]
+    for name in names:
+        for holder in holders:
+            value = holder.get(name) if isinstance(holder, Mapping) else getattr(holder, name, None)
+            if value is not None:
+                return value
+    return None
+
+
+def _log_density_to_delta(values: np.ndarray, *, log: bool) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if log:
+        lp = np.where(np.isfinite(values), values, -np.inf)
+    else:
+        with np.errstate(divide="ignore"):
+            lp = np.where(values > 0, np.log(np.clip(values, 1e-300, None)), -np.inf)
+    top = lp[np.isfinite(lp)].max() if np.any(np.isfinite(lp)) else 0.0
+    return np.where(np.isfinite(lp), -2.0 * (lp - top), np.inf)
+
+
+def _reduce_best(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Profile arrays may carry trailing ``n_best`` axes: keep the best value per bin."""
+    values = np.asarray(values, dtype=float)
+    while values.ndim > ndim:
+        values = np.nanmax(values, axis=-1)
+    return values
+
+
+def from_sampler_result(
+    result: Any,
+    *,
+    names: tuple[str, ...],
+    ranges: Mapping[str, tuple[float, float]],
+) -> dict[str, Any]:
+    """Histograms and diagnostics of a ``SamplerResult`` as :func:`make_fit_result` arguments.
+
+    Accepts the tensor layout of :mod:`smeft_pyhf.sampler.sampling` (``(d, bins)`` 1D arrays,
+    ``(P, bins, bins)`` 2D arrays with pairs ``i < j``; marginals as probabilities, profiles as
+    ``log p``) or dicts keyed by coefficient name / ``(x, y)`` pair.
+    """
+    d = len(names)
+    raw_ranges = _get(result, "ranges")
+    if raw_ranges is not None and not isinstance(raw_ranges, Mapping):
+        arr = _numpy(raw_ranges).reshape(d, 2)
+        ranges = {n: (float(arr[i, 0]), float(arr[i, 1])) for i, n in enumerate(names)}
+    pairs_raw = _get(result, "pairs")
+    if pairs_raw is not None:
+        pairs = [tuple(int(v) for v in row) for row in _numpy(pairs_raw).astype(int)]
+    else:
+        pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+
+    def one_d(value: Any, *, log: bool) -> dict[str, Histogram1D]:
+        out: dict[str, Histogram1D] = {}
+        if value is None:
+            return out
+        items = (
+            value.items() if isinstance(value, Mapping) else ((n, v) for n, v in zip(names, value, strict=False))
+        )
+        for name, hist in items:
+            vals = _reduce_best(_numpy(hist), 1)
+            lo, hi = ranges[name]
+            edges = np.linspace(lo, hi, vals.shape[0] + 1)
+            out[name] = Histogram1D(edges, _log_density_to_delta(vals, log=log))
+        return out
+
+    def two_d(value: Any, *, log: bool) -> dict[tuple[str, str], Histogram2D]:
+        out: dict[tuple[str, str], Histogram2D] = {}
+        if value is None:
+            return out
+        if isinstance(value, Mapping):
+            items = [(tuple(k) if not isinstance(k, str) else tuple(k.split("|")), v) for k, v in value.items()]
+        else:
+            items = [((names[i], names[j]), v) for (i, j), v in zip(pairs, value, strict=False)]
+        for (x, y), hist in items:
+            vals = _reduce_best(_numpy(hist), 2)
+            xe = np.linspace(*ranges[x], vals.shape[0] + 1)
+            ye = np.linspace(*ranges[y], vals.shape[1] + 1)
+            out[(x, y)] = Histogram2D(xe, ye, _log_density_to_delta(vals, log=log))
+        return out
+
+    profile1d = _get(result, "profile1d", "profile1d_log_prob", "log_prob_1d")
+    profile2d = _get(result, "profile2d", "profile2d_log_prob", "log_prob_2d")
+    weights = None
+    w_hist = _get(result, "weight_histogram")
+    w_edges = _get(result, "weight_edges")
+    if w_hist is not None and w_edges is not None:
+        counts = _numpy(w_hist)
+        edges = _numpy(w_edges)
+        if counts.shape[0] == edges.shape[0] + 1:  # under- and overflow bins
+            counts = counts[1:-1]
+        weights = WeightHistogram(edges, counts.astype(np.int64))
+    best = _get(result, "best_fit", "best_point")
+    if best is not None and not isinstance(best, Mapping):
+        arr = _numpy(best).reshape(-1)
+        best = {n: float(arr[i]) for i, n in enumerate(names)}
+    best_lp = _get(result, "best_log_prob", "best_log_likelihood")
+    timings = _get(result, "timings") or {}
+    return {
+        "ranges": dict(ranges),
+        "best_fit": dict(best or {}),
+        "best_log_likelihood": None if best_lp is None else float(best_lp),
+        "marginal1d": one_d(_get(result, "marginal1d"), log=False),
+        "marginal2d": two_d(_get(result, "marginal2d"), log=False),
+        "profile1d": one_d(profile1d, log=True),
+        "profile2d": two_d(profile2d, log=True),
+        "weights": weights,
+        "ess": _get(result, "ess"),
+        "n_samples": _get(result, "n_samples"),
+        "log_evidence": _get(result, "log_evidence"),
+        "timings": {k: float(v) for k, v in dict(timings).items() if isinstance(v, (int, float))},
+    }
+
+
+def box_prior(
+    log_prob: Callable[[Any], Any], low: Any, high: Any, *, wall: float = 1e-2
+) -> Callable[[Any], Any]:
+    """The target with the flat prior of the fit ranges: a steep Gaussian wall outside.
+
+    Inside ``[low, high]`` the target is unchanged; outside it falls off as a Gaussian of width
+    ``wall * (high - low)`` (differentiable, so MCMC steps, flow training and L-BFGS stay
+    well-defined, while points outside carry negligible weight).
+
+    Example:
+        >>> import torch
+        >>> f = box_prior(lambda c: torch.zeros(c.shape[0]), torch.tensor([-1.0]), torch.tensor([1.0]))
+        >>> [round(v, 4) for v in f(torch.tensor([[0.5], [1.02]])).tolist()]
+        [0.0, -0.5]
+    """
+    width = wall * (high - low)
+
+    def bounded(c: Any) -> Any:
+        excess = (c - torch_clamp(c, low, high)) / width
+        return log_prob(c) - 0.5 * (excess * excess).sum(-1)
+
+    return bounded
+
+
+def torch_clamp(c: Any, low: Any, high: Any) -> Any:
+    """``clamp`` with tensor bounds, broadcast over the batch."""
+    import torch
+
+    return torch.maximum(torch.minimum(c, high.to(c.dtype)), low.to(c.dtype))
+
+
+def _run_sampler(log_prob: Callable[[Any], Any], **kwargs: Any) -> Any:
+    """Call :func:`smeft_pyhf.sampler.pipeline.run_sampler` (one place, patchable in tests)."""
+    from ..sampler.pipeline import run_sampler
+
+    return run_sampler(log_prob, **kwargs)
+
+
+def _input_hashes(runcard: Runcard) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    if runcard.source is not None and runcard.source.is_file():
+        hashes[str(runcard.source)] = sha256_file(runcard.source)
+    if runcard.database is not None:
+        for spec in runcard.smefit_datasets:
+            for sub, ext in (("commondata", "yaml"), ("theory", "json")):
+                path = runcard.database / sub / f"{spec.name}.{ext}"
+                if path.is_file():
+                    hashes[str(path)] = sha256_file(path)
+    for card in runcard.cards:
+        if card.is_file():
+            hashes[str(card)] = sha256_file(card)
+    return hashes
+
+
+def _fingerprint(runcard: Runcard, sampler_config: Any, hashes: Mapping[str, str]) -> str:
+    payload = {
+        "runcard": {k: v for k, v in runcard.to_dict().items() if k not in ("output", "device")},
+        "sampler": repr(sampler_config),
+        "inputs": dict(sorted(hashes.items())),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _prepare_work(work: Path, fingerprint: str) -> None:
+    stamp = work / "fingerprint.txt"
+    if work.is_dir():
+        old = stamp.read_text().strip() if stamp.is_file() else ""
+        if old != fingerprint:
+            log.info("discarding stale work folder %s (different runcard or inputs)", work)
+            shutil.rmtree(work)
+        else:
+            log.info("resuming from work folder %s", work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "checkpoints").mkdir(exist_ok=True)
+    atomic_write_text(stamp, fingerprint + "\n")
+
+
+def run_fit(
+    runcard: Runcard | str | os.PathLike[str],
+    *,
+    output: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    scale_theory: float | None = None,
+    plots: bool = True,
+    plot_format: PlotFormat = "pdf",
+    sampler_config: Any = None,
+    on_sampled: Callable[[FitResult], None] | None = None,
+) -> FitResult:
+    """Run a fit described by a runcard and write its results folder.
+
+    Args:
+        runcard: a :class:`~smeft_pyhf.fit.runcard.Runcard` or the path of a runcard YAML.
+        output: results folder (default: the runcard's ``output``).
+        device: torch device overriding the runcard (``cpu``, ``cuda``, ``auto``).
+        overwrite: replace an existing results folder.
+        progress: log progress of the long steps.
+        scale_theory: override the runcard's ``scale_theory`` (0.5: theory halved).
+        plots: also draw the triangle, summary and weight plots into the folder.
+        plot_format: file format of the plots.
+        sampler_config: a ready ``SamplerConfig`` (default: paper defaults + runcard overrides).
+        on_sampled: called with the :class:`FitResult` before the folder is written (hook for
+            tests and progress displays; an exception there aborts without a results folder).
+
+    Returns:
+        The :class:`FitResult`; ``result.provenance["results_dir"]`` is the folder written.
+
+    Raises:
+        ConfigError: invalid runcard or settings.
+        InputError: the results folder exists (without ``overwrite``) or cannot be written.
+
+    Example:
+        >>> result = run_fit("my_runcard.yaml", output="results", device="auto")  # doctest: +SKIP
+        >>> result.interval("ctG", method="profiled", level="95")  # doctest: +SKIP
+    """
+    import torch
+
+    rc = runcard if isinstance(runcard, Runcard) else load_runcard(runcard)
+    if scale_theory is not None:
+        rc = rc.replace(scale_theory=float(scale_theory))
+    out = Path(output) if output is not None else rc.output
+    out = out.resolve()
+    if out.exists() and not overwrite:
+        raise InputError(
+            "output folder already exists",
+            where=str(out),
+            hint="remove it, choose another --output, or pass --overwrite",
+        )
+    if not out.parent.is_dir():
+        raise InputError(
+            f"cannot write results: folder '{out.parent}' does not exist",
+            where=str(out),
+            hint="create it first or choose another --output",
+        )
+    dev = resolve_device(device or rc.device)
+    dtype = getattr(torch, rc.dtype)
+    where = str(rc.source or "runcard")
+    cfg = sampler_config or build_sampler_config(rc.sampler, where=f"{where}: sampler")
+    if hasattr(cfg, "dtype") and getattr(cfg, "dtype", rc.dtype) != rc.dtype:
+        cfg = dataclasses.replace(cfg, dtype=rc.dtype)
+    hashes = _input_hashes(rc)
+    fingerprint = _fingerprint(rc, cfg, hashes)
+    work = work_dir(out)
+    _prepare_work(work, fingerprint)
+
+    t_start = time.perf_counter()
+    likelihood = build_fit_likelihood(rc)
+    names = tuple(likelihood.names)  # coefficients, then theory nuisances (theory: nuisance)
+    coefficient_names = tuple(getattr(likelihood, "coefficient_names", names))
+    bounds = np.asarray(getattr(likelihood, "bounds", np.zeros((len(names), 2))), dtype=float)
+    ranges = {
+        n: rc.ranges[n] if n in rc.ranges else (float(bounds[i, 0]), float(bounds[i, 1]))
+        for i, n in enumerate(names)
+    }
+    timings: dict[str, float] = {"likelihood": time.perf_counter() - t_start}
+
+    analytic = None
+    if rc.analytic == "always" or (rc.analytic == "auto" and rc.linear_only):
+        t0 = time.perf_counter()
+        try:
+            analytic = analytic_solution(likelihood, coefficient_names)
+        except (ConfigError, DataError) as err:
+            if rc.analytic == "always":
+                raise ConfigError(
+                    f"the analytic linear-Gaussian solution is not available: {err}",
+                    where=f"{where}: analytic",
+                    hint="use analytic: auto or never",
+                ) from err
+            log.warning("analytic solution skipped: %s", err)
+        timings["analytic"] = time.perf_counter() - t0
+        if analytic is not None:
+            log.info(
+                "analytic linear-Gaussian solution: %s",
+                ", ".join(
+                    f"{n} = {analytic.best_fit[n]:.4g} +- {analytic.std[n]:.3g}"
+                    for n in coefficient_names
+                ),
+            )
+
+    cached = work / "sampler_result.pt"
+    if cached.is_file():
+        log.info("sampler result found in %s: skipping the five steps", work)
+        converted = torch.load(cached, weights_only=False)
+    else:
+        model = copy.deepcopy(likelihood).to(device=dev, dtype=dtype)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+        low = torch.tensor([ranges[n][0] for n in names], dtype=dtype, device=dev)
+        high = torch.tensor([ranges[n][1] for n in names], dtype=dtype, device=dev)
+        log_prob = box_prior(model.log_prob, low, high)
+        init_scale = (high - low) / 4.0
+        init_mean = 0.5 * (low + high)
+        if analytic is not None:
+            init_mean = torch.tensor(
+                [analytic.best_fit.get(n, float(init_mean[i])) for i, n in enumerate(names)],
+                dtype=dtype,
+                device=dev,
+            )
+        log.info(
+            "sampling %d coefficients on %s (%s), seed %d: %s",
+            len(names),
+            dev,
+            rc.dtype,
+            rc.seed,
+            ", ".join(names),
+        )
+        t0 = time.perf_counter()
+        result = _run_sampler(
+            log_prob,
+            names=names,
+            ranges=torch.tensor([ranges[n] for n in names], dtype=dtype, device=dev),
+            config=cfg,
+            seed=rc.seed,
+            checkpoint_dir=work / "checkpoints",
+            progress=progress,
+            init_scale=init_scale,
+            init_mean=init_mean,
+        )
+        timings["sampler"] = time.perf_counter() - t0
+        converted = from_sampler_result(result, names=names, ranges=ranges)
+        torch.save(converted, cached)
+    step_timings = {**timings, **converted.pop("timings", {})}
+    if "sampler" not in step_timings and "sampler" in timings:
+        step_timings["sampler"] = timings["sampler"]
+
+    fixed = {c.name: c.value for c in rc.coefficients if c.value is not None}
+    provenance = {
+        "inputs": hashes,
+        "seed": rc.seed,
+        "device": dev,
+        "dtype": rc.dtype,
+        "results_dir": str(out),
+        "runcard": str(rc.source) if rc.source else None,
+    }
+    fit = make_fit_result(
+        names=names,
+        analytic=analytic,
+        fixed=fixed,
+        config=rc.to_dict(),
+        provenance=provenance,
+        timings=step_timings,
+        **converted,
+    )
+    _log_summary(fit)
+    if on_sampled is not None:
+        on_sampled(fit)
+
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        write_results(fit, tmp / RESULTS_FILENAME)
+        if rc.source is not None and rc.source.is_file():
+            shutil.copyfile(rc.source, tmp / f"runcard{rc.source.suffix or '.yaml'}")
+        if plots:
+            from ..results.plots import draw_all
+
+            draw_all(fit, tmp, file_format=plot_format)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("results written to %s (%.1f s in total)", out, time.perf_counter() - t_start)
+    return fit
+
+
+def _log_summary(fit: FitResult) -> None:
+    for name in fit.names:
+        entry = fit.intervals.get(name, {})
+        parts = []
+        for method in ("profiled", "marginalised"):
+            iv = entry.get(method, {}).get("95")
+            if iv is not None and iv.segments:
+                parts.append(
+                    f"{method} 95%: "
+                    + " U ".join(f"[{a:.3g}, {b:.3g}]" for a, b in iv.segments)
+                )
+        log.info("%s: %s", name, "; ".join(parts) or "no interval")

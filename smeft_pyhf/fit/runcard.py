@@ -1,0 +1,818 @@
+"""Fit runcards: read, validate and resolve ``smeft-pyhf fit`` configurations.
+
+A runcard is a YAML file (schema ``smeft_pyhf/schemas/runcard.schema.json``,
+``runcard_version: 1``)::
+
+    runcard_version: 1
+    name: top_example
+    database: database                 # SMEFiT-format folder, relative to this file
+    datasets:
+      - EX_ttbar_13TeV_mtt            # a SMEFiT dataset (commondata/ + theory/)
+      - {name: EX_tZ_13TeV, order: LO}
+      - {card: cards/ttZ.yaml}         # a measurement card written by 'smeft-pyhf ingest'
+    coefficients:
+      ctG: {min: -1.0, max: 1.0}
+      ctZ: {min: -8.0, max: 8.0}
+      cQt8: {value: 0.0}               # fixed
+      ctW2: {constrain: {ctW: 1.0}}    # dependent: ctW2 = 1.0 * ctW
+    order: NLO_QCD                     # LO | NLO_QCD
+    linear_only: false                 # drop the quadratic terms
+    rho: 0.99                          # correlation of same-category systematics
+    theory: profiled                   # cards' flat theory: profiled | marginalised | gaussian | nuisance
+    scale_theory: 1.0                  # 0.5: theory uncertainties halved
+    device: cpu                        # cpu | cuda | auto
+    dtype: float32                     # sampler precision
+    seed: 1
+    sampler:                           # partial overrides of the paper defaults, per step
+      train: {n_batches: 50}
+    output: smeft_pyhf_results
+
+Coefficient names follow the SMEFiT convention with a ``c`` prefix (``OtG`` -> ``ctG``); the
+``O`` spelling is accepted too. When ``database`` is absent, the environment variable
+``SMEFT_PYHF_DATABASE`` is used.
+
+A SMEFiT runcard (keys ``coefficients``, ``datasets`` and ``result_ID``/``use_quad``) is read
+directly through :func:`smeft_pyhf.likelihood.smefit_runcard.read_smefit_runcard`; see
+:func:`load_runcard`.
+
+Validation happens in three stages: YAML parsing, the JSON schema, then semantic checks
+(``min < max``, datasets present in the database, coefficients present in at least one theory
+table, sampler keys known); any failure raises one :class:`~smeft_pyhf.exceptions.ConfigError`
+naming the file, the field and the valid choices.
+
+Example:
+    >>> from smeft_pyhf._resources import examples_dir
+    >>> card = load_runcard(examples_dir() / "default_runcard.yaml")
+    >>> card.free_names[:2]
+    ('ctG', 'ctZ')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..exceptions import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DATABASE_ENV",
+    "RUNCARD_VERSION",
+    "CoefficientSpec",
+    "DatasetSpec",
+    "Runcard",
+    "apply_overrides",
+    "build_sampler_config",
+    "coefficient_name",
+    "database_datasets",
+    "is_smefit_runcard",
+    "load_runcard",
+    "parse_runcard",
+    "theory_operators",
+]
+
+RUNCARD_VERSION = 1
+DATABASE_ENV = "SMEFT_PYHF_DATABASE"
+_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "runcard.schema.json"
+
+Order = Literal["LO", "NLO_QCD"]
+TheoryMode = Literal["profiled", "marginalised", "gaussian", "nuisance"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One input: a SMEFiT dataset (``name``, optional ``order``) or a measurement ``card``."""
+
+    name: str | None = None
+    order: Order | None = None
+    card: Path | None = None
+
+    def to_dict(self) -> dict[str, Any] | str:
+        """Runcard form."""
+        if self.card is not None:
+            return {"card": str(self.card)}
+        if self.order is None:
+            return str(self.name)
+        return {"name": self.name, "order": self.order}
+
+
+@dataclasses.dataclass(frozen=True)
+class CoefficientSpec:
+    """A Wilson coefficient: free in ``[min, max]``, fixed to ``value``, or ``constrain``-ed."""
+
+    name: str
+    min: float | None = None
+    max: float | None = None
+    value: float | None = None
+    constrain: tuple[tuple[str, float], ...] | None = None
+
+    @property
+    def free(self) -> bool:
+        """True when the coefficient is sampled."""
+        return self.value is None and self.constrain is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Runcard form."""
+        out: dict[str, Any] = {}
+        if self.min is not None:
+            out["min"] = self.min
+        if self.max is not None:
+            out["max"] = self.max
+        if self.value is not None:
+            out["value"] = self.value
+        if self.constrain is not None:
+            out["constrain"] = dict(self.constrain)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Runcard:
+    """A validated, resolved runcard (paths absolute). Build with :func:`load_runcard`.
+
+    Example:
+        >>> from smeft_pyhf._resources import examples_dir
+        >>> rc = load_runcard(examples_dir() / "default_runcard.yaml")
+        >>> rc.replace(scale_theory=0.5).scale_theory
+        0.5
+    """
+
+    datasets: tuple[DatasetSpec, ...]
+    coefficients: tuple[CoefficientSpec, ...]
+    database: Path | None = None
+    name: str = "fit"
+    order: Order = "NLO_QCD"
+    linear_only: bool = False
+    rho: float = 0.99
+    theory: TheoryMode = "profiled"
+    scale_theory: float = 1.0
+    use_t0: bool = True
+    use_theory_cov: bool = True
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: int = 1
+    analytic: Literal["auto", "always", "never"] = "auto"
+    sampler: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    output: Path = Path("smeft_pyhf_results")
+    source: Path | None = None
+    source_format: Literal["smeft-pyhf", "smefit"] = "smeft-pyhf"
+
+    @property
+    def free(self) -> tuple[CoefficientSpec, ...]:
+        """Sampled coefficients, in runcard order."""
+        return tuple(c for c in self.coefficients if c.free)
+
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        """Names of the sampled coefficients."""
+        return tuple(c.name for c in self.free)
+
+    @property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """``name -> (min, max)`` of the sampled coefficients."""
+        return {c.name: (float(c.min), float(c.max)) for c in self.free}  # type: ignore[arg-type]
+
+    @property
+    def smefit_datasets(self) -> tuple[DatasetSpec, ...]:
+        """The SMEFiT datasets."""
+        return tuple(d for d in self.datasets if d.card is None)
+
+    @property
+    def cards(self) -> tuple[Path, ...]:
+        """The measurement-card paths."""
+        return tuple(d.card for d in self.datasets if d.card is not None)
+
+    def replace(self, **changes: Any) -> Runcard:
+        """A copy with ``changes`` applied (no re-validation)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved runcard as a plain dict (stored in the results file)."""
+        return {
+            "runcard_version": RUNCARD_VERSION,
+            "name": self.name,
+            "database": None if self.database is None else str(self.database),
+            "datasets": [d.to_dict() for d in self.datasets],
+            "coefficients": {c.name: c.to_dict() for c in self.coefficients},
+            "order": self.order,
+            "linear_only": self.linear_only,
+            "rho": self.rho,
+            "theory": self.theory,
+            "scale_theory": self.scale_theory,
+            "use_t0": self.use_t0,
+            "use_theory_cov": self.use_theory_cov,
+            "device": self.device,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "analytic": self.analytic,
+            "sampler": {k: dict(v) for k, v in self.sampler.items()},
+            "output": str(self.output),
+            "source": None if self.source is None else str(self.source),
+            "source_format": self.source_format,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+def coefficient_name(name: str) -> str:
+    """SMEFiT operator name -> coefficient name (``OtG`` -> ``ctG``); ``c`` names unchanged.
+
+    Example:
+        >>> coefficient_name("OtG"), coefficient_name("ctZ")
+        ('ctG', 'ctZ')
+    """
+    if name.startswith("O") and len(name) > 1:
+        return "c" + name[1:]
+    return name
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _hint(word: str, choices: Sequence[str], what: str) -> str:
+    suggestion = _suggest(word, choices)
+    shown = ", ".join(sorted(choices)[:30]) + (" ..." if len(choices) > 30 else "")
+    return (suggestion + " " if suggestion else "") + f"valid {what}: {shown}"
+
+
+def database_datasets(database: Path) -> tuple[str, ...]:
+    """Names of the datasets with both ``commondata/<name>.yaml`` and ``theory/<name>.json``."""
+    common = {p.stem for p in (database / "commondata").glob("*.yaml")}
+    theory = {p.stem for p in (database / "theory").glob("*.json")}
+    return tuple(sorted(common & theory))
+
+
+@lru_cache(maxsize=256)
+def _theory_keys(path: Path, mtime: float) -> dict[str, tuple[str, ...]]:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {
+        order: tuple(data[order].keys())
+        for order in ("LO", "NLO_QCD")
+        if isinstance(data.get(order), dict)
+    }
+
+
+def theory_operators(database: Path, dataset: str, order: str = "NLO_QCD") -> frozenset[str]:
+    """Coefficient names (``c`` prefix) with a linear or quadratic term in a theory table.
+
+    Example:
+        >>> from smeft_pyhf._resources import examples_dir
+        >>> sorted(theory_operators(examples_dir() / "database", "EX_tZ_13TeV"))
+        ['cpQM', 'ctW', 'ctZ']
+    """
+    path = database / "theory" / f"{dataset}.json"
+    keys = _theory_keys(path, path.stat().st_mtime).get(order, ())
+    names: set[str] = set()
+    for key in keys:
+        if key == "SM":
+            continue
+        for part in key.split("*"):
+            names.add(coefficient_name(part))
+    return frozenset(names)
+
+
+def _normalise_order(order: str | None) -> Order | None:
+    if order is None:
+        return None
+    return "NLO_QCD" if order in ("NLO", "NLO_QCD") else "LO"
+
+
+def _schema_validate(data: Any, where: str) -> None:
+    import jsonschema
+
+    schema = json.loads(_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
+    if not errors:
+        return
+    err = errors[0]
+    field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    # friendlier messages for the common mistakes
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        valid = sorted(err.schema.get("properties", {}))
+        bad = extra[0] if extra else "?"
+        raise ConfigError(
+            f"unknown key '{bad}' in {field}",
+            where=where,
+            hint=_hint(bad, valid, "keys"),
+        )
+    if err.validator == "oneOf" and isinstance(err.instance, dict):
+        raise ConfigError(
+            f"invalid dataset entry at {field}: {err.instance!r}",
+            where=where,
+            hint="write a SMEFiT dataset as a name or {name: ..., order: LO|NLO_QCD}, "
+            "a measurement card as {card: path}",
+        )
+    if err.validator == "required":
+        raise ConfigError(f"{err.message} (at {field})", where=where, hint="add the missing key")
+    if err.validator == "enum":
+        raise ConfigError(
+            f"invalid value {err.instance!r} for {field}",
+            where=where,
+            hint="valid choices: " + ", ".join(map(str, err.validator_value)),
+        )
+    raise ConfigError(f"invalid value at {field}: {err.message}", where=where)
+
+
+# ------------------------------------------------------------------------- public API
+def is_smefit_runcard(data: Mapping[str, Any]) -> bool:
+    """True for a SMEFiT runcard (``coefficients`` + ``datasets`` + ``result_ID``/``use_quad``)."""
+    return (
+        isinstance(data, Mapping)
+        and "runcard_version" not in data
+        and "coefficients" in data
+        and "datasets" in data
+        and ("result_ID" in data or "use_quad" in data)
+    )
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError("runcard not found", where=str(path), hint="check the path")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"malformed YAML{place}: {problem}",
+            where=str(path),
+            hint="check indentation and quoting",
+        ) from err
+
+
+def load_runcard(
+    path: str | os.PathLike[str],
+    *,
+    database: str | os.PathLike[str] | None = None,
+    restrict: Literal["none", "available", "top"] = "none",
+    validate: bool = True,
+) -> Runcard:
+    """Read and validate a runcard (ours, or a SMEFiT one).
+
+    Args:
+        path: the YAML file.
+        database: database folder overriding the runcard's ``database`` (and the environment).
+        restrict: for SMEFiT runcards: keep only the datasets present in the database
+            (``"available"``) or only the top-quark ones among them (``"top"``); coefficients
+            absent from every remaining theory table are then dropped too.
+        validate: run the semantic checks against the database.
+
+    Raises:
+        ConfigError: malformed YAML, schema violation or semantic error (one paragraph).
+        InputError: the file does not exist.
+
+    Example:
+        >>> from smeft_pyhf._resources import examples_dir
+        >>> load_runcard(examples_dir() / "default_runcard.yaml").order
+        'NLO_QCD'
+    """
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "a runcard must be a YAML mapping (key: value lines)",
+            where=str(path),
+            hint="start from smeft_pyhf/examples/default_runcard.yaml",
+        )
+    if is_smefit_runcard(data):
+        return _from_smefit(path, database=database, restrict=restrict, validate=validate)
+    return parse_runcard(data, source=path, database=database, validate=validate)
+
+
+def parse_runcard(
+    data: Mapping[str, Any],
+    *,
+    source: str | os.PathLike[str] | None = None,
+    database: str | os.PathLike[str] | None = None,
+    validate: bool = True,
+) -> Runcard:
+    """Validate a runcard given as a dict (paths resolved relative to ``source``'s folder).
+
+    Example:
+        >>> from smeft_pyhf._resources import examples_dir
+        >>> rc = parse_runcard({"runcard_version": 1, "datasets": ["EX_tZ_13TeV"],
+        ...                     "coefficients": {"ctZ": {"min": -5, "max": 5}}},
+        ...                    database=examples_dir() / "database")
+        >>> rc.ranges
+        {'ctZ': (-5.0, 5.0)}
+    """
+    src = Path(source).resolve() if source is not None else None
+    where = str(src) if src is not None else "runcard"
+    base = src.parent if src is not None else Path.cwd()
+    _schema_validate(dict(data), where)
+
+    db = _resolve_database(data.get("database"), database, base, where)
+    datasets = []
+    for entry in data["datasets"]:
+        if isinstance(entry, str):
+            datasets.append(DatasetSpec(name=entry))
+        elif "card" in entry:
+            datasets.append(DatasetSpec(card=(base / entry["card"]).resolve()))
+        else:
+            datasets.append(DatasetSpec(name=entry["name"], order=_normalise_order(entry.get("order"))))
+    coefficients = []
+    for raw_name, spec in data["coefficients"].items():
+        constrain = spec.get("constrain")
+        coefficients.append(
+            CoefficientSpec(
+                name=coefficient_name(raw_name),
+                min=None if spec.get("min") is None else float(spec["min"]),
+                max=None if spec.get("max") is None else float(spec["max"]),
+                value=None if spec.get("value") is None else float(spec["value"]),
+                constrain=None
+                if constrain is None
+                else tuple((coefficient_name(k), float(v)) for k, v in constrain.items()),
+            )
+        )
+    runcard = Runcard(
+        datasets=tuple(datasets),
+        coefficients=tuple(coefficients),
+        database=db,
+        name=str(data.get("name", src.stem if src is not None else "fit")),
+        order=_normalise_order(data.get("order", "NLO_QCD")) or "NLO_QCD",
+        linear_only=bool(data.get("linear_only", False)),
+        rho=float(data.get("rho", 0.99)),
+        theory=data.get("theory", "profiled"),
+        scale_theory=float(data.get("scale_theory", 1.0)),
+        use_t0=bool(data.get("use_t0", True)),
+        use_theory_cov=bool(data.get("use_theory_cov", True)),
+        device=str(data.get("device", "cpu")),
+        dtype=data.get("dtype", "float32"),
+        seed=int(data.get("seed", 1)),
+        analytic=data.get("analytic", "auto"),
+        sampler={k: dict(v) for k, v in data.get("sampler", {}).items()},
+        output=Path(data.get("output", "smeft_pyhf_results")),
+        source=src,
+    )
+    if validate:
+        check_runcard(runcard)
+    return runcard
+
+
+def _resolve_database(
+    value: str | None, override: str | os.PathLike[str] | None, base: Path, where: str
+) -> Path | None:
+    if override is not None:
+        return Path(override).resolve()
+    if value is not None:
+        return (base / value).resolve()
+    env = os.environ.get(DATABASE_ENV)
+    return Path(env).resolve() if env else None
+
+
+def check_runcard(runcard: Runcard) -> None:
+    """Semantic checks of a parsed runcard (ranges, names against the database, sampler keys).
+
+    Raises:
+        ConfigError: the first problem found, with the valid choices.
+    """
+    where = str(runcard.source) if runcard.source else "runcard"
+    _check_coefficient_specs(runcard, where)
+    if not 0.0 <= runcard.rho <= 1.0:
+        raise ConfigError(f"rho = {runcard.rho} is outside [0, 1]", where=f"{where}: rho")
+    db = runcard.database
+    known: set[str] = set()
+    if runcard.smefit_datasets:
+        if db is None:
+            raise ConfigError(
+                "no SMEFiT database given",
+                where=f"{where}: database",
+                hint=f"add 'database: PATH' to the runcard or set ${DATABASE_ENV}",
+            )
+        if not (db / "commondata").is_dir() or not (db / "theory").is_dir():
+            raise ConfigError(
+                f"'{db}' is not a SMEFiT database (needs commondata/ and theory/)",
+                where=f"{where}: database",
+                hint=f"point 'database' (or ${DATABASE_ENV}) to a folder with commondata/ and theory/",
+            )
+        available = database_datasets(db)
+        seen: set[str] = set()
+        for spec in runcard.smefit_datasets:
+            assert spec.name is not None
+            if spec.name not in available:
+                raise ConfigError(
+                    f"unknown dataset '{spec.name}' (not in {db})",
+                    where=f"{where}: datasets",
+                    hint=_hint(spec.name, available, "datasets"),
+                )
+            if spec.name in seen:
+                raise ConfigError(f"dataset '{spec.name}' is listed twice", where=f"{where}: datasets")
+            seen.add(spec.name)
+            known |= theory_operators(db, spec.name, spec.order or runcard.order)
+    for card in runcard.cards:
+        if not card.is_file():
+            raise ConfigError(
+                "measurement card not found",
+                where=f"{where}: datasets: card {card}",
+                hint="card paths are relative to the runcard; write cards with 'smeft-pyhf ingest'",
+            )
+        linked = _card_dataset(card)
+        if linked and db is not None and (db / "theory" / f"{linked}.json").is_file():
+            known |= theory_operators(db, linked, runcard.order)
+        elif linked is None or db is None:
+            known = set()  # cannot check names without the linked theory table
+            break
+    if known:
+        for c in runcard.coefficients:
+            if c.name not in known:
+                raise ConfigError(
+                    f"coefficient '{c.name}' has no term in the theory tables of the chosen datasets",
+                    where=f"{where}: coefficients: {c.name}",
+                    hint=_hint(c.name, sorted(known), "coefficients"),
+                )
+    build_sampler_config(runcard.sampler, where=f"{where}: sampler")
+
+
+def _card_dataset(card: Path) -> str | None:
+    try:
+        data = yaml.safe_load(card.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    prediction = data.get("prediction") or {}
+    return prediction.get("smefit_dataset") if isinstance(prediction, dict) else None
+
+
+def _check_coefficient_specs(runcard: Runcard, where: str) -> None:
+    names = [c.name for c in runcard.coefficients]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"coefficient(s) listed twice: {', '.join(duplicates)}",
+            where=f"{where}: coefficients",
+            hint="OX and cX name the same coefficient",
+        )
+    free = {c.name for c in runcard.coefficients if c.free}
+    for c in runcard.coefficients:
+        field = f"{where}: coefficients: {c.name}"
+        if c.free:
+            if c.min is None or c.max is None:
+                raise ConfigError(
+                    "a free coefficient needs both 'min' and 'max'",
+                    where=field,
+                    hint="write e.g. {min: -1, max: 1}, or {value: 0} to fix it",
+                )
+            if not c.min < c.max:
+                raise ConfigError(
+                    f"bad range: min ({c.min:g}) must be smaller than max ({c.max:g})",
+                    where=field,
+                )
+        elif c.value is not None and c.constrain is not None:
+            raise ConfigError("give either 'value' or 'constrain', not both", where=field)
+        elif c.constrain is not None:
+            for other, _ in c.constrain:
+                if other not in free:
+                    raise ConfigError(
+                        f"constraint refers to '{other}', which is not a free coefficient",
+                        where=field,
+                        hint=_hint(other, sorted(free), "free coefficients"),
+                    )
+    if not free:
+        raise ConfigError(
+            "no free coefficient to fit",
+            where=f"{where}: coefficients",
+            hint="give at least one coefficient a {min, max} range",
+        )
+
+
+# ------------------------------------------------------------------- sampler settings
+def _default_sampler_class() -> type:
+    try:
+        from ..sampler.pipeline import SamplerConfig
+    except ImportError:  # pragma: no cover - only while the pipeline module is missing
+        return _step_configs()
+    return SamplerConfig
+
+
+@lru_cache(maxsize=1)
+def _step_configs() -> type:
+    """Aggregate of the per-step configs (used to validate keys without the pipeline)."""
+    from ..sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
+    from ..sampler.profiling import ProfileConfig
+    from ..sampler.sampling import SampleConfig
+
+    return dataclasses.make_dataclass(
+        "StepConfigs",
+        [
+            ("prescale", PrescaleConfig, dataclasses.field(default_factory=PrescaleConfig)),
+            ("flow", FlowConfig, dataclasses.field(default_factory=FlowConfig)),
+            ("pretrain", PretrainConfig, dataclasses.field(default_factory=PretrainConfig)),
+            ("train", TrainConfig, dataclasses.field(default_factory=TrainConfig)),
+            ("sample", SampleConfig, dataclasses.field(default_factory=SampleConfig)),
+            ("profile", ProfileConfig, dataclasses.field(default_factory=ProfileConfig)),
+        ],
+        frozen=True,
+    )
+
+
+def build_sampler_config(
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    base: Any = None,
+    config_class: type | None = None,
+    where: str = "sampler",
+) -> Any:
+    """Apply partial per-step overrides to the paper-default sampler configuration.
+
+    Args:
+        overrides: ``{step: {field: value}}`` (``step`` in the fields of the config class).
+        base: configuration to start from (default: ``config_class()``).
+        config_class: the aggregate dataclass (default: ``sampler.pipeline.SamplerConfig``).
+        where: file/field shown in errors.
+
+    Raises:
+        ConfigError: unknown step or field (with the valid ones and a close match), or a value
+            of the wrong type.
+    """
+    if base is None:
+        cls = config_class or _default_sampler_class()
+        base = cls()
+    return apply_overrides(base, overrides or {}, where=where)
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], *, where: str) -> Any:
+    """Recursively ``dataclasses.replace`` a (frozen) dataclass with a nested dict.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Step:
+        ...     lr: float = 1e-3
+        ...     batches: int = 100
+        >>> apply_overrides(Step(), {"batches": 10}, where="x").batches
+        10
+    """
+    if not dataclasses.is_dataclass(config):
+        raise ConfigError(f"'{where}' takes a value, not a mapping", where=where)
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown setting '{key}'",
+                where=where,
+                hint=_hint(key, sorted(fields), "settings here"),
+            )
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"'{key}' needs a mapping of settings", where=f"{where}: {key}")
+            changes[key] = apply_overrides(current, value, where=f"{where}: {key}")
+        else:
+            changes[key] = _coerce(current, value, where=f"{where}: {key}")
+    return dataclasses.replace(config, **changes)
+
+
+def _coerce(current: Any, value: Any, *, where: str) -> Any:
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true/false, got {value!r}", where=where)
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"expected an integer, got {value!r}", where=where)
+        return int(value)
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", where=where)
+        return float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, str) and not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {value!r}", where=where)
+    return value
+
+
+# -------------------------------------------------------------------- SMEFiT runcards
+def _from_smefit(
+    path: Path,
+    *,
+    database: str | os.PathLike[str] | None,
+    restrict: Literal["none", "available", "top"],
+    validate: bool,
+) -> Runcard:
+    from ..likelihood.smefit_runcard import read_smefit_runcard
+
+    selection = read_smefit_runcard(path)
+    db = _resolve_database(None, database, path.parent, str(path))
+    if restrict != "none":
+        if db is None:
+            raise ConfigError(
+                "restricting a SMEFiT runcard needs a database",
+                where=str(path),
+                hint=f"pass --database or set ${DATABASE_ENV}",
+            )
+        n_before = len(selection.datasets)
+        selection = selection.restrict(db, top_only=restrict == "top")
+        log.info(
+            "SMEFiT runcard %s: kept %d of %d datasets and %d coefficients (%s)",
+            path.name,
+            len(selection.datasets),
+            n_before,
+            len(selection.coefficients),
+            restrict,
+        )
+        if not selection.datasets:
+            raise ConfigError(
+                "no dataset of the SMEFiT runcard is in the database",
+                where=str(path),
+                hint=f"check --database ({db})",
+            )
+    order = _normalise_order(str(selection.order)) or "NLO_QCD"
+    datasets = tuple(
+        DatasetSpec(name=name, order=_normalise_order(d_order))
+        for name, d_order in (_selection_dataset(e) for e in selection.datasets)
+    )
+    coefficients = tuple(
+        _selection_coefficient(item) for item in _selection_coefficients(selection)
+    )
+    runcard = Runcard(
+        datasets=datasets,
+        coefficients=coefficients,
+        database=db,
+        name=str(path.stem),
+        order=order,
+        linear_only=not bool(selection.use_quad),
+        use_t0=bool(selection.use_t0),
+        use_theory_cov=bool(selection.use_theory_cov),
+        source=path,
+        source_format="smefit",
+    )
+    if validate:
+        check_runcard(runcard)
+    return runcard
+
+
+def _selection_dataset(entry: Any) -> tuple[str, str | None]:
+    if isinstance(entry, str):
+        return entry, None
+    if isinstance(entry, Mapping):
+        return str(entry["name"]), entry.get("order")
+    if isinstance(entry, tuple) and len(entry) == 2 and not hasattr(entry, "_fields"):
+        return str(entry[0]), entry[1]
+    return str(entry.name), getattr(entry, "order", None)
+
+
+def _selection_coefficients(selection: Any) -> Iterable[Any]:
+    coefficients = getattr(selection, "coefficients", ())
+    if isinstance(coefficients, Mapping):
+        return [(k, v) for k, v in coefficients.items()]
+    return list(coefficients)
+
+
+def _selection_coefficient(item: Any) -> CoefficientSpec:
+    if isinstance(item, tuple) and len(item) == 2 and not hasattr(item, "_fields"):
+        name, spec = item
+    else:
+        name, spec = item.name, item
+    get = spec.get if isinstance(spec, Mapping) else (lambda k, d=None: getattr(spec, k, d))
+    if not isinstance(spec, Mapping) and hasattr(spec, "minimum"):
+        low, high = float(spec.minimum), float(spec.maximum)
+        return CoefficientSpec(
+            name=coefficient_name(str(name)),
+            min=low if math.isfinite(low) else None,
+            max=high if math.isfinite(high) else None,
+            value=None if spec.value is None or spec.constrain else float(spec.value),
+            constrain=tuple((coefficient_name(k), float(f)) for k, f in spec.constrain) or None,
+        )
+    constrain = get("constrain", None)
+    value = get("value", None)
+    cons: tuple[tuple[str, float], ...] | None = None
+    if isinstance(constrain, Mapping):
+        cons = tuple((coefficient_name(k), float(v)) for k, v in constrain.items())
+    elif isinstance(constrain, (list, tuple)) and constrain:
+        pairs: list[tuple[str, float]] = []
+        for term in constrain:
+            if isinstance(term, Mapping):
+                for k, v in term.items():
+                    factor = v[0] * 1.0 if isinstance(v, (list, tuple)) else float(v)
+                    pairs.append((coefficient_name(k), factor))
+            elif isinstance(term, (list, tuple)) and len(term) == 2:
+                pairs.append((coefficient_name(str(term[0])), float(term[1])))
+        cons = tuple(pairs) or None
+    elif constrain is True and value is None:
+        value = 0.0
+    return CoefficientSpec(
+        name=coefficient_name(str(name)),
+        min=None if get("min", None) is None else float(get("min")),
+        max=None if get("max", None) is None else float(get("max")),
+        value=None if value is None or cons is not None else float(value),
+        constrain=cons,
+    )
