@@ -1,13 +1,119 @@
-"""`smeft-pyhf ingest` (being written)."""
+"""``smeft-pyhf ingest``: published workspace -> measurement card (YAML).
+
+Example (shell):
+    smeft-pyhf ingest 3L_workspace.json --mapping atlas_ttZ_3L --output ttZ_3L.yaml
+    smeft-pyhf ingest 3L_workspace.json --combine 4L_workspace.json --mapping atlas_ttZ_3L4L
+    smeft-pyhf ingest BkgOnly.json --patch patchset.json --patch-name NAME --json
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from ..exceptions import SmeftPyhfError
+from ..exceptions import InputError
+from ..ingest.pipeline import check_output_path, ingest
+from ..ingest.report import format_report, report_json
+
+__all__ = ["ingest_command"]
 
 
 @click.command()
-def ingest_command() -> None:
-    """Not yet implemented."""
-    raise SmeftPyhfError("'ingest' is not implemented yet")
+@click.argument("workspace", type=click.Path(path_type=Path))
+@click.option(
+    "--patch", type=click.Path(path_type=Path), default=None,
+    help="JSON Patch, PatchSet entry or PatchSet to apply to the workspace.",
+)
+@click.option("--patch-name", default=None, help="Which entry of a PatchSet to apply.")
+@click.option("--poi", default=None, help="Parameter of interest (default: the measurement's).")
+@click.option("--measurement", default=None, help="Measurement name (default: the first).")
+@click.option(
+    "--combine", "combine", multiple=True, type=click.Path(path_type=Path),
+    help="Another workspace to combine with WORKSPACE (its measurement is renamed to "
+    "WORKSPACE's, parameters correlated by name); repeatable.",
+)
+@click.option(
+    "--mapping", default=None,
+    help="Mapping YAML path or shipped name (default: the shipped mapping that fits).",
+)
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), default=None,
+    help="Card file to write (default: <card name>.card.yaml in the current folder).",
+)
+@click.option("--no-write", is_flag=True, default=False, help="Do not write a card file.")
+@click.option("--name", default=None, help="Card name (default: the mapping's analysis name).")
+@click.option(
+    "--minimizer", type=click.Choice(["minuit", "scipy"]), default="minuit", show_default=True,
+    help="Minimiser of the best fit (the other one is the fallback).",
+)
+@click.option(
+    "--breakdown", type=click.Choice(["hesse", "profile"]), default="hesse", show_default=True,
+    help="Reduced uncertainties from the Hessian (instant) or from constrained profile refits.",
+)
+@click.option("--n-impacts", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Leading NPs whose impacts are refit.")
+@click.option("--n-scans", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Leading NPs to scan (1D profile likelihood).")
+@click.option("--no-prefit", is_flag=True, default=False, help="Skip pre-fit impacts.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print the card as JSON instead of the table.")
+def ingest_command(
+    workspace: Path,
+    patch: Path | None,
+    patch_name: str | None,
+    poi: str | None,
+    measurement: str | None,
+    combine: tuple[Path, ...],
+    mapping: str | None,
+    output: Path | None,
+    no_write: bool,
+    name: str | None,
+    minimizer: str,
+    breakdown: str,
+    n_impacts: int,
+    n_scans: int,
+    no_prefit: bool,
+    as_json: bool,
+) -> None:
+    """Fit WORKSPACE, break its POI uncertainty down into SFitter categories, write a card.
+
+    Accepts .json, .json.gz and HistFactory .xml (+ROOT). Every nuisance parameter must be
+    assigned to a category by the mapping (or ignored there); the printed table compares the
+    reproduced uncertainty groups with the paper's, then lists the per-category breakdown,
+    stat, total, leading NP impacts, NP scans and the fit diagnostics.
+    """
+    if output is not None and no_write:
+        raise InputError("--output and --no-write exclude each other", where="command line")
+    if output is not None:
+        check_output_path(output)
+    result = ingest(
+        workspace,
+        patch=patch,
+        patch_name=patch_name,
+        poi=poi,
+        measurement=measurement,
+        combine=combine,
+        mapping=mapping,
+        output=None,
+        name=name,
+        minimizer=minimizer,  # type: ignore[arg-type]
+        breakdown=breakdown,  # type: ignore[arg-type]
+        n_impacts=n_impacts,
+        n_scans=n_scans,
+        prefit=not no_prefit,
+    )
+    card = result.card
+    if not no_write:
+        from ..ingest.card import card_from_dict, write_card
+
+        path = output if output is not None else Path(f"{card.name}.card.yaml")
+        write_card(card, path)
+        card = card_from_dict(card.to_dict(), source=str(path))
+    if as_json:
+        click.echo(report_json(card))
+    else:
+        click.echo(format_report(card))
+        if card.source:
+            click.echo(f"card written to {card.source}")
+

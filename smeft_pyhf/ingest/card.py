@@ -1,0 +1,337 @@
+"""The measurement card: a plain, diffable YAML file describing one measured POI.
+
+Layout (``card_version: 1``, schema ``smeft_pyhf/schemas/measurement_card.schema.json``)::
+
+    card_version: 1
+    name: ATLAS_ttZ_13TeV_3L
+    experiment: ATLAS
+    sqrt_s_TeV: 13.0
+    luminosity_fb: 139.0
+    arxiv: "2103.12603"
+    observable: {poi: mu_XS_ttZ, kind: signal_strength, process: ttZ}
+    prediction: {smefit_dataset: ..., replaces: [...]}
+    measurement:
+      best_fit: 1.166
+      total: {up: 0.141, down: 0.128, symmetric: 0.134}   # absolute; down as a positive number
+      stat: {absolute: 0.060, relative: 0.052}            # relative = absolute / |best_fit|
+    systematics: {Jets: {absolute: ..., relative: ..., n_parameters: 41}, ...}   # Gaussian
+    theory: {scale: {absolute: ..., relative: ..., n_parameters: 3}}   # flat, absolute = half-width
+    parameters: {JES_EffectiveNP_1: Jets, ...}                          # NP -> category
+    ignored: [lumi]
+    groups: [{group, category, reproduced_percent, paper_percent}, ...]
+    impacts: [{parameter, category, postfit_up, postfit_down, prefit_up, prefit_down}, ...]
+    scans: [{parameter, category, non_gaussianity, ...}, ...]
+    diagnostics: {minimizer, fit_valid, hesse_valid, twice_nll, warnings, ...}
+    provenance: {input, input_sha256, patch_sha256, mapping, mapping_sha256, created, versions}
+
+Theory entries keep the impact of the category's NPs (their +/-1 sigma effect) as the half-width
+of the flat SFitter uncertainty. Cards are validated against the schema when written and when
+read; writing is atomic (:func:`smeft_pyhf._io.atomic_write_text`).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "card.yaml"
+    >>> write_card(example_card(), path)
+    >>> load_card(path).measurement["best_fit"]
+    1.1
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+from .._io import atomic_write_text
+from ..exceptions import DataError, InputError
+
+__all__ = [
+    "CARD_VERSION",
+    "MeasurementCard",
+    "card_schema",
+    "example_card",
+    "load_card",
+    "validate_card",
+    "write_card",
+]
+
+log = logging.getLogger(__name__)
+
+CARD_VERSION = 1
+_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "measurement_card.schema.json"
+_HEADER = (
+    "# smeft-pyhf measurement card (card_version 1). Written by `smeft-pyhf ingest`;\n"
+    "# uncertainties are absolute on the POI unless called relative (= absolute / |best_fit|).\n"
+    "# systematics: Gaussian SFitter categories; theory: flat, absolute = half-width.\n"
+)
+
+
+class MeasurementCard(NamedTuple):
+    """A loaded measurement card; fields mirror the YAML keys (see the module docstring).
+
+    Attributes:
+        card_version: format version (1).
+        name: card name.
+        experiment: ``ATLAS``, ``CMS``, ... (or ``None``).
+        sqrt_s_TeV: centre-of-mass energy.
+        luminosity_fb: integrated luminosity.
+        arxiv: arXiv number of the paper.
+        observable: ``{poi, kind, process}``.
+        prediction: ``{smefit_dataset, replaces}`` or ``None``.
+        measurement: ``{best_fit, total: {up, down, symmetric}, stat: {absolute, relative}}``.
+        systematics: Gaussian categories, ``{category: {absolute, relative, n_parameters}}``.
+        theory: flat categories, same layout (absolute = half-width).
+        parameters: NP -> category.
+        ignored: NPs left out through the mapping.
+        groups: the paper-group comparison rows.
+        impacts: per-NP impacts (leading ones).
+        scans: per-NP scan summaries.
+        diagnostics: fit diagnostics.
+        provenance: inputs, hashes, tool versions, creation time.
+        source: the file the card was read from (``None`` if built in memory).
+    """
+
+    card_version: int
+    name: str
+    experiment: str | None
+    sqrt_s_TeV: float | None
+    luminosity_fb: float | None
+    arxiv: str | None
+    observable: dict[str, Any]
+    prediction: dict[str, Any] | None
+    measurement: dict[str, Any]
+    systematics: dict[str, dict[str, Any]]
+    theory: dict[str, dict[str, Any]]
+    parameters: dict[str, str]
+    ignored: list[str]
+    groups: list[dict[str, Any]]
+    impacts: list[dict[str, Any]]
+    scans: list[dict[str, Any]]
+    diagnostics: dict[str, Any]
+    provenance: dict[str, Any]
+    source: str | None = None
+
+    @property
+    def best_fit(self) -> float:
+        """The POI's best-fit value."""
+        return float(self.measurement["best_fit"])
+
+    @property
+    def stat(self) -> float:
+        """Absolute statistical uncertainty."""
+        return float(self.measurement["stat"]["absolute"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as the plain mapping written to YAML (without ``source``)."""
+        out = self._asdict()
+        out.pop("source")
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def card_schema() -> dict[str, Any]:
+    """The JSON schema of measurement cards.
+
+    Example:
+        >>> card_schema()["properties"]["card_version"]
+        {'const': 1}
+    """
+    return json.loads(_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _path_of(parts: Any) -> str:
+    text = ""
+    for item in parts:
+        text += f"[{item}]" if isinstance(item, int) else f".{item}"
+    return text.lstrip(".") or "(top level)"
+
+
+def _check_finite(obj: Any, where: str) -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise DataError(f"non-finite number {obj}", where=where, hint="use null for unknown values")
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            _check_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            _check_finite(value, f"{where}[{index}]")
+
+
+def validate_card(document: Mapping[str, Any], *, where: str = "<card>") -> None:
+    """Validate a card mapping against the schema (and reject NaN/inf).
+
+    Raises:
+        DataError: naming the field path and the offending value.
+
+    Example:
+        >>> validate_card({"card_version": 1})
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.DataError: <card>: invalid measurement card at (top level): 'name' is a required property. Hint: see smeft_pyhf/schemas/measurement_card.schema.json
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(card_schema())
+    errors = sorted(validator.iter_errors(dict(document)), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        raise DataError(
+            f"invalid measurement card at {_path_of(error.absolute_path)}: {error.message}",
+            where=where,
+            hint="see smeft_pyhf/schemas/measurement_card.schema.json",
+        )
+    _check_finite(dict(document), "")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _float_representer(dumper: yaml.SafeDumper, value: float) -> yaml.Node:
+    if not math.isfinite(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:null", "null")
+    text = f"{value:.6g}"
+    if "e" not in text and "." not in text:
+        text += ".0"
+    elif "e" in text and "." not in text.split("e")[0]:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return dumper.represent_scalar("tag:yaml.org,2002:float", text)
+
+
+_Dumper.add_representer(float, _float_representer)
+
+
+def _plain(obj: Any) -> Any:
+    """Convert numpy scalars/tuples to plain YAML-able Python objects."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
+def dump_card(card: MeasurementCard | Mapping[str, Any]) -> str:
+    """The YAML text of a card (with a short header comment).
+
+    Example:
+        >>> dump_card(example_card()).splitlines()[3]
+        'card_version: 1'
+    """
+    document = card.to_dict() if isinstance(card, MeasurementCard) else dict(card)
+    document = _plain(document)
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return _HEADER + body
+
+
+def write_card(card: MeasurementCard | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Validate ``card`` and write it atomically as YAML to ``path``.
+
+    Raises:
+        DataError: the card does not follow the schema (nothing is written).
+        InputError: the folder is missing or not writable (nothing is written).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.yaml"
+        >>> write_card(example_card(), path)
+        >>> path.read_text().startswith("# smeft-pyhf measurement card")
+        True
+    """
+    document = card.to_dict() if isinstance(card, MeasurementCard) else dict(card)
+    document = _plain(document)
+    validate_card(document, where=str(path))
+    atomic_write_text(path, dump_card(document))
+    log.info("wrote measurement card %s", path)
+
+
+def card_from_dict(document: Mapping[str, Any], *, source: str | None = None) -> MeasurementCard:
+    """Build a :class:`MeasurementCard` from a validated mapping (optional keys defaulted).
+
+    Example:
+        >>> card_from_dict(example_card().to_dict()).name
+        'example'
+    """
+    defaults: dict[str, Any] = {
+        "experiment": None, "sqrt_s_TeV": None, "luminosity_fb": None, "arxiv": None,
+        "prediction": None, "ignored": [], "groups": [], "impacts": [], "scans": [],
+    }
+    values = {**defaults, **dict(document)}
+    fields = {name: values[name] for name in MeasurementCard._fields if name != "source"}
+    return MeasurementCard(**fields, source=source)
+
+
+def load_card(path: str | os.PathLike[str]) -> MeasurementCard:
+    """Read and validate a measurement card.
+
+    Raises:
+        InputError: missing file or invalid YAML (with line/column).
+        DataError: schema violation (field path and value).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.yaml"
+        >>> write_card(example_card(), path)
+        >>> load_card(path).systematics["Jets"]["absolute"]
+        0.05
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("measurement card does not exist", where=str(path), hint="check the path")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(f"is not valid YAML{position}", where=str(path)) from None
+    if not isinstance(document, dict):
+        raise DataError("a measurement card must be a YAML mapping", where=str(path))
+    validate_card(document, where=str(path))
+    return card_from_dict(document, source=str(path))
+
+
+def example_card() -> MeasurementCard:
+    """A tiny valid card (for examples and tests).
+
+    Example:
+        >>> example_card().measurement["stat"]["absolute"]
+        0.1
+    """
+    return MeasurementCard(
+        card_version=CARD_VERSION,
+        name="example",
+        experiment="ATLAS",
+        sqrt_s_TeV=13.0,
+        luminosity_fb=139.0,
+        arxiv=None,
+        observable={"poi": "mu", "kind": "signal_strength", "process": "ttZ"},
+        prediction=None,
+        measurement={
+            "best_fit": 1.1,
+            "total": {"up": 0.13, "down": 0.12, "symmetric": 0.125},
+            "stat": {"absolute": 0.1, "relative": 0.0909},
+        },
+        systematics={"Jets": {"absolute": 0.05, "relative": 0.0455, "n_parameters": 1}},
+        theory={"scale": {"absolute": 0.04, "relative": 0.0364, "n_parameters": 1}},
+        parameters={"JES_1": "Jets", "muR": "scale"},
+        ignored=[],
+        groups=[],
+        impacts=[],
+        scans=[],
+        diagnostics={"minimizer": "minuit", "fit_valid": True, "hesse_valid": True, "twice_nll": 1.0},
+        provenance={
+            "input": "example.json",
+            "input_sha256": "0" * 64,
+            "created": "2026-01-01T00:00:00+00:00",
+            "versions": {},
+        },
+    )

@@ -1,0 +1,546 @@
+"""``ingest``: published workspace -> measurement card, in one call.
+
+Steps (each timed; progress is logged at INFO level):
+
+1. load the workspace (patch, combination, POI) — :mod:`.workspace`;
+2. map every NP to a category — :mod:`.mapping` (a shipped mapping is looked up when none is
+   given; unmapped NPs are an error listing each with a suggestion);
+3. fit (Migrad + Hesse, scipy fallback) — :mod:`.fitting`;
+4. total uncertainty (Hesse and profile crossings), stat-only, per-category and per-paper-group
+   breakdown — :mod:`.impacts`;
+5. per-NP impacts of the leading NPs and 1D scans of the leading ones — :mod:`.impacts`,
+   :mod:`.scans`;
+6. the card, validated and written atomically — :mod:`.card`.
+
+Example:
+    >>> from smeft_pyhf._resources import shipped_dir
+    >>> result = ingest(shipped_dir("workspaces") / "example_ttZ_like.json",
+    ...                 mapping=shipped_dir("mappings") / "example_ttZ_like.yaml",
+    ...                 n_impacts=2, n_scans=1)
+    >>> result.card.observable["poi"], sorted(result.card.theory)
+    ('mu_ttZ', ['PDF', 'scale'])
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from importlib import metadata as _metadata
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from ..exceptions import InputError, MappingError, WorkspaceError
+from . import mapping as _mapping
+from .card import CARD_VERSION, MeasurementCard, card_from_dict, validate_card, write_card
+from .fitting import FitResult, fit
+from .impacts import (
+    Breakdown,
+    ParameterImpact,
+    TotalUncertainty,
+    grouped_breakdown,
+    parameter_impacts,
+    total_uncertainty,
+)
+from .scans import ScanResult, scan_parameters
+from .workspace import LoadedWorkspace, load_workspace
+
+__all__ = ["IngestResult", "check_output_path", "ingest", "tool_versions"]
+
+log = logging.getLogger(__name__)
+
+
+class IngestResult(NamedTuple):
+    """Everything :func:`ingest` computed.
+
+    Attributes:
+        card: the measurement card.
+        path: where it was written (``None`` if not written).
+        loaded: the loaded workspace.
+        mapping: the mapping used.
+        fit: the best fit.
+        total: total uncertainty (Hesse and profile crossings).
+        categories: breakdown per SFitter category.
+        groups: breakdown per paper group.
+        impacts: per-NP impacts.
+        scans: per-NP scans.
+        timings: seconds per step.
+    """
+
+    card: MeasurementCard
+    path: Path | None
+    loaded: LoadedWorkspace
+    mapping: _mapping.Mapping
+    fit: FitResult
+    total: TotalUncertainty
+    categories: Breakdown
+    groups: Breakdown
+    impacts: tuple[ParameterImpact, ...]
+    scans: tuple[ScanResult, ...]
+    timings: dict[str, float]
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of smeft-pyhf and the numerical tools, for provenance.
+
+    Example:
+        >>> sorted(tool_versions())[:3]
+        ['cabinetry', 'iminuit', 'numpy']
+    """
+    out = {}
+    for name in ("smeft-pyhf", "pyhf", "cabinetry", "iminuit", "numpy", "scipy"):
+        try:
+            out[name.replace("-", "_")] = _metadata.version(name)
+        except _metadata.PackageNotFoundError:
+            out[name.replace("-", "_")] = "unknown"
+    return dict(sorted(out.items()))
+
+
+def _resolve_mapping(
+    mapping: str | os.PathLike[str] | _mapping.Mapping | None,
+    loaded: LoadedWorkspace,
+    names: Sequence[str],
+) -> _mapping.Mapping:
+    if isinstance(mapping, _mapping.Mapping):
+        return mapping
+    if mapping is not None:
+        return _mapping.load_mapping(mapping)
+    found = _mapping.find_mapping(loaded.sha256, names)
+    if found is None:
+        raise MappingError(
+            "no shipped mapping fits this workspace's nuisance parameters",
+            where=loaded.source,
+            hint="write a mapping YAML (see mappings/ and `smeft-pyhf inspect --suggest`) and pass "
+            "it with --mapping",
+        )
+    log.info("using shipped mapping %s", found.analysis)
+    return found
+
+
+def _entry(absolute: float, best: float, n: int | None = None, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "absolute": float(absolute),
+        "relative": float(absolute / abs(best)) if best != 0 else 0.0,
+    }
+    if n is not None:
+        entry["n_parameters"] = int(n)
+    entry.update(extra)
+    return entry
+
+
+def _nullable(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _build_card(
+    *,
+    name: str,
+    loaded: LoadedWorkspace,
+    mapping: _mapping.Mapping,
+    assignment: _mapping.Assignment,
+    best: FitResult,
+    total: TotalUncertainty,
+    categories: Breakdown,
+    groups: Breakdown,
+    impacts: Sequence[ParameterImpact],
+    scans: Sequence[ScanResult],
+    timings: dict[str, float],
+    patch: str | None,
+    patch_name: str | None,
+    combine: Sequence[str],
+    n_fits: int,
+) -> dict[str, Any]:
+    meta = mapping.metadata
+    model = loaded.model
+    poi = model.config.poi_name
+    mu = total.best_fit
+    label_category = {}
+    for label in best.labels:
+        base = label.split("[")[0]
+        label_category[label] = assignment.category.get(base)
+
+    systematics: dict[str, Any] = {}
+    theory: dict[str, Any] = {}
+    for entry in categories.groups:
+        extra: dict[str, Any] = {}
+        if categories.method == "profile":
+            extra = {"up": entry.reduced_up, "down": entry.reduced_down}
+        if entry.negative:
+            extra["negative"] = True
+        block = theory if assignment.kinds.get(entry.name) == "theory" else systematics
+        block[entry.name] = _entry(entry.impact, mu, len(entry.parameters), **extra)
+
+    group_rows = []
+    paper = mapping.paper_breakdown
+    for entry in groups.groups:
+        cats = sorted({assignment.category[p] for p in entry.parameters})
+        group_rows.append(
+            {
+                "group": entry.name,
+                "category": ", ".join(cats),
+                "n_parameters": len(entry.parameters),
+                "absolute": float(entry.impact),
+                "reproduced_percent": float(100 * entry.impact / abs(mu)) if mu else 0.0,
+                "paper_percent": _nullable(paper.get(entry.name)),
+            }
+        )
+    stat = categories.stat.impact
+    for key in ("Stat", "stat", "Statistical", "Data statistics"):
+        if key in paper:
+            group_rows.append(
+                {
+                    "group": key,
+                    "category": "Stat",
+                    "absolute": float(stat),
+                    "reproduced_percent": float(100 * stat / abs(mu)) if mu else 0.0,
+                    "paper_percent": float(paper[key]),
+                }
+            )
+            break
+    for key in ("Total", "total"):
+        if key in paper:
+            group_rows.append(
+                {
+                    "group": key,
+                    "category": "Total",
+                    "absolute": float(categories.total),
+                    "reproduced_percent": float(100 * categories.total / abs(mu)) if mu else 0.0,
+                    "paper_percent": float(paper[key]),
+                }
+            )
+    unmatched = [g for g in paper if g not in {row["group"] for row in group_rows}]
+
+    quadrature = math.sqrt(stat**2 + sum(e.impact**2 for e in categories.groups))
+    closure = quadrature / categories.total if categories.total > 0 else None
+    notes = list(loaded.warnings) + list(best.warnings)
+    if unmatched:
+        notes.append(f"paper_breakdown rows without a mapping group: {', '.join(unmatched)}")
+    negative = [e.name for e in categories.groups + groups.groups if e.negative]
+    if negative:
+        notes.append(f"reduced uncertainty above the total (impact set to 0): {', '.join(negative)}")
+    free_ignored = [
+        p for p in assignment.ignored
+        if not all(best.fixed[i] for i in range(*_slice(model, p)))
+    ]
+    if free_ignored:
+        notes.append(
+            "ignored but floating (their impact is in no category): " + ", ".join(free_ignored)
+        )
+
+    versions = tool_versions()
+    document: dict[str, Any] = {
+        "card_version": CARD_VERSION,
+        "name": name,
+        "experiment": meta.get("experiment"),
+        "sqrt_s_TeV": _float_or_none(meta.get("sqrt_s_TeV")),
+        "luminosity_fb": _float_or_none(meta.get("luminosity_fb")),
+        "arxiv": None if meta.get("arxiv") is None else str(meta.get("arxiv")),
+        "observable": {
+            "kind": "signal_strength",
+            **dict(meta.get("observable") or {}),
+            "poi": poi,
+        },
+        "prediction": dict(meta["prediction"]) if meta.get("prediction") else None,
+        "measurement": {
+            "best_fit": float(mu),
+            "total": {
+                "up": float(total.up),
+                "down": float(total.down),
+                "symmetric": float(total.symmetric),
+                "breakdown": float(categories.total),
+            },
+            "stat": _entry(stat, mu),
+        },
+        "systematics": systematics,
+        "theory": theory,
+        "parameters": dict(assignment.category),
+        "ignored": list(assignment.ignored),
+        "groups": group_rows,
+        "impacts": [
+            {
+                "parameter": item.parameter,
+                "category": label_category.get(item.parameter),
+                "bestfit": float(item.bestfit),
+                "postfit_sigma": float(item.postfit_sigma),
+                "prefit_sigma": _nullable(item.prefit_sigma),
+                "postfit_up": _nullable(item.postfit_up),
+                "postfit_down": _nullable(item.postfit_down),
+                "prefit_up": _nullable(item.prefit_up),
+                "prefit_down": _nullable(item.prefit_down),
+            }
+            for item in impacts
+        ],
+        "scans": [
+            {
+                "parameter": scan.parameter,
+                "category": label_category.get(scan.parameter),
+                "bestfit": float(scan.bestfit),
+                "sigma": float(scan.sigma),
+                "non_gaussianity": _nullable(scan.non_gaussianity),
+                "curvature": _nullable(scan.curvature),
+                "asymmetry": _nullable(scan.asymmetry),
+                "crossing_up": _nullable(scan.crossing_up),
+                "crossing_down": _nullable(scan.crossing_down),
+                "values": [float(v) for v in scan.values],
+                "delta_twice_nll": [_nullable(q) for q in scan.delta_twice_nll],
+            }
+            for scan in scans
+        ],
+        "diagnostics": {
+            "minimizer": best.minimizer,
+            "fit_valid": bool(best.valid),
+            "hesse_valid": bool(best.hesse_valid),
+            "twice_nll": float(best.twice_nll),
+            "warnings": notes,
+            "n_parameters": int(model.config.npars),
+            "fits": int(n_fits),
+            "seconds": float(sum(timings.values())),
+            "breakdown_method": categories.method,
+            "closure": _nullable(closure),
+            "timings": {k: round(float(v), 3) for k, v in timings.items()},
+        },
+        "provenance": {
+            "input": str(loaded.source),
+            "input_sha256": loaded.sha256,
+            "combined_with": [str(c) for c in combine],
+            "patch": patch,
+            "patch_name": patch_name,
+            "patch_sha256": loaded.patch_sha256,
+            "measurement": loaded.workspace.measurement_names[0]
+            if loaded.workspace.measurement_names else None,
+            "mapping": mapping.source,
+            "mapping_sha256": mapping.sha256 or None,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions,
+        },
+    }
+    return document
+
+
+def _slice(model: Any, name: str) -> tuple[int, int]:
+    try:
+        slc = model.config.par_slice(name)
+    except KeyError:
+        return (0, 0)
+    return (slc.start, slc.stop)
+
+
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Fail early (before any fit) if a card cannot be written to ``path``.
+
+    Raises:
+        InputError: the path is a folder, or its folder is missing or not writable.
+
+    Example:
+        >>> check_output_path("/nonexistent-folder/card.yaml")
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.InputError: /nonexistent-folder/card.yaml: cannot write output: folder '/nonexistent-folder' does not exist. Hint: create the folder first or choose another --output
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError("is a folder; give a file name for the card", where=str(path))
+    if not parent.is_dir():
+        raise InputError(
+            f"cannot write output: folder '{parent}' does not exist",
+            where=str(path),
+            hint="create the folder first or choose another --output",
+        )
+    if not os.access(parent, os.W_OK):
+        raise InputError(
+            f"cannot write output: folder '{parent}' is not writable",
+            where=str(path),
+            hint="choose an --output in a folder you can write to",
+        )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def ingest(
+    workspace: str | os.PathLike[str],
+    *,
+    patch: str | os.PathLike[str] | None = None,
+    patch_name: str | None = None,
+    poi: str | None = None,
+    measurement: str | None = None,
+    combine: Sequence[str | os.PathLike[str]] = (),
+    mapping: str | os.PathLike[str] | _mapping.Mapping | None = None,
+    output: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    minimizer: Literal["minuit", "scipy"] = "minuit",
+    breakdown: Literal["hesse", "profile"] = "hesse",
+    n_impacts: int = 20,
+    n_scans: int = 10,
+    prefit: bool = True,
+) -> IngestResult:
+    """Turn a published workspace into a measurement card.
+
+    Args:
+        workspace: workspace file (``.json``, ``.json.gz`` or HistFactory ``.xml``).
+        patch: a patch / PatchSet file to apply.
+        patch_name: entry of the PatchSet.
+        poi: POI to use instead of the measurement's.
+        measurement: measurement name (default: the first).
+        combine: more workspaces to combine with this one (parameters correlated by name).
+        mapping: mapping YAML path, shipped mapping name, or a loaded mapping; ``None``
+            looks for a shipped mapping that fits.
+        output: where to write the card (``None``: do not write).
+        name: card name (default: ``metadata.card_name`` of the mapping, else its analysis).
+        minimizer: ``"minuit"`` (default) or ``"scipy"``.
+        breakdown: ``"hesse"`` (default, instantaneous) or ``"profile"`` (two constrained
+            refits per category); see :mod:`smeft_pyhf.ingest.impacts`.
+        n_impacts: number of leading NPs whose impacts are refit.
+        n_scans: number of leading NPs (by impact) to scan.
+        prefit: compute pre-fit impacts too.
+
+    Returns:
+        An :class:`IngestResult`; the card is also written to ``output`` if given.
+
+    Raises:
+        InputError, WorkspaceError, MappingError, UnmappedParametersError, DataError: with a
+            message naming the file and what to do; nothing is written then.
+
+    Example:
+        >>> from smeft_pyhf._resources import shipped_dir
+        >>> r = ingest(shipped_dir("workspaces") / "example_ttZ_like.json",
+        ...            mapping="example_ttZ_like", n_impacts=0, n_scans=0)
+        >>> round(r.card.best_fit, 2)
+        1.15
+    """
+    if output is not None:
+        check_output_path(output)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    log.info("loading %s ...", workspace)
+    loaded = load_workspace(
+        workspace, patch=patch, patch_name=patch_name, poi=poi, measurement=measurement,
+        combine=combine,
+    )
+    model = loaded.model
+    if model.config.poi_index is None:
+        raise WorkspaceError("the model has no POI", where=str(workspace), hint="pass --poi")
+    names = [p for p in model.config.par_order if p != model.config.poi_name]
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    used_mapping = _resolve_mapping(mapping, loaded, names)
+    assignment = _mapping.assign(used_mapping, names)
+    timings["mapping"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    log.info("fitting %d parameters with %s ...", model.config.npars, minimizer)
+    best = fit(model, loaded.data, minimizer=minimizer)
+    if not best.valid:
+        raise WorkspaceError(
+            "the fit did not converge with minuit or scipy: " + "; ".join(best.warnings),
+            where=str(workspace),
+            hint="check the workspace (e.g. with `smeft-pyhf inspect`)",
+        )
+    timings["fit"] = time.perf_counter() - t0
+    poi_index = model.config.poi_index
+    log.info(
+        "best fit %s = %.4f +- %.4f (Hesse), 2NLL = %.3f",
+        model.config.poi_name, best.bestfit[poi_index], best.uncertainty[poi_index], best.twice_nll,
+    )
+
+    t0 = time.perf_counter()
+    log.info("total uncertainty: profile-likelihood crossings ...")
+    total = total_uncertainty(model, loaded.data, best)
+    timings["total"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    by_category: dict[str, list[str]] = {}
+    for parameter, category in assignment.category.items():
+        by_category.setdefault(category, []).append(parameter)
+    by_group: dict[str, list[str]] = {}
+    for parameter, group in assignment.group.items():
+        by_group.setdefault(group, []).append(parameter)
+    categories = grouped_breakdown(
+        model, loaded.data, best, by_category, kinds=assignment.kinds, method=breakdown
+    )
+    groups = grouped_breakdown(model, loaded.data, best, by_group, method=breakdown)
+    timings["breakdown"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    impacts = parameter_impacts(
+        model, loaded.data, best, n=n_impacts, prefit=prefit, exclude=assignment.ignored
+    )
+    timings["impacts"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    leading = [item for item in impacts if np.isfinite(item.postfit_up)][: max(n_scans, 0)]
+    if len(leading) < n_scans:
+        extra = [
+            best.labels[i]
+            for i in np.argsort(-np.nan_to_num(np.abs(best.covariance[poi_index]) / np.where(best.uncertainty > 0, best.uncertainty, np.inf)))  # type: ignore[index]
+            if i != poi_index and not best.fixed[i]
+            and best.labels[i] not in {item.parameter for item in leading}
+        ]
+        scan_names = [item.parameter for item in leading] + extra[: n_scans - len(leading)]
+    else:
+        scan_names = [item.parameter for item in leading]
+    known = {
+        item.parameter: {1.0: item.twice_nll_up, -1.0: item.twice_nll_down}
+        for item in impacts
+        if item.bestfit + item.postfit_sigma <= model.config.suggested_bounds()[item.index][1]
+        and item.bestfit - item.postfit_sigma >= model.config.suggested_bounds()[item.index][0]
+    }
+    scans = scan_parameters(model, loaded.data, best, scan_names, known=known) if scan_names else ()
+    timings["scans"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    card_name = name or used_mapping.metadata.get("card_name") or used_mapping.analysis
+    n_fits = 1 + total.n_fits + categories.n_fits + groups.n_fits
+    n_fits += sum(2 + (2 if item.prefit_up is not None else 0) for item in impacts)
+    n_fits += sum(max(len(s.values) - 1, 0) for s in scans)
+    document = _build_card(
+        name=str(card_name),
+        loaded=loaded,
+        mapping=used_mapping,
+        assignment=assignment,
+        best=best,
+        total=total,
+        categories=categories,
+        groups=groups,
+        impacts=impacts,
+        scans=scans,
+        timings=timings,
+        patch=None if patch is None else str(patch),
+        patch_name=patch_name,
+        combine=[str(c) for c in combine],
+        n_fits=n_fits,
+    )
+    path = None
+    if output is not None:
+        path = Path(output)
+        timings["write"] = 0.0
+        document["diagnostics"]["timings"]["write"] = 0.0
+        write_card(document, path)
+        timings["write"] = time.perf_counter() - t0
+    else:
+        validate_card(document)
+    card = card_from_dict(document, source=None if path is None else str(path))
+    log.info("done in %.1f s", sum(timings.values()))
+    return IngestResult(
+        card=card,
+        path=path,
+        loaded=loaded,
+        mapping=used_mapping,
+        fit=best,
+        total=total,
+        categories=categories,
+        groups=groups,
+        impacts=impacts,
+        scans=scans,
+        timings=timings,
+    )

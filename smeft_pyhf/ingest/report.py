@@ -1,0 +1,153 @@
+"""Human-readable (and JSON) reports of a measurement card.
+
+:func:`format_report` prints, like the "Reproduced vs Paper" table of arXiv:2312.12502:
+
+1. the paper groups: reproduced impact in percent of the POI, the paper's number (when the
+   mapping lists it) and the SFitter categories the group's NPs go to;
+2. the SFitter breakdown per category (absolute and relative), stat, total (Hesse and
+   profile-likelihood crossings) and the quadrature closure;
+3. the leading per-NP impacts and the NP scans (non-Gaussianity);
+4. fit diagnostics and timings.
+
+:func:`report_json` is the machine-readable equivalent (the card as JSON).
+
+Example:
+    >>> from smeft_pyhf.ingest.card import example_card
+    >>> print(format_report(example_card()).splitlines()[0])
+    example: mu = 1.1 +0.13 -0.12 (Hesse +-0.125)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .card import MeasurementCard
+
+__all__ = ["format_report", "report_json"]
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.1f}"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
+    """Format a card as the printed ingestion report.
+
+    Args:
+        card: the measurement card.
+        n_impacts: how many per-NP impacts to list.
+
+    Returns:
+        The report text (no trailing newline).
+
+    Example:
+        >>> from smeft_pyhf.ingest.card import example_card
+        >>> "Stat" in format_report(example_card())
+        True
+    """
+    m = card.measurement
+    mu = float(m["best_fit"])
+    total = m["total"]
+    lines = [
+        f"{card.name}: {card.observable['poi']} = {mu:.4g} +{total['up']:.2g} -{total['down']:.2g} "
+        f"(Hesse +-{total['symmetric']:.3g})"
+    ]
+    if card.groups:
+        width = max(len("Uncertainty"), *(len(row["group"]) for row in card.groups)) + 2
+        lines += [
+            "",
+            f"{'Uncertainty':<{width}}{'Reproduced [%]':>15}{'Paper [%]':>11}   SFitter category",
+        ]
+
+        def key(row: dict[str, Any]) -> tuple[int, float]:
+            special = row["category"] in ("Stat", "Total")
+            return (int(special), -(row["paper_percent"] or row["reproduced_percent"] or 0.0))
+
+        for row in sorted(card.groups, key=key):
+            lines.append(
+                f"{row['group']:<{width}}{_pct(row['reproduced_percent']):>15}"
+                f"{_pct(row['paper_percent']):>11}   {row['category']}"
+            )
+    entries = [
+        (name, "systematic", entry) for name, entry in card.systematics.items()
+    ] + [(name, "theory", entry) for name, entry in card.theory.items()]
+    entries.sort(key=lambda item: -item[2]["absolute"])
+    width = max([len("SFitter category"), *(len(name) for name, _, _ in entries)]) + 2
+    lines += [
+        "",
+        f"{'SFitter category':<{width}}{'kind':<12}{'#NP':>5}{'absolute':>11}{'relative [%]':>14}",
+    ]
+    for name, kind, entry in entries:
+        flag = "  (negative: set to 0)" if entry.get("negative") else ""
+        lines.append(
+            f"{name:<{width}}{kind:<12}{entry.get('n_parameters', ''):>5}"
+            f"{_num(entry['absolute']):>11}{_pct(100 * entry['relative']):>14}{flag}"
+        )
+    stat = m["stat"]
+    lines.append(
+        f"{'Stat':<{width}}{'':<12}{'':>5}{_num(stat['absolute']):>11}"
+        f"{_pct(100 * stat['relative']):>14}"
+    )
+    breakdown_total = total.get("breakdown", total["symmetric"])
+    lines.append(
+        f"{'Total':<{width}}{'':<12}{'':>5}{_num(breakdown_total):>11}"
+        f"{_pct(100 * breakdown_total / abs(mu) if mu else None):>14}"
+        f"   (profile +{_num(total['up'], 3)} / -{_num(total['down'], 3)})"
+    )
+    diag = card.diagnostics
+    if diag.get("closure") is not None:
+        lines.append(
+            f"closure: sqrt(stat^2 + sum of category impacts^2) / total = {diag['closure']:.3f}"
+            f"   (breakdown method: {diag.get('breakdown_method', '?')})"
+        )
+    if card.impacts:
+        lines += ["", f"Leading NP impacts on {card.observable['poi']} (post-fit +1s / -1s, pre-fit):"]
+        for item in card.impacts[:n_impacts]:
+            lines.append(
+                f"  {item['parameter']:<40} {_num(item['postfit_up'], 3):>9} {_num(item['postfit_down'], 3):>9}"
+                f"   pre {_num(item.get('prefit_up'), 3):>9} {_num(item.get('prefit_down'), 3):>9}"
+                f"   [{item.get('category') or '-'}]"
+            )
+    if card.scans:
+        lines += ["", "NP scans (non-Gaussianity = max |D2NLL - a t^2| / (a t_max^2); a = curvature):"]
+        for scan in card.scans:
+            lines.append(
+                f"  {scan['parameter']:<40} non-Gauss {_num(scan['non_gaussianity'], 2):>8}"
+                f"  curvature {_num(scan.get('curvature'), 3):>6}  asymmetry {_num(scan.get('asymmetry'), 2):>7}"
+            )
+    lines += [
+        "",
+        f"fit: {diag['minimizer']}, valid {diag['fit_valid']}, Hesse valid {diag['hesse_valid']}, "
+        f"2NLL {diag['twice_nll']:.3f}, {diag.get('n_parameters', '?')} parameters, "
+        f"{diag.get('fits', '?')} fits, {diag.get('seconds', 0.0):.1f} s",
+    ]
+    for warning in diag.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    if diag.get("timings"):
+        lines.append(
+            "timings [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in diag["timings"].items())
+        )
+    return "\n".join(lines)
+
+
+def report_json(card: MeasurementCard) -> str:
+    """The card as indented JSON (for ``--json``).
+
+    Example:
+        >>> from smeft_pyhf.ingest.card import example_card
+        >>> json.loads(report_json(example_card()))["measurement"]["best_fit"]
+        1.1
+    """
+    document = card.to_dict()
+    document["card_path"] = card.source
+    return json.dumps(document, indent=2, allow_nan=False, default=float)

@@ -1,0 +1,465 @@
+"""Load a published HistFactory workspace (JSON, gzipped JSON, XML+ROOT) into a pyhf model.
+
+The loader validates at the boundary: the file is parsed (malformed JSON is reported with line
+and column), an optional patch (JSON Patch list, a single PatchSet entry or a whole PatchSet) is
+applied, the result is checked against pyhf's schema (errors name the JSON path and the bad
+value), modifiers listed twice in one sample are rejected, and the POI is checked against the
+normalisation factors the samples actually use.
+
+Example:
+    >>> from smeft_pyhf._resources import shipped_dir
+    >>> loaded = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json")
+    >>> loaded.poi, loaded.model.config.npars > 10
+    ('mu_ttZ', True)
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyhf
+
+from .._io import sha256_file
+from ..exceptions import InputError, WorkspaceError
+
+__all__ = [
+    "LoadedWorkspace",
+    "candidate_pois",
+    "load_workspace",
+    "read_json",
+]
+
+log = logging.getLogger(__name__)
+
+
+class LoadedWorkspace(NamedTuple):
+    """A workspace ready to fit.
+
+    Attributes:
+        workspace: the (patched, combined) :class:`pyhf.Workspace`.
+        model: the model built for the chosen measurement and POI (``poi_name=None`` if none).
+        data: observed data followed by the auxiliary data, in ``model.config`` order.
+        poi: name of the parameter of interest, or ``None``.
+        source: the input path as given.
+        sha256: sha256 of the input file bytes.
+        patch_sha256: sha256 of the patch file bytes, or ``None``.
+        warnings: things worth knowing that did not stop the load.
+    """
+
+    workspace: pyhf.Workspace
+    model: pyhf.pdf.Model
+    data: list[float]
+    poi: str | None
+    source: str
+    sha256: str
+    patch_sha256: str | None
+    warnings: tuple[str, ...]
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a ``.json`` or ``.json.gz`` file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The decoded JSON document.
+
+    Raises:
+        InputError: missing or unreadable file, malformed JSON (with line and column).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
+        >>> _ = p.write_text('{"a": 1}')
+        >>> read_json(p)
+        {'a': 1}
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file does not exist", where=str(path), hint="check the path")
+    if path.is_dir():
+        raise InputError("is a folder, not a file", where=str(path), hint="give the workspace file")
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise InputError(f"cannot read file ({err})", where=str(path)) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(
+            f"is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}",
+            where=str(path),
+            hint="fix the JSON syntax (a missing comma or bracket?)",
+        ) from None
+
+
+def _json_path(path: Sequence[Any]) -> str:
+    text = ""
+    for item in path:
+        text += f"[{item}]" if isinstance(item, int) else f".{item}"
+    return text.lstrip(".") or "(top level)"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _validate_spec(spec: Any, where: str) -> pyhf.Workspace:
+    if not isinstance(spec, dict) or "channels" not in spec:
+        raise WorkspaceError(
+            "is not a HistFactory workspace (no top-level 'channels')",
+            where=where,
+            hint="give a pyhf workspace JSON; a patch file goes to --patch",
+        )
+    try:
+        return pyhf.Workspace(spec)
+    except pyhf.exceptions.InvalidSpecification as err:
+        parent = err.parent
+        path = _json_path(list(parent.absolute_path))
+        raise WorkspaceError(
+            f"fails the pyhf workspace schema at {path}: {parent.message} "
+            f"(value {_short(parent.instance)})",
+            where=where,
+            hint="fix that field of the workspace",
+        ) from None
+    except pyhf.exceptions.InvalidWorkspaceOperation as err:
+        raise WorkspaceError(f"is not a consistent workspace: {err}", where=where) from None
+
+
+def _check_duplicate_modifiers(spec: dict[str, Any], where: str) -> list[str]:
+    """Reject a modifier listed twice (same name and type) in one sample.
+
+    The same name with two types (a ``normsys`` and a ``histosys``: the normalisation and shape
+    parts of one NP) is legal HistFactory; when the ``histosys`` part changes nothing
+    (``hi_data == lo_data == nominal``, as in the ATLAS eRJR signal patches) a note is returned.
+    """
+    problems = []
+    notes = []
+    for channel in spec.get("channels", []):
+        for sample in channel.get("samples", []):
+            seen: set[tuple[str, str]] = set()
+            for modifier in sample.get("modifiers", []):
+                key = (modifier.get("name"), modifier.get("type"))
+                if key in seen:
+                    problems.append(
+                        f"channel '{channel.get('name')}', sample '{sample.get('name')}': "
+                        f"{key[1]} modifier '{key[0]}'"
+                    )
+                seen.add(key)
+            names = [m.get("name") for m in sample.get("modifiers", [])]
+            for modifier in sample.get("modifiers", []):
+                data = modifier.get("data") or {}
+                if (
+                    modifier.get("type") == "histosys"
+                    and names.count(modifier.get("name")) > 1
+                    and isinstance(data, dict)
+                    and data.get("hi_data") == data.get("lo_data") == sample.get("data")
+                ):
+                    notes.append(f"{sample.get('name')}/{modifier.get('name')}")
+    if problems:
+        listed = "; ".join(sorted(set(problems))[:10])
+        more = f" (and {len(set(problems)) - 10} more)" if len(set(problems)) > 10 else ""
+        raise WorkspaceError(
+            f"a modifier is listed twice in the same sample: {listed}{more}",
+            where=where,
+            hint="pyhf would count it twice; fix the workspace/patch so each sample lists each "
+            "modifier once",
+        )
+    if not notes:
+        return []
+    samples = sorted({n.split("/")[0] for n in notes})
+    return [
+        f"{len(notes)} modifier(s) appear twice in one sample, as a normsys and as a histosys "
+        f"that changes nothing (hi_data = lo_data = nominal), in sample(s) {', '.join(samples)} "
+        f"(e.g. {', '.join(sorted({n.split('/')[1] for n in notes})[:5])}); legal in pyhf, "
+        "the histosys part has no effect"
+    ]
+
+
+def _find_xml_rootdir(xml: Path) -> Path:
+    import xml.etree.ElementTree as ET
+
+    try:
+        inputs = [node.text.strip() for node in ET.parse(xml).getroot().iter("Input") if node.text]
+    except ET.ParseError as err:
+        raise InputError(f"is not valid XML: {err}", where=str(xml)) from None
+    candidates = [xml.parent.parent, xml.parent, Path.cwd()]
+    for candidate in candidates:
+        if inputs and all((candidate / item).exists() for item in inputs):
+            return candidate
+    return candidates[0]
+
+
+def _load_xml(path: Path) -> dict[str, Any]:
+    import pyhf.readxml
+
+    rootdir = _find_xml_rootdir(path)
+    log.info("reading HistFactory XML %s (rootdir %s)", path, rootdir)
+    try:
+        return pyhf.readxml.parse(str(path), str(rootdir), track_progress=False)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise InputError(
+            f"cannot read the HistFactory XML/ROOT inputs ({type(err).__name__}: {err})",
+            where=str(path),
+            hint="check the <Input> paths and ROOT files next to the XML",
+        ) from None
+
+
+def _select_patch(document: Any, patch_name: str | None, where: str) -> tuple[list[Any], str]:
+    """Turn a patch document into a JSON Patch list and a label."""
+    if isinstance(document, list):
+        if patch_name:
+            raise WorkspaceError("is a plain JSON Patch, --patch-name does not apply", where=where)
+        return document, Path(where).name
+    if isinstance(document, dict) and "patches" in document:
+        try:
+            patchset = pyhf.PatchSet(document)
+        except pyhf.exceptions.InvalidSpecification as err:
+            parent = err.parent
+            raise WorkspaceError(
+                f"fails the PatchSet schema at {_json_path(list(parent.absolute_path))}: "
+                f"{parent.message}",
+                where=where,
+            ) from None
+        names = [patch.name for patch in patchset.patches]
+        if patch_name is None:
+            if len(names) == 1:
+                return list(patchset.patches[0].patch), names[0]
+            raise WorkspaceError(
+                f"is a PatchSet with {len(names)} patches; choose one with --patch-name "
+                f"(e.g. {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
+                where=where,
+            )
+        for patch in patchset.patches:
+            if patch.name == patch_name:
+                return list(patch.patch), patch_name
+        raise WorkspaceError(
+            f"has no patch named '{patch_name}'",
+            where=where,
+            hint=f"choose one of: {', '.join(names[:20])}",
+        )
+    if isinstance(document, dict) and "patch" in document:
+        return list(document["patch"]), document.get("metadata", {}).get("name", Path(where).name)
+    raise WorkspaceError("is not a JSON Patch, a PatchSet or a PatchSet entry", where=where)
+
+
+def _apply_patch(spec: dict[str, Any], patch: list[Any], where: str) -> dict[str, Any]:
+    import jsonpatch
+
+    try:
+        return jsonpatch.JsonPatch(patch).apply(copy.deepcopy(spec))
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as err:
+        raise WorkspaceError(
+            f"cannot be applied to the workspace: {err}",
+            where=where,
+            hint="is this the patch for this background-only workspace?",
+        ) from None
+
+
+def candidate_pois(workspace: pyhf.Workspace) -> list[str]:
+    """Names of the normfactor modifiers that some sample uses (possible POIs).
+
+    Example:
+        >>> from smeft_pyhf._resources import shipped_dir
+        >>> ws = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json").workspace
+        >>> candidate_pois(ws)
+        ['mu_WZ', 'mu_ttZ']
+    """
+    names = {
+        modifier["name"]
+        for channel in workspace["channels"]
+        for sample in channel["samples"]
+        for modifier in sample["modifiers"]
+        if modifier["type"] == "normfactor"
+    }
+    return sorted(names)
+
+
+def _choose_measurement(workspace: pyhf.Workspace, measurement: str | None, where: str) -> str:
+    names = list(workspace.measurement_names)
+    if not names:
+        raise WorkspaceError("has no measurement", where=where)
+    if measurement is None:
+        return names[0]
+    if measurement not in names:
+        raise WorkspaceError(
+            f"has no measurement '{measurement}'", where=where, hint=f"choose one of {names}"
+        )
+    return measurement
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    name = path.name.lower()
+    if name.endswith(".xml"):
+        return _load_xml(path)
+    document = read_json(path)
+    if isinstance(document, list) or (
+        isinstance(document, dict) and ("patches" in document or "patch" in document)
+    ):
+        raise WorkspaceError(
+            "is a patch, not a workspace",
+            where=str(path),
+            hint="give the background-only workspace and pass this file with --patch",
+        )
+    return document
+
+
+def load_workspace(
+    path: str | os.PathLike[str],
+    *,
+    patch: str | os.PathLike[str] | None = None,
+    patch_name: str | None = None,
+    poi: str | None = None,
+    measurement: str | None = None,
+    combine: Sequence[str | os.PathLike[str]] = (),
+    require_poi: bool = True,
+) -> LoadedWorkspace:
+    """Load, patch, validate and build a HistFactory workspace.
+
+    Args:
+        path: ``.json``, ``.json.gz`` or a HistFactory top-level ``.xml`` file.
+        patch: a JSON Patch, a PatchSet entry or a PatchSet file to apply.
+        patch_name: which entry of a PatchSet to apply.
+        poi: parameter of interest; overrides the measurement's POI.
+        measurement: measurement name (default: the first one).
+        combine: more workspaces to combine with ``path`` (outer join, parameters correlated
+            by name); their measurements are renamed to the chosen measurement first.
+        require_poi: when ``False``, a workspace whose POI no sample uses is built with
+            ``poi_name=None`` (and a warning) instead of raising.
+
+    Returns:
+        A :class:`LoadedWorkspace`.
+
+    Raises:
+        InputError: missing file, malformed JSON (line/column) or unreadable XML/ROOT.
+        WorkspaceError: schema violation (JSON path and value), duplicated modifiers, a patch
+            that does not apply, unknown measurement, missing/unknown POI (with candidates).
+
+    Example:
+        >>> from smeft_pyhf._resources import shipped_dir
+        >>> loaded = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json")
+        >>> loaded.model.config.poi_name
+        'mu_ttZ'
+    """
+    path = Path(path)
+    where = str(path)
+    warnings: list[str] = []
+    if not path.exists():
+        raise InputError("file does not exist", where=where, hint="check the path")
+    spec = _read_spec(path)
+    sha = sha256_file(path)
+
+    patch_sha = None
+    if patch is not None:
+        patch_path = Path(patch)
+        document = read_json(patch_path)
+        operations, label = _select_patch(document, patch_name, str(patch_path))
+        spec = _apply_patch(spec, operations, str(patch_path))
+        patch_sha = sha256_file(patch_path)
+        if patch_name:
+            patch_sha = hashlib.sha256((patch_sha + ":" + patch_name).encode("utf-8")).hexdigest()
+        where = f"{path} + patch {label}"
+        log.info("applied patch %s (%d operations)", label, len(operations))
+    elif patch_name is not None:
+        raise WorkspaceError("--patch-name given without --patch", where=where)
+
+    warnings.extend(_check_duplicate_modifiers(spec, where))
+    workspace = _validate_spec(spec, where)
+    chosen = _choose_measurement(workspace, measurement, where)
+
+    if combine:
+        extra_hashes = []
+        for other_path in combine:
+            other_path = Path(other_path)
+            other_spec = _read_spec(other_path)
+            warnings.extend(_check_duplicate_modifiers(other_spec, str(other_path)))
+            other = _validate_spec(other_spec, str(other_path))
+            renames = {name: chosen for name in other.measurement_names if name != chosen}
+            if len(other.measurement_names) > 1:
+                other = other.prune(measurements=other.measurement_names[1:])
+                renames = {other.measurement_names[0]: chosen}
+            if renames and other.measurement_names[0] != chosen:
+                other = other.rename(measurements=renames)
+            try:
+                workspace = pyhf.Workspace.combine(workspace, other, join="outer")
+            except pyhf.exceptions.InvalidWorkspaceOperation as err:
+                raise WorkspaceError(
+                    f"cannot be combined with {other_path}: {err}", where=where
+                ) from None
+            extra_hashes.append(sha256_file(other_path))
+            where = f"{where} + {other_path.name}"
+            log.info("combined with %s (measurement renamed to %s)", other_path, chosen)
+        sha = hashlib.sha256(":".join([sha, *extra_hashes]).encode("utf-8")).hexdigest()
+        warnings.append(
+            "combined workspaces: parameters are correlated by name "
+            f"({', '.join(str(p) for p in combine)})"
+        )
+
+    meas_poi = workspace.get_measurement(measurement_name=chosen)["config"].get("poi")
+    candidates = candidate_pois(workspace)
+    chosen_poi: str | None
+    if poi is not None:
+        if poi not in candidates:
+            raise WorkspaceError(
+                f"POI '{poi}' is not a normfactor of any sample",
+                where=where,
+                hint=f"candidate normfactors: {', '.join(candidates) or 'none'}",
+            )
+        chosen_poi = poi
+    elif meas_poi in candidates:
+        chosen_poi = meas_poi
+    elif require_poi:
+        raise WorkspaceError(
+            f"the measurement '{chosen}' declares POI '{meas_poi}' but no sample uses it "
+            "(a background-only workspace?)",
+            where=where,
+            hint="apply a signal patch with --patch, or choose a POI with --poi among the "
+            f"normfactors: {', '.join(candidates) or 'none (nothing to measure)'}",
+        )
+    else:
+        chosen_poi = None
+        warnings.append(f"measurement POI '{meas_poi}' is used by no sample; model has no POI")
+
+    try:
+        model = workspace.model(
+            measurement_name=chosen,
+            poi_name=chosen_poi,
+        )
+        data = [float(x) for x in workspace.data(model)]
+    except (pyhf.exceptions.InvalidModel, pyhf.exceptions.InvalidSpecification) as err:
+        raise WorkspaceError(f"cannot build a model: {err}", where=where) from None
+    except KeyError as err:
+        raise WorkspaceError(
+            f"cannot build the observed data: no observation for channel {err}", where=where
+        ) from None
+    log.info(
+        "loaded %s: %d channels, %d bins, %d parameters, POI %s",
+        where,
+        len(model.config.channels),
+        model.config.nmaindata,
+        model.config.npars,
+        chosen_poi,
+    )
+    return LoadedWorkspace(
+        workspace=workspace,
+        model=model,
+        data=data,
+        poi=chosen_poi,
+        source=str(path),
+        sha256=sha,
+        patch_sha256=patch_sha,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,100 @@
+"""`smeft-pyhf ingest` through click's CliRunner: the table, --json, and exit code 2 errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from smeft_pyhf._resources import shipped_dir
+from smeft_pyhf.cli import cli
+
+EXAMPLE = str(shipped_dir("workspaces") / "example_ttZ_like.json")
+MAPPING = shipped_dir("mappings") / "example_ttZ_like.yaml"
+FAST = ["--n-impacts", "2", "--n-scans", "1"]
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(cli, ["ingest", *args], catch_exceptions=False)
+
+
+def test_table_and_card(tmp_path: Path) -> None:
+    out = tmp_path / "card.yaml"
+    result = _run([EXAMPLE, "--mapping", str(MAPPING), "--output", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "Reproduced [%]" in result.output and "SFitter category" in result.output
+    assert out.is_file()
+
+
+def test_json(tmp_path: Path) -> None:
+    out = tmp_path / "card.yaml"
+    result = _run([EXAMPLE, "--mapping", str(MAPPING), "-o", str(out), "--json", *FAST])
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["observable"]["poi"] == "mu_ttZ"
+
+
+def _bad_mapping(tmp_path: Path, old: str, new: str) -> str:
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING.read_text().replace(old, new))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("malformed", "line 1, column"),
+        ("schema", "fails the pyhf workspace schema"),
+        ("poi", "candidate normfactors"),
+        ("regex", "rules[0]"),
+        ("category", "Showr"),
+        ("unmapped", "PRW_DATASF"),
+        ("output", "does not exist"),
+    ],
+)
+def test_errors_exit_2(tmp_path: Path, case: str, message: str) -> None:
+    ws, mapping, out = EXAMPLE, str(MAPPING), tmp_path / "card.yaml"
+    extra: list[str] = []
+    if case == "malformed":
+        ws = str(tmp_path / "bad.json")
+        Path(ws).write_text("{,}")
+    elif case == "schema":
+        spec = json.loads(Path(EXAMPLE).read_text())
+        spec["channels"][0]["samples"][0]["data"] = "x"
+        ws = str(tmp_path / "ws.json")
+        Path(ws).write_text(json.dumps(spec))
+    elif case == "poi":
+        extra = ["--poi", "mu_nope"]
+    elif case == "regex":
+        mapping = _bad_mapping(tmp_path, "pattern: 'ttZ_Shower'", "pattern: 'ttZ_(Shower'")
+    elif case == "category":
+        mapping = _bad_mapping(tmp_path, "category: partonShower", "category: partonShowr")
+    elif case == "unmapped":
+        mapping = _bad_mapping(tmp_path, "  - {pattern: 'PRW_.*', category: Pileup, group: Pile-up}\n", "")
+    elif case == "output":
+        out = tmp_path / "missing" / "card.yaml"
+    result = CliRunner().invoke(cli, ["ingest", ws, "--mapping", mapping, "-o", str(out), *FAST, *extra])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert message.lower() in result.output.lower().replace("\n", " ")
+    assert not out.exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_ttz_3l_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+    """The one real end-to-end ingest of the suite (PROVENANCE 6: mu 1.166, Hesse 0.134)."""
+    out = tmp_path / "ttZ.yaml"
+    result = _run([
+        str(shared_data / "atlas_top_ttZ_13TeV" / "3L_workspace.json"), "--mapping", "atlas_ttZ_3L",
+        "-o", str(out), "--n-impacts", "1", "--n-scans", "0", "--no-prefit", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    assert card["measurement"]["best_fit"] == pytest.approx(1.166, abs=0.003)
+    assert card["measurement"]["total"]["symmetric"] == pytest.approx(0.134, abs=0.002)
+    assert card["diagnostics"]["hesse_valid"] is False
+    assert any("Hesse" in w for w in card["diagnostics"]["warnings"])
+    assert card["measurement"]["stat"]["relative"] == pytest.approx(0.058, abs=0.003)
