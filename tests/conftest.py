@@ -13,8 +13,8 @@ from pathlib import Path
 # this has to be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SMEFT_PYHF_SHARED_DATA", REPO.parent / "shared" / "data"))
