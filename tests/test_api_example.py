@@ -1,4 +1,4 @@
-"""The README's Python API example (docs/api_example.md) runs as written, with small settings.
+"""The README's Python API example (the README's python block) runs as written, with small settings.
 
 The python code block is extracted and executed in a temporary folder; only the sampler
 configuration of step 4 (the full default runcard) is swapped for the quick one.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "api_example.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def python_blocks(text: str) -> list[str]:

@@ -267,6 +267,21 @@ def _proposal(
     return x + torch.sqrt(2 * step_size) * scale * noise
 
 
+def _population_factor(x: Tensor, log_weights: Tensor) -> Tensor:
+    """Cholesky factor ``(d, d)`` of the weighted sample covariance (jittered, never singular)."""
+    w = torch.softmax(torch.where(torch.isnan(log_weights), -math.inf, log_weights), 0)
+    w = torch.where(torch.isfinite(w), w, torch.zeros_like(w)).to(x.dtype)
+    mean = (w[:, None] * x).sum(0)
+    centred = x - mean
+    cov = (w[:, None] * centred).T @ centred
+    diag = torch.diagonal(cov).clamp_min(0)
+    jitter = 1e-9 * diag.max().clamp_min(1e-30)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    factor, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+    fallback = torch.diag_embed(torch.sqrt(diag + jitter))
+    return torch.where(info == 0, factor, fallback)
+
+
 def _accept(log_ratio: Tensor, generator: torch.Generator) -> Tensor:
     # eq. (17) with a symmetric proposal; a NaN ratio (both -inf) is a rejection.
     u = torch.rand(
@@ -403,6 +418,7 @@ def anneal(
     resampling: Literal["multinomial", "systematic"] = "multinomial",
     scale: Tensor | float = 1.0,
     log_weights: Tensor | None = None,
+    population_proposal: bool = False,
 ) -> AnnealResult:
     r"""Annealed importance sampling along a linear path in log-density components.
 
@@ -433,6 +449,8 @@ def anneal(
         resampling: ``"multinomial"`` or ``"systematic"``.
         scale: per-dimension proposal scale.
         log_weights: initial log-weights (default zeros).
+        population_proposal: shape the proposal at every temperature with the Cholesky
+            factor of the weighted covariance of the current samples (``scale`` is ignored).
 
     Returns:
         An :class:`AnnealResult`.
@@ -481,8 +499,13 @@ def anneal(
             # (iii) Metropolis steps on p_t, eqs. (16)-(18)
             c_t = coefficients[t]
             current = _combine(components, c_t)
+            factor = _population_factor(x, lw) if population_proposal else None
             for _ in range(mcmc_steps):
-                proposal = _proposal(x, step, scale, generator)
+                if factor is None:
+                    proposal = _proposal(x, step, scale, generator)
+                else:
+                    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                    proposal = x + torch.sqrt(2 * step) * (noise @ factor.T)
                 comp_new = fn(proposal)
                 n_eval += n
                 new = _combine(comp_new, c_t)
@@ -596,6 +619,7 @@ def prescale(
             resample_threshold=config.resample_threshold,
             resampling=config.resampling,
             scale=scale0,
+            population_proposal=config.proposal == "population",
         )
         lw = res.log_weights
         if not bool(torch.isfinite(lw).any()):

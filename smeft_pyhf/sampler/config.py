@@ -117,6 +117,13 @@ class PrescaleConfig:
             variant with one uniform number.
         chunk_size: evaluate the target in chunks of at most this many points (``None``: one
             call per step). Only memory, not results, depends on it.
+        proposal: ``"population"`` (default) shapes the Metropolis proposal at every
+            temperature with the Cholesky factor of the weighted covariance of the current
+            samples, so ``tau`` is in units of that covariance; ``"diagonal"`` uses the fixed
+            per-dimension base width (the paper's isotropic step in pre-scaled units). The
+            population proposal keeps the acceptance up when the target's widths and
+            correlations differ by orders of magnitude from the base (real SMEFT likelihoods:
+            ``"diagonal"`` collapsed to ``tau ~ 1e-5`` on the 25-coefficient top fit).
     """
 
     n_samples: int = 10240
@@ -128,9 +135,16 @@ class PrescaleConfig:
     resample_threshold: float = 0.5
     resampling: Literal["multinomial", "systematic"] = "multinomial"
     chunk_size: int | None = None
+    proposal: Literal["population", "diagonal"] = "population"
 
     def __post_init__(self) -> None:
         _check(self.n_samples >= 2, self, "n_samples", "must be >= 2")
+        _check(
+            self.proposal in ("population", "diagonal"),
+            self,
+            "proposal",
+            "must be 'population' or 'diagonal'",
+        )
         _check(self.n_steps >= 1, self, "n_steps", "must be >= 1")
         _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
         _check(0 <= self.resample_threshold <= 1, self, "resample_threshold", "must lie in [0, 1]")
