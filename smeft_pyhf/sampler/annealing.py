@@ -662,43 +662,71 @@ def prescale(
 
 
 class Standardised:
-    r"""The target in standardised coordinates :math:`z = (x - \mu)/\sigma`.
+    r"""The target in standardised coordinates :math:`z = A^{-1}(x - \mu)`.
 
-    :math:`\log p_z(z) = \log p(\mu + \sigma z) + \sum_k \log\sigma_k`, so that the density stays
-    normalised. Calling the object evaluates :math:`\log p_z`.
+    With ``factor=None`` the map is diagonal, :math:`A = \mathrm{diag}(\sigma)` (the paper's
+    pre-scaling); with a lower-triangular ``factor`` :math:`A = L` (Cholesky factor of the
+    pre-scaling covariance: whitening that also removes linear correlations).
+    :math:`\log p_z(z) = \log p(\mu + A z) + \log|\det A|`, so the density stays normalised.
+    Calling the object evaluates :math:`\log p_z`.
 
     Attributes:
         log_prob: the original target.
         mean: :math:`\mu` ``(d,)``.
         std: :math:`\sigma` ``(d,)``.
+        factor: ``None`` or the lower-triangular :math:`L` ``(d, d)``.
     """
 
-    def __init__(self, log_prob: LogProb, mean: Tensor, std: Tensor) -> None:
+    def __init__(self, log_prob: LogProb, mean: Tensor, std: Tensor,
+                 factor: Tensor | None = None) -> None:
         self.log_prob = log_prob
         self.mean = mean
         self.std = std
-        self.log_jacobian = torch.log(std).sum()
+        self.factor = factor
+        if factor is None:
+            self.log_jacobian = torch.log(std).sum()
+        else:
+            self.log_jacobian = torch.log(torch.diagonal(factor)).sum()
 
     def __call__(self, z: Tensor) -> Tensor:
         """``log p_z(z)`` for ``z`` of shape ``(B, d)``."""
         return self.log_prob(self.to_original(z)) + self.log_jacobian.to(z.dtype)
 
     def to_original(self, z: Tensor) -> Tensor:
-        """Map standardised points to original coordinates: ``mean + std * z``."""
-        return self.mean.to(z.dtype) + self.std.to(z.dtype) * z
+        """Map standardised points to original coordinates: ``mean + A z``."""
+        if self.factor is None:
+            return self.mean.to(z.dtype) + self.std.to(z.dtype) * z
+        return self.mean.to(z.dtype) + z @ self.factor.to(z.dtype).T
 
     def to_standardised(self, x: Tensor) -> Tensor:
-        """Map original points to standardised coordinates: ``(x - mean) / std``."""
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        """Map original points to standardised coordinates: ``A^-1 (x - mean)``."""
+        centred = x - self.mean.to(x.dtype)
+        if self.factor is None:
+            return centred / self.std.to(x.dtype)
+        solved = torch.linalg.solve_triangular(self.factor.to(x.dtype), centred.T, upper=False)
+        return solved.T
 
 
-def standardise(log_prob: LogProb, mean: Tensor, std: Tensor) -> Standardised:
+def weighted_cholesky(samples: Tensor, log_weights: Tensor) -> Tensor:
+    """Cholesky factor of the weighted covariance of ``samples`` (for full whitening).
+
+    Example:
+        >>> x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 3.0])
+        >>> weighted_cholesky(x, torch.zeros(4000)).diagonal().round(decimals=1)
+        tensor([1., 3.])
+    """
+    return _population_factor(samples, log_weights)
+
+
+def standardise(log_prob: LogProb, mean: Tensor, std: Tensor,
+                factor: Tensor | None = None) -> Standardised:
     r"""The target in standardised coordinates, :math:`\log p(\mu + \sigma z) + \sum\log\sigma`.
 
     Args:
         log_prob: the target in original coordinates.
         mean: :math:`\mu` ``(d,)`` (e.g. :attr:`PrescaleResult.mean`).
         std: :math:`\sigma` ``(d,)``.
+        factor: optional lower-triangular Cholesky factor of the covariance (full whitening).
 
     Returns:
         A callable :class:`Standardised` (with ``to_original``/``to_standardised``).
@@ -709,4 +737,4 @@ def standardise(log_prob: LogProb, mean: Tensor, std: Tensor) -> Standardised:
         >>> f(torch.tensor([[1.0]]))
         tensor([0.1931])
     """
-    return Standardised(log_prob, mean, std)
+    return Standardised(log_prob, mean, std, factor)

@@ -62,7 +62,12 @@ from torch import Tensor, nn
 
 from smeft_pyhf._io import atomic_write_bytes
 from smeft_pyhf.exceptions import ConfigError
-from smeft_pyhf.sampler.annealing import PrescaleResult, prescale, standardise
+from smeft_pyhf.sampler.annealing import (
+    PrescaleResult,
+    prescale,
+    standardise,
+    weighted_cholesky,
+)
 from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
 from smeft_pyhf.sampler.flows import build_flow
 from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
@@ -110,6 +115,9 @@ class SamplerConfig:
         profile: step 5 (:class:`~smeft_pyhf.sampler.profiling.ProfileConfig`).
         range_nsigma: ``k`` of the default ranges ``mean +- k std`` (pre-scaling moments).
         dtype: floating-point type of the sampler (flow, samples, histograms).
+        whitening: ``"full"`` (default) standardises with the Cholesky factor of the weighted
+            pre-scaling covariance, so the flow starts from decorrelated coordinates;
+            ``"diagonal"`` uses the weighted means and widths only (the paper's pre-scaling).
     """
 
     prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
@@ -120,11 +128,15 @@ class SamplerConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     range_nsigma: float = 4.0
     dtype: Literal["float32", "float64"] = "float32"
+    whitening: Literal["full", "diagonal"] = "full"
 
     def __post_init__(self) -> None:
         if not self.range_nsigma > 0:
             raise ConfigError(f"range_nsigma={self.range_nsigma!r} must be > 0",
                               where="SamplerConfig", hint="change range_nsigma")
+        if self.whitening not in ("full", "diagonal"):
+            raise ConfigError(f"whitening={self.whitening!r} must be 'full' or 'diagonal'",
+                              where="SamplerConfig", hint="change whitening")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype={self.dtype!r} is not supported", where="SamplerConfig",
                               hint="use 'float32' or 'float64'")
@@ -491,8 +503,12 @@ def run_sampler(
         finish("prescale", res1, time.perf_counter() - t0)
     res1 = results["prescale"]
     mean, std = res1.mean.to(dtype), res1.std.to(dtype)
-    zlog = standardise(target, mean, std)
-    log_std = torch.log(std).sum()
+    factor = None
+    if config.whitening == "full":
+        factor = weighted_cholesky(res1.samples.to(torch.float64),
+                                   res1.log_weights.to(torch.float64)).to(dtype)
+    zlog = standardise(target, mean, std, factor)
+    log_std = zlog.log_jacobian.to(dtype)
     if ranges is None:
         k = config.range_nsigma
         ranges = torch.stack([mean - k * std, mean + k * std], dim=1)
@@ -523,7 +539,7 @@ def run_sampler(
     def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, log_q = flow.sample_and_log_prob(n, generator=generator)
-        return mean + std * z, log_q - log_std
+        return zlog.to_original(z), log_q - log_std
 
     if begin("sample"):
         t0 = time.perf_counter()
