@@ -115,6 +115,9 @@ class SamplerConfig:
         profile: step 5 (:class:`~smeft_pyhf.sampler.profiling.ProfileConfig`).
         range_nsigma: ``k`` of the default ranges ``mean +- k std`` (pre-scaling moments).
         dtype: floating-point type of the sampler (flow, samples, histograms).
+        histogram_ranges: ``"posterior"`` (default) intersects the given ``ranges`` with the
+            pre-scaling ``mean +- range_nsigma * std``, so the 1D/2D bins resolve the likelihood
+            even when the fit ranges (priors) are much wider; ``"given"`` bins the given ranges.
         whitening: ``"full"`` (default) standardises with the Cholesky factor of the weighted
             pre-scaling covariance, so the flow starts from decorrelated coordinates;
             ``"diagonal"`` uses the weighted means and widths only (the paper's pre-scaling).
@@ -129,11 +132,15 @@ class SamplerConfig:
     range_nsigma: float = 4.0
     dtype: Literal["float32", "float64"] = "float32"
     whitening: Literal["full", "diagonal"] = "full"
+    histogram_ranges: Literal["posterior", "given"] = "posterior"
 
     def __post_init__(self) -> None:
         if not self.range_nsigma > 0:
             raise ConfigError(f"range_nsigma={self.range_nsigma!r} must be > 0",
                               where="SamplerConfig", hint="change range_nsigma")
+        if self.histogram_ranges not in ("posterior", "given"):
+            raise ConfigError(f"histogram_ranges={self.histogram_ranges!r} must be 'posterior' "
+                              "or 'given'", where="SamplerConfig", hint="change histogram_ranges")
         if self.whitening not in ("full", "diagonal"):
             raise ConfigError(f"whitening={self.whitening!r} must be 'full' or 'diagonal'",
                               where="SamplerConfig", hint="change whitening")
@@ -509,9 +516,15 @@ def run_sampler(
                                    res1.log_weights.to(torch.float64)).to(dtype)
     zlog = standardise(target, mean, std, factor)
     log_std = zlog.log_jacobian.to(dtype)
+    k = config.range_nsigma
+    posterior_ranges = torch.stack([mean - k * std, mean + k * std], dim=1)
     if ranges is None:
-        k = config.range_nsigma
-        ranges = torch.stack([mean - k * std, mean + k * std], dim=1)
+        ranges = posterior_ranges
+    elif config.histogram_ranges == "posterior":
+        given = torch.as_tensor(ranges, dtype=dtype, device=mean.device)
+        clipped = torch.stack([torch.maximum(given[:, 0], posterior_ranges[:, 0]),
+                               torch.minimum(given[:, 1], posterior_ranges[:, 1])], dim=1)
+        ranges = torch.where((clipped[:, 1] > clipped[:, 0])[:, None], clipped, given)
 
     # 2. pre-training
     if begin("pretrain"):
