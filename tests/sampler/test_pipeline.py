@@ -7,6 +7,7 @@ Sizes: "tiny" runs use 256 AIS chains x 40 steps, a 2-block flow, 8 training bat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -168,3 +169,24 @@ def test_gaussian4d_full_pipeline_intervals() -> None:
     assert r.log_evidence == pytest.approx(0.0, abs=0.02)
     assert torch.allclose(r.best_fit, mean, atol=1e-2 * float(target.std.min()))
     assert math.isfinite(r.best_log_prob)
+
+
+def test_wide_given_ranges_are_clipped_to_the_posterior():
+    """Prior ranges 100x wider than the target: the bins follow the pre-scaling mean +- 4 std."""
+    from smeft_pyhf.sampler.pipeline import SamplerConfig as _Config
+    from smeft_pyhf.sampler.pipeline import run_sampler as _run
+
+    def target(x):
+        return -0.5 * (x**2).sum(-1)
+
+    wide = torch.tensor([[-100.0, 100.0], [-100.0, 1.0]])
+    res = _run(target, names=("a", "b"), ranges=wide, config=_Config.reduced(), seed=2,
+               progress=False)
+    lo, hi = res.ranges[:, 0], res.ranges[:, 1]
+    # 4 std of a unit Gaussian, with the pre-scaling estimate good to ~10 %
+    assert torch.all(lo > -4.6) and torch.all(lo < -3.4)
+    assert hi[0] > 3.4 and hi[0] < 4.6
+    assert hi[1] == pytest.approx(1.0)  # the given bound is tighter: kept
+    given = _run(target, names=("a", "b"), ranges=wide, seed=2, progress=False,
+                 config=dataclasses.replace(_Config.reduced(), histogram_ranges="given"))
+    torch.testing.assert_close(given.ranges, wide)
