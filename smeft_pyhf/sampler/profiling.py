@@ -346,6 +346,7 @@ def _optimise_chunks(log_prob: LogProb, x0: Tensor, fixed: Tensor,
                      config: ProfileConfig) -> LbfgsResult:
     xs, lps, steps, conv = [], [], [], []
     n_eval = 0
+    t_start = time.perf_counter()
     for lo in range(0, x0.shape[0], config.batch_size):
         hi = lo + config.batch_size
         res = lbfgs_maximise(log_prob, x0[lo:hi], fixed=fixed[lo:hi], config=config)
@@ -354,7 +355,8 @@ def _optimise_chunks(log_prob: LogProb, x0: Tensor, fixed: Tensor,
         steps.append(res.n_steps)
         conv.append(res.converged)
         n_eval += res.n_evaluations
-        log.debug("profiled %d/%d start points", min(hi, x0.shape[0]), x0.shape[0])
+        log.info("profiling: %d/%d start points optimised (%.1f s)", min(hi, x0.shape[0]),
+                 x0.shape[0], time.perf_counter() - t_start)
     if not xs:
         empty = x0.new_zeros((0,))
         return LbfgsResult(x0, empty, empty.long(), empty.bool(), 0)
