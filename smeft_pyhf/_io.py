@@ -23,28 +23,47 @@ from pathlib import Path
 
 from .exceptions import InputError
 
-__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
+__all__ = [
+    "atomic_directory",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable_parent",
+    "sha256_file",
+]
 
 
-def _check_parent(path: Path) -> None:
+def check_writable_parent(path: str | os.PathLike[str], *, option: str = "output path") -> None:
+    """Raise :class:`InputError` unless ``path``'s folder exists, is a folder and is writable.
+
+    Args:
+        path: the file (or folder) about to be written.
+        option: how the hint names the user's choice (e.g. ``"--output"``).
+
+    Example:
+        >>> check_writable_parent("/nonexistent-folder/card.yaml", option="--output")
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.InputError: /nonexistent-folder/card.yaml: cannot write output: folder '/nonexistent-folder' does not exist. Hint: create the folder first or choose another --output
+    """
+    path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise InputError(
             f"cannot write output: folder '{parent}' does not exist",
             where=str(path),
-            hint="create the folder first or choose another output path",
+            hint=f"create the folder first or choose another {option}",
         )
     if not parent.is_dir():
         raise InputError(
             f"cannot write output: '{parent}' is not a folder",
             where=str(path),
-            hint="choose an output path inside an existing folder",
+            hint=f"choose another {option} inside an existing folder",
         )
     if not os.access(parent, os.W_OK):
         raise InputError(
             f"cannot write output: folder '{parent}' is not writable",
             where=str(path),
-            hint="choose an output path in a folder you can write to",
+            hint=f"choose an {option} in a folder you can write to",
         )
 
 
@@ -55,7 +74,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         InputError: if the folder is missing or not writable.
     """
     path = Path(path)
-    _check_parent(path)
+    check_writable_parent(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     except OSError as err:
@@ -94,7 +113,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
         ['f.txt']
     """
     path = Path(path)
-    _check_parent(path)
+    check_writable_parent(path)
     if path.exists() and not overwrite:
         raise InputError(
             "output folder already exists",

@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from .._io import check_writable_parent
 from ..exceptions import InputError, MappingError, WorkspaceError
 from . import mapping as _mapping
 from .card import CARD_VERSION, MeasurementCard, card_from_dict, validate_card, write_card
@@ -345,21 +346,9 @@ def check_output_path(path: str | os.PathLike[str]) -> None:
         smeft_pyhf.exceptions.InputError: /nonexistent-folder/card.yaml: cannot write output: folder '/nonexistent-folder' does not exist. Hint: create the folder first or choose another --output
     """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError("is a folder; give a file name for the card", where=str(path))
-    if not parent.is_dir():
-        raise InputError(
-            f"cannot write output: folder '{parent}' does not exist",
-            where=str(path),
-            hint="create the folder first or choose another --output",
-        )
-    if not os.access(parent, os.W_OK):
-        raise InputError(
-            f"cannot write output: folder '{parent}' is not writable",
-            where=str(path),
-            hint="choose an --output in a folder you can write to",
-        )
+    check_writable_parent(path, option="--output")
 
 
 def _float_or_none(value: Any) -> float | None:
