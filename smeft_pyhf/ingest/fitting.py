@@ -34,6 +34,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pyhf
 
+from .autodiff import compile_objective
+
 __all__ = [
     "FitResult",
     "Objective",
@@ -151,10 +153,13 @@ class Objective:
         True
     """
 
-    def __init__(self, model: pyhf.pdf.Model, data: Sequence[float]) -> None:
+    def __init__(
+        self, model: pyhf.pdf.Model, data: Sequence[float], *, autodiff: bool = True
+    ) -> None:
         self.model = model
         self.data = np.asarray(data, dtype=float)
         self.n_evaluations = 0
+        self.compiled = compile_objective(model, self.data) if autodiff else None
         bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
         self.lower = bounds[:, 0]
         self.upper = bounds[:, 1]
@@ -162,11 +167,25 @@ class Objective:
         self.init = np.asarray(model.config.suggested_init(), dtype=float)
         self.suggested_fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
 
+    @property
+    def exact_gradient(self) -> bool:
+        """Whether gradients are exact (compiled with JAX) rather than finite differences."""
+        return self.compiled is not None
+
     def __call__(self, x: Sequence[float] | np.ndarray) -> float:
         self.n_evaluations += 1
+        if self.compiled is not None:
+            return self.compiled.value(x)
         with numpy_backend(), np.errstate(all="ignore"):
             value = -2.0 * float(self.model.logpdf(np.asarray(x, dtype=float), self.data)[0])
         return value if np.isfinite(value) else 1e30
+
+    def full_gradient(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Exact gradient over all parameters (requires :attr:`exact_gradient`)."""
+        if self.compiled is None:
+            raise RuntimeError("full_gradient needs the compiled (JAX) objective")
+        self.n_evaluations += 1
+        return self.compiled.value_and_grad(x)[1]
 
     def gradient(
         self,
@@ -177,11 +196,14 @@ class Objective:
         central: bool = False,
         value: float | None = None,
     ) -> np.ndarray:
-        """Finite-difference gradient over the ``free`` indices.
+        """Gradient over the ``free`` indices: exact when compiled, else finite differences.
 
         Forward differences (one evaluation per parameter, ``value`` = f(x) reused) by default;
         central differences with ``central=True``. Steps flip sign at an upper bound.
         """
+        if self.compiled is not None:
+            self.n_evaluations += 1
+            return self.compiled.value_and_grad(x)[1][np.asarray(free, dtype=int)]
         grad = np.zeros(len(free))
         f0 = self(x) if (value is None and not central) else value
         for j, i in enumerate(free):
@@ -212,7 +234,8 @@ def _minuit(
 ):
     import iminuit
 
-    minuit = iminuit.Minuit(objective, start.copy(), name=objective.labels)
+    grad = objective.full_gradient if objective.exact_gradient else None
+    minuit = iminuit.Minuit(objective, start.copy(), grad=grad, name=objective.labels)
     minuit.errordef = iminuit.Minuit.LEAST_SQUARES
     minuit.strategy = strategy
     minuit.tol = tolerance
@@ -233,6 +256,42 @@ def _hessian_from_covariance(covariance: np.ndarray, fixed: np.ndarray) -> np.nd
     return hessian
 
 
+def _exact_covariance(
+    objective: Objective, point: np.ndarray, fixed: np.ndarray
+) -> tuple[np.ndarray, bool, list[str]]:
+    """Covariance ``2 H^-1`` from the exact (JAX) Hessian of ``-2 log L`` at ``point``.
+
+    Returns the covariance (zero rows and columns for fixed parameters), whether it is valid
+    (Hessian positive definite and estimated distance to the minimum below Minuit's goal for
+    tolerance 0.1) and notes.
+    """
+    assert objective.compiled is not None
+    notes: list[str] = []
+    free = np.flatnonzero(~fixed)
+    npars = len(point)
+    hessian = objective.compiled.hessian(point)[np.ix_(free, free)]
+    hessian = 0.5 * (hessian + hessian.T)
+    eigenvalues, eigenvectors = np.linalg.eigh(hessian)
+    valid = bool(np.all(np.isfinite(eigenvalues))) and bool(eigenvalues.min(initial=1.0) > 0)
+    if not valid:
+        floor = 1e-8 * max(float(np.abs(eigenvalues).max(initial=1.0)), 1.0)
+        eigenvalues = np.where(np.isfinite(eigenvalues), np.maximum(eigenvalues, floor), floor)
+        notes.append("Hesse: covariance not accurate (Hessian made positive definite)")
+    block = 2.0 * (eigenvectors / eigenvalues) @ eigenvectors.T
+    covariance = np.zeros((npars, npars))
+    covariance[np.ix_(free, free)] = block
+    grad = objective.full_gradient(point)[free]
+    edm = float(grad @ block @ grad) / 4.0  # g^T H^-1 g / 2, H = 2 cov^-1
+    goal = 0.002 * 0.1
+    if valid and edm > goal:
+        valid = False
+        notes.append(
+            f"Hesse flagged the minimum (edm {edm:.2g} above goal {goal:.2g} with the exact "
+            "Hessian); values kept"
+        )
+    return covariance, valid, notes
+
+
 def fit(
     model: pyhf.pdf.Model,
     data: Sequence[float],
@@ -244,6 +303,7 @@ def fit(
     strategy: int = 0,
     tolerance: float = 0.1,
     fallback: bool = True,
+    autodiff: bool = True,
 ) -> FitResult:
     """Fit ``model`` to ``data`` (observed + auxiliary), with Hesse uncertainties.
 
@@ -257,6 +317,9 @@ def fit(
         strategy: Minuit strategy (0 is fast and enough for these models).
         tolerance: Minuit tolerance.
         fallback: try the other minimiser if the first one fails.
+        autodiff: use exact gradients and the exact Hessian compiled with JAX (see
+            :mod:`smeft_pyhf.ingest.autodiff`) when available; ``False`` forces finite
+            differences and Minuit's numerical Hesse.
 
     Returns:
         A :class:`FitResult`; ``valid`` is ``False`` only if no minimiser converged.
@@ -270,7 +333,7 @@ def fit(
         ('scipy', 0.16)
     """
     t0 = time.perf_counter()
-    objective = Objective(model, data)
+    objective = Objective(model, data, autodiff=autodiff)
     start = objective.init.copy() if init is None else np.asarray(init, dtype=float).copy()
     fix = objective.suggested_fixed.copy()
     for index, value in (fixed or {}).items():
@@ -317,9 +380,15 @@ def fit(
                 x[free] = z
                 return objective(x)
 
+            def reduced_grad(z: np.ndarray, free: np.ndarray = free) -> np.ndarray:
+                x = start.copy()
+                x[free] = z
+                return objective.full_gradient(x)[free]
+
             res = minimize(
                 reduced,
                 start[free],
+                jac=reduced_grad if objective.exact_gradient else None,
                 method="L-BFGS-B",
                 bounds=list(zip(objective.lower[free], objective.upper[free], strict=False)),
                 options={"maxiter": 5000, "maxfun": 200000, "ftol": 1e-12, "gtol": 1e-6},
@@ -335,10 +404,14 @@ def fit(
 
     npars = len(best)
     covariance = None
+    exact_notes: list[str] = []
+    wide: list[str] = []
     hessian = None
     hesse_valid = False
     uncertainty = np.full(npars, np.nan)
-    if hesse:
+    if hesse and objective.exact_gradient:
+        covariance, hesse_valid, exact_notes = _exact_covariance(objective, best, fix)
+    elif hesse:
         hesser = minuit if (used == "minuit" and minuit is not None) else None
         if hesser is None:
             hesser = _minuit(objective, best, fix, strategy=strategy, tolerance=tolerance)
@@ -359,19 +432,19 @@ def fit(
                 )
         except (RuntimeError, ValueError) as err:
             notes.append(f"Hesse failed: {err}")
-        if covariance is not None:
-            uncertainty = np.sqrt(np.clip(np.diag(covariance), 0, None))
-            hessian = _hessian_from_covariance(covariance, fix)
-            wide = [
-                objective.labels[i]
-                for i in np.flatnonzero(~fix)
-                if uncertainty[i] > 0.5 * (objective.upper[i] - objective.lower[i])
-            ]
-            if wide:
-                notes.append(
-                    "barely constrained (Hesse error above half the allowed range): "
-                    + ", ".join(wide[:10])
-                )
+    if covariance is not None:
+        uncertainty = np.sqrt(np.clip(np.diag(covariance), 0, None))
+        hessian = _hessian_from_covariance(covariance, fix)
+        wide = [
+            objective.labels[i]
+            for i in np.flatnonzero(~fix)
+            if uncertainty[i] > 0.5 * (objective.upper[i] - objective.lower[i])
+        ]
+        if wide:
+            notes.append(
+                "barely constrained (Hesse error above half the allowed range): "
+                + ", ".join(wide[:10])
+            )
     uncertainty[fix] = 0.0
     if hessian is not None:
         # Migrad with strategy 0 stops at edm ~ 1e-3; a few Newton steps with the exact Hessian
@@ -397,6 +470,17 @@ def fit(
         if polished.twice_nll < fval:
             log.debug("Newton polish lowered 2NLL by %.2g", fval - polished.twice_nll)
             best, fval = polished.values, polished.twice_nll
+            if objective.exact_gradient:  # covariance at the polished minimum
+                covariance, hesse_valid, exact_notes = _exact_covariance(objective, best, fix)
+                uncertainty = np.sqrt(np.clip(np.diag(covariance), 0, None))
+                uncertainty[fix] = 0.0
+                hessian = _hessian_from_covariance(covariance, fix)
+    if exact_notes:
+        notes.extend(exact_notes)
+    if wide and objective.exact_gradient:
+        # the exact Hessian is fine, but its Gaussian reaches the parameter bounds
+        hesse_valid = False
+        notes.append("Hesse: covariance flagged, its Gaussian leaves the allowed range")
     seconds = time.perf_counter() - t0
     log.debug(
         "fit with %s: 2NLL %.4f in %.2fs (%d calls)", used, fval, seconds, objective.n_evaluations
