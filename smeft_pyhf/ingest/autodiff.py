@@ -40,7 +40,8 @@ __all__ = ["CompiledObjective", "autodiff_available", "compile_objective"]
 
 log = logging.getLogger(__name__)
 # jax announces at INFO level that it found no TPU/GPU plugin; that is not news on a CPU
-logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+# (and its DEBUG output on compilation would bury ours under `-vv`)
+logging.getLogger("jax").setLevel(logging.WARNING)
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, CompiledObjective]] = weakref.WeakKeyDictionary()
 _LARGE = 1e30

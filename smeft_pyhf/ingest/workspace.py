@@ -148,10 +148,16 @@ def _check_duplicate_modifiers(spec: dict[str, Any], where: str) -> list[str]:
     """
     problems = []
     notes = []
-    for channel in spec.get("channels", []):
-        for sample in channel.get("samples", []):
+
+    def entries(container: Any, key: str) -> list[dict[str, Any]]:
+        # malformed layouts (a dict where a list belongs, ...) are left to the schema check
+        items = container.get(key, []) if isinstance(container, dict) else []
+        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+    for channel in entries(spec, "channels"):
+        for sample in entries(channel, "samples"):
             seen: set[tuple[str, str]] = set()
-            for modifier in sample.get("modifiers", []):
+            for modifier in entries(sample, "modifiers"):
                 key = (modifier.get("name"), modifier.get("type"))
                 if key in seen:
                     problems.append(
@@ -159,8 +165,8 @@ def _check_duplicate_modifiers(spec: dict[str, Any], where: str) -> list[str]:
                         f"{key[1]} modifier '{key[0]}'"
                     )
                 seen.add(key)
-            names = [m.get("name") for m in sample.get("modifiers", [])]
-            for modifier in sample.get("modifiers", []):
+            names = [m.get("name") for m in entries(sample, "modifiers")]
+            for modifier in entries(sample, "modifiers"):
                 data = modifier.get("data") or {}
                 if (
                     modifier.get("type") == "histosys"

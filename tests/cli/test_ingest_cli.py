@@ -98,3 +98,17 @@ def test_ttz_3l_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     assert card["diagnostics"]["hesse_valid"] is False
     assert any("Hesse" in w for w in card["diagnostics"]["warnings"])
     assert card["measurement"]["stat"]["relative"] == pytest.approx(0.058, abs=0.003)
+
+
+@pytest.mark.shared_data
+def test_old_pyhf_fixture_with_channels_as_dict_is_a_clean_error(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """pyhf's old validation fixtures hold `channels` as a dict: exit 2, the schema message."""
+    out = tmp_path / "card.yaml"
+    source = shared_data / "pyhf_validation" / "validation" / "data" / "2bin_2channel_couplednorm.json"
+    result = _run([str(source), "--mapping", "generic_atlas", "-o", str(out), *FAST])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "fails the pyhf workspace schema at channels" in result.output.replace("\n", " ")
+    assert not out.exists()
