@@ -8,7 +8,9 @@ and default histogram ``ranges``; constants are buffers, so ``.to(device, dtype)
   eq. (32), uniform along the arc length and smeared with a Gaussian of width ``sigma``
   (paper: 0.007 and 0.0005). The smearing integral is evaluated exactly up to quadrature: for
   every branch and winding the foot point on the curve is found by Newton's method and the
-  Gaussian is integrated along the curve with a 31-node rule over +-7 sigma around it.
+  Gaussian is integrated along the curve with 31-node Gauss-Legendre over +-7 sigma around it,
+  cut exactly at the curve's ends; past an end the integral along the end's tangent is done
+  analytically (checked against adaptive quadrature to 0.01 in log p, also at the ends).
 * :class:`GaussianMixture`: eq. (33), ``p(x) ~ 10 N(0, 1) + sum_{+-d, +-d} N((+-d, +-d), 0.5)``
   in two dimensions with isotropic widths; each component is normalised, so the central peak
   holds 10/14 of the mass and each corner 1/14 (paper: ``d = 4`` and ``d = 10``; for ``d = 10``
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -79,7 +82,9 @@ class TwoSpirals(nn.Module):
         t = torch.tensor([self.t0, self.t1], dtype=torch.float64)
         length = _arc(t[1:]) - _arc(t[:1])
         self.register_buffer("arc_length", length[0])
-        self.register_buffer("unit", torch.linspace(-7.0, 7.0, self.nodes, dtype=torch.float64))
+        nodes_, weights_ = np.polynomial.legendre.leggauss(self.nodes)
+        self.register_buffer("gl_nodes", torch.as_tensor(nodes_, dtype=torch.float64))
+        self.register_buffer("gl_log_weights", torch.as_tensor(np.log(weights_), dtype=torch.float64))
         self.register_buffer("ranges", torch.tensor([[-2.0, 2.0], [-2.0, 2.0]]))
 
     @staticmethod
@@ -105,19 +110,37 @@ class TwoSpirals(nn.Module):
             hp = (d1 * d1).sum(-1) + (r * d2).sum(-1)
             step = torch.where(hp > 0, h / hp.clamp_min(1e-12), torch.zeros_like(h))
             t = t - step.clamp(-0.05, 0.05)
+        below, above = t < self.t0, t > self.t1  # foot point beyond an end of the curve
         t = t.clamp(self.t0, self.t1)
         speed = torch.sqrt(1 + (_TWO_PI * t) ** 2)
         half = (self.sigma / speed)  # (B, 3): one sigma in t
-        unit = self.unit.to(x)
-        tj = t[..., None] + half[..., None] * unit  # (B, 3, Q)
-        h = half * (unit[1] - unit[0])  # node spacing in t
+        # Gauss-Legendre over +-7 sigma around the foot point, cut exactly at the curve's ends
+        lo = (t - 7.0 * half).clamp(min=self.t0)
+        hi = (t + 7.0 * half).clamp(max=self.t1)
+        tj = (0.5 * (lo + hi))[..., None] + (0.5 * (hi - lo))[..., None] * self.gl_nodes.to(x)
+        log_w = torch.log(0.5 * (hi - lo).clamp_min(1e-300))[..., None] + self.gl_log_weights.to(x)
         pos, d1, _ = self._curve(tj)
         d2 = ((x[:, None, None, :] - pos) ** 2).sum(-1)
-        inside = (tj >= self.t0) & (tj <= self.t1)
         logn = -0.5 * d2 / self.sigma**2 - math.log(_TWO_PI * self.sigma**2)
-        term = logn + torch.log(torch.linalg.vector_norm(d1, dim=-1)) + torch.log(h)[..., None]
-        term = torch.where(inside, term, torch.full_like(term, -math.inf))
-        return term.reshape(x.shape[0], -1)
+        term = logn + torch.log(torch.linalg.vector_norm(d1, dim=-1)) + log_w
+        # Beyond an end the integrand falls off along the curve on the scale sigma^2 / distance,
+        # far below the node spacing: integrate the Gaussian along the end's tangent half-line
+        # analytically instead, log N_perp + log Phi(along / sigma) (exact for a straight end).
+        end_pos, end_d1, _ = self._curve(t)
+        tangent = end_d1 / torch.linalg.vector_norm(end_d1, dim=-1, keepdim=True)
+        tangent = torch.where(above[..., None], -tangent, tangent)  # pointing into the curve
+        offset = x[:, None, :] - end_pos
+        along = (offset * tangent).sum(-1)
+        perp2 = ((offset * offset).sum(-1) - along * along).clamp_min(0.0)
+        end = (-0.5 * perp2 / self.sigma**2 - 0.5 * math.log(_TWO_PI * self.sigma**2)
+               + torch.special.log_ndtr(along / self.sigma))
+        # (a foot point beyond the end whose point lies ahead along the tangent belongs to
+        # another winding: the half-line is no approximation of the curve there)
+        beyond = ((below | above) & (along < 0))[..., None]
+        first = torch.zeros_like(term, dtype=torch.bool)
+        first[..., 0] = True
+        term = torch.where(beyond, torch.where(first, end[..., None], -math.inf), term)
+        return term.reshape(x.shape[0], 3 * self.nodes)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Normalised ``log p(x)`` for ``x`` of shape (B, 2), in the dtype of ``x``.
