@@ -21,7 +21,7 @@ import time
 import torch
 
 from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
-from smeft_pyhf.sampler.toys import GaussianMixture, TwoSpirals, _arc
+from smeft_pyhf.sampler.toys import GaussianMixture, TwoSpirals
 
 TOYS = {
     "gmm4": lambda: GaussianMixture(4.0),
@@ -48,38 +48,6 @@ def config(name: str) -> SamplerConfig:
     )
 
 
-def spiral_checks(toy: TwoSpirals, x: torch.Tensor, w: torch.Tensor) -> dict[str, float]:
-    """Spiral masses, near-curve mass and the Kolmogorov distance of the radius."""
-    x, w = x.double(), w.double()
-    branch = toy.branch(x)
-    terms_plus = toy._branch(x)
-    terms_minus = toy._branch(-x)
-    # distance to the nearest curve point, from the density of the nearer spiral relative to its
-    # peak value: log p_near ~ -d^2 / 2 sigma^2 + const
-    log_near = torch.maximum(torch.logsumexp(terms_plus, 1), torch.logsumexp(terms_minus, 1))
-    peak = -0.5 * torch.log(torch.tensor(2 * torch.pi * toy.sigma**2, dtype=torch.float64))
-    near = (log_near > peak - 12.5).double()  # within ~5 sigma
-    r = x.norm(dim=1).clamp(toy.t0, toy.t1)
-    order = torch.argsort(r)
-    cdf = torch.cumsum(w[order], 0) / w.sum()
-    t = torch.tensor([toy.t0], dtype=torch.float64)
-    exact = (_arc(r[order]) - _arc(t)) / float(toy.arc_length)
-    return {
-        "mass_plus": float((w * (branch == 0)).sum() / w.sum()),
-        "mass_near_curve": float((w * near).sum() / w.sum()),
-        "ks_radius": float((cdf - exact).abs().max()),
-    }
-
-
-def gmm_checks(toy: GaussianMixture, x: torch.Tensor, w: torch.Tensor) -> dict[str, float]:
-    """Mode masses and their worst deviation from the truth."""
-    masses = (w.double()[:, None] * toy.double().responsibilities(x.double())).sum(0) / w.sum()
-    return {
-        "masses": [round(float(m), 4) for m in masses],
-        "max_mass_error": float((masses - toy.weights.double()).abs().max()),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--toys", default=",".join(TOYS))
@@ -100,8 +68,13 @@ def main() -> None:
         wall = time.perf_counter() - start
         sr = result.sample_result
         x, w = sr.samples.cpu(), torch.softmax(sr.samples_log_weight.double().cpu(), 0)
-        checks = gmm_checks(toy.cpu(), x, w) if name.startswith("gmm") else spiral_checks(
-            toy.cpu(), x, w)
+        toy = toy.cpu()
+        if isinstance(toy, GaussianMixture):
+            masses = toy.double().mode_masses(x.double(), w)
+            checks = {"masses": [round(float(m), 4) for m in masses],
+                      "max_mass_error": float((masses - toy.weights).abs().max())}
+        else:
+            checks = toy.weighted_summary(x, w)
         steps = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
         rate = result.n_samples / max(result.timings.get("sample", float("nan")), 1e-9)
         if device.type == "cuda":

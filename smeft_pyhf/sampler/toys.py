@@ -171,6 +171,38 @@ class TwoSpirals(nn.Module):
         noise = torch.randn(n, 2, generator=generator, dtype=torch.float64, device=dev)
         return (sign[:, None] * pos + self.sigma * noise).to(dt)
 
+    def weighted_summary(self, x: Tensor, weights: Tensor) -> dict[str, float]:
+        """Checks of weighted samples against the truth.
+
+        Returns ``mass_plus`` (weight on the positive spiral; truth 1/2), ``mass_near_curve``
+        (weight within about 5 sigma of either curve; truth ~1) and ``ks_radius``, the
+        Kolmogorov distance between the weighted distribution of the radius (which equals the
+        curve parameter ``t``) and the exact arc-length-uniform one.
+
+        Example:
+            >>> s = TwoSpirals(sigma=0.007)
+            >>> x = s.sample(20000, generator=torch.Generator().manual_seed(0))
+            >>> summary = s.weighted_summary(x, torch.ones(len(x)))
+            >>> abs(summary["mass_plus"] - 0.5) < 0.02, summary["ks_radius"] < 0.02
+            (True, True)
+        """
+        xd, w = x.to(torch.float64), weights.to(torch.float64)
+        w = w / w.sum()
+        plus, minus = torch.logsumexp(self._branch(xd), 1), torch.logsumexp(self._branch(-xd), 1)
+        # log p of the nearer spiral relative to the peak of a line density: -d^2 / 2 sigma^2
+        peak = -0.5 * math.log(_TWO_PI * self.sigma**2)
+        near = torch.maximum(plus, minus) > peak - 12.5
+        r = xd.norm(dim=1).clamp(self.t0, self.t1)
+        order = torch.argsort(r)
+        cdf = torch.cumsum(w[order], 0)
+        exact = (_arc(r[order]) - _arc(torch.tensor([self.t0], dtype=torch.float64,
+                                                     device=r.device))) / float(self.arc_length)
+        return {
+            "mass_plus": float(w[minus <= plus].sum()),
+            "mass_near_curve": float(w[near].sum()),
+            "ks_radius": float((cdf - exact).abs().max()),
+        }
+
     def branch(self, x: Tensor) -> Tensor:
         """(B,) 0 for points attributed to the positive spiral, 1 for the negative one."""
         xd = x.to(torch.float64)
@@ -234,6 +266,18 @@ class GaussianMixture(nn.Module):
     def responsibilities(self, x: Tensor) -> Tensor:
         """(B, 5) posterior component probabilities; their mean under ``p`` is ``weights``."""
         return torch.softmax(self.component_log_prob(x), dim=1)
+
+    def mode_masses(self, x: Tensor, weights: Tensor) -> Tensor:
+        """(5,) weighted mass of each mode (truth: :attr:`weights`).
+
+        Example:
+            >>> mix = GaussianMixture(10.0)
+            >>> x = mix.sample(40000, generator=torch.Generator().manual_seed(1))
+            >>> bool(torch.allclose(mix.mode_masses(x, torch.ones(len(x))), mix.weights, atol=0.01))
+            True
+        """
+        w = weights.to(self.means.dtype)
+        return (w[:, None] * self.responsibilities(x.to(self.means.dtype))).sum(0) / w.sum()
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Exact samples from the mixture."""
