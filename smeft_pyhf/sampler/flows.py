@@ -143,6 +143,20 @@ class CouplingFlow(Flow):
     def _log_prob(self, x: Tensor) -> Tensor:
         return self().log_prob(x)
 
+    def _chunked(self, z: Tensor) -> bool:
+        """Whether to split an evaluation of ``z`` into ``config.cpu_chunk`` pieces."""
+        return (
+            z.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and z.shape[0] > self.config.cpu_chunk
+        )
+
+    def _sample_chunks(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        if not self._chunked(z):
+            return self._sample_fn(z)
+        parts = [self._sample_fn(chunk) for chunk in z.split(self.config.cpu_chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
     def sample_and_log_prob(self, n: int, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Draw ``n`` points and their log-density (differentiable, reparametrised).
 
@@ -155,15 +169,17 @@ class CouplingFlow(Flow):
         """
         ref = self._reference()
         z = torch.randn((n, self.dim), generator=generator, device=ref.device, dtype=ref.dtype)
-        return self._sample_fn(z)
+        return self._sample_chunks(z)
 
     def sample_from_noise(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Map standard normal noise ``z`` ``(n, dim)`` to ``(x, log_q)``."""
-        return self._sample_fn(z)
+        return self._sample_chunks(z)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """The flow density ``log g(x)`` ``(n,)`` for ``x`` of shape ``(n, dim)``."""
-        return self._log_prob_fn(x)
+        if not self._chunked(x):
+            return self._log_prob_fn(x)
+        return torch.cat([self._log_prob_fn(chunk) for chunk in x.split(self.config.cpu_chunk)])
 
     def draw(
         self, n: int, *, generator: torch.Generator, batch_size: int | None = None
@@ -182,7 +198,7 @@ class CouplingFlow(Flow):
             # one noise draw for all points, so the result does not depend on batch_size
             ref = self._reference()
             z = torch.randn((n, self.dim), generator=generator, device=ref.device, dtype=ref.dtype)
-            parts = [self._sample_fn(chunk) for chunk in z.split(batch_size)]
+            parts = [self._sample_chunks(chunk) for chunk in z.split(batch_size)]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
