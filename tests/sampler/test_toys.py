@@ -200,8 +200,8 @@ def test_mixture_d10_pipeline_finds_all_modes() -> None:
         # measured: mass 0.4989, KS 0.031, ESS/N 0.05 of 40k; every profile bin at the peak
         (0.007, {}, 0.02, 0.06, 1.0),
         # measured: mass 0.4760, KS 0.067, ESS 484 of 300k (the flow cannot resolve a width of
-        # 0.0005; the weights carry the shape, with an MC error of ~0.025 on the mass); one
-        # profile bin of 36 ended 0.04 off the ridge (L-BFGS from a start 80 sigma away)
+        # 0.0005; the weights carry the shape, with an MC error of ~0.025 on the mass); a
+        # profile bin can end off the ridge (seen: 0.04 away, L-BFGS from a start 80 sigma off)
         (0.0005, {"train_batches": 100, "sample_batches": 6, "sample_size": 50_000}, 0.05, 0.1,
          0.9),
     ],
