@@ -238,6 +238,16 @@ def _profile_sides(
                 log.warning("profile scan: Delta 2NLL = %.3g at mu = %.4g; keeping the guess", q, target)
                 break
             distance = step / math.sqrt(q)
+        room = (upper - mu_hat) if sign > 0 else (mu_hat - lower)
+        if distance > room:
+            # the crossing lies outside the POI's allowed range (e.g. mu_hat at its lower bound
+            # of 0): the interval ends at the bound
+            log.warning(
+                "profile: the Delta 2NLL = 1 crossing %s mu_hat = %.4g lies beyond the POI bound "
+                "%.4g; the interval is cut there", "above" if sign > 0 else "below", mu_hat,
+                upper if sign > 0 else lower,
+            )
+            distance = room
         sides.append(distance)
     return sides[0], sides[1], fits
 

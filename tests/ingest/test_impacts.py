@@ -158,3 +158,30 @@ def test_scan_of_example_parameter(example) -> None:
     assert scan.curvature == pytest.approx(1.0, abs=0.1)
     assert scan.non_gaussianity < 0.05
     assert scan.delta_twice_nll[4] == 0.0
+
+
+def test_crossing_beyond_the_poi_bound_is_cut_at_the_bound(caplog) -> None:
+    """A deficit pushes mu_hat to its lower bound 0: the lower crossing is the bound itself."""
+    spec = {
+        "channels": [{"name": "sr", "samples": [
+            {"name": "signal", "data": [5.0],
+             "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]},
+            {"name": "background", "data": [50.0],
+             "modifiers": [{"name": "bkg_norm", "type": "normsys",
+                            "data": {"hi": 1.05, "lo": 0.95}}]},
+        ]}],
+        "observations": [{"name": "sr", "data": [40.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+    workspace = pyhf.Workspace(spec)
+    model = workspace.model()
+    data = workspace.data(model)
+    best = fit(model, data)
+    poi = model.config.poi_index
+    assert best.bestfit[poi] == pytest.approx(0.0, abs=1e-3)
+    with caplog.at_level("WARNING"):
+        total = total_uncertainty(model, data, best)
+    assert total.down == pytest.approx(float(best.bestfit[poi]), abs=1e-9)
+    assert total.up > 0.5
+    assert "beyond the POI bound" in caplog.text
