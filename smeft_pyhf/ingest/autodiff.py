@@ -125,16 +125,16 @@ class CompiledObjective:
             return _LARGE, np.zeros(self.npars)
         return value, grad
 
-    def hessian(self, x: Sequence[float] | np.ndarray, *, scale: np.ndarray | None = None) -> np.ndarray:
+    def hessian(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
         """The Hessian of ``-2 log L`` at ``x``: central differences of the exact gradient.
 
         One gradient pair per parameter (about 0.3 s for 188 parameters) instead of compiling
         a second-order program (several seconds); the truncation error is of order ``h^2``
-        with ``h = 1e-4 * scale`` (``scale`` defaults to ``max(1, |x|)``), i.e. negligible
-        next to the statistical meaning of the matrix.
+        with ``h = 1e-4 * max(1, |x|)``, negligible next to the statistical meaning of the
+        matrix. The result is symmetrised.
         """
         point = np.asarray(x, dtype=float)
-        steps = 1e-4 * (np.maximum(1.0, np.abs(point)) if scale is None else np.asarray(scale))
+        steps = 1e-4 * np.maximum(1.0, np.abs(point))
         hessian = np.empty((self.npars, self.npars))
         for i in range(self.npars):
             up, down = point.copy(), point.copy()

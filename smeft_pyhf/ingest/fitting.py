@@ -270,7 +270,6 @@ def _exact_covariance(
     free = np.flatnonzero(~fixed)
     npars = len(point)
     hessian = objective.compiled.hessian(point)[np.ix_(free, free)]
-    hessian = 0.5 * (hessian + hessian.T)
     eigenvalues, eigenvectors = np.linalg.eigh(hessian)
     valid = bool(np.all(np.isfinite(eigenvalues))) and bool(eigenvalues.min(initial=1.0) > 0)
     if not valid:

@@ -188,7 +188,7 @@ class TwoSpirals(nn.Module):
         """
         xd, w = x.to(torch.float64), weights.to(torch.float64)
         w = w / w.sum()
-        plus, minus = torch.logsumexp(self._branch(xd), 1), torch.logsumexp(self._branch(-xd), 1)
+        plus, minus = self._spiral_terms(xd)
         # log p of the nearer spiral relative to the peak of a line density: -d^2 / 2 sigma^2
         peak = -0.5 * math.log(_TWO_PI * self.sigma**2)
         near = torch.maximum(plus, minus) > peak - 12.5
@@ -203,11 +203,13 @@ class TwoSpirals(nn.Module):
             "ks_radius": float((cdf - exact).abs().max()),
         }
 
+    def _spiral_terms(self, xd: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) unnormalised log densities of the positive and the negative spiral (float64)."""
+        return torch.logsumexp(self._branch(xd), 1), torch.logsumexp(self._branch(-xd), 1)
+
     def branch(self, x: Tensor) -> Tensor:
         """(B,) 0 for points attributed to the positive spiral, 1 for the negative one."""
-        xd = x.to(torch.float64)
-        plus = torch.logsumexp(self._branch(xd), 1)
-        minus = torch.logsumexp(self._branch(-xd), 1)
+        plus, minus = self._spiral_terms(x.to(torch.float64))
         return (minus > plus).long()
 
 
