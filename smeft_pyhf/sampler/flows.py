@@ -6,7 +6,14 @@ r"""Normalizing flows for the sampler: rational-quadratic spline coupling blocks
 by default, paper Table 5) on a standard normal base. Coupling blocks invert in one pass, so
 sampling and density evaluation cost the same, unlike the autoregressive ``zuko.flows.NSF``.
 
-The flow is a lazy zuko distribution: ``flow()`` returns a
+Density evaluation and sampling run a fused path over the same modules: each block calls its
+hyper-network once and evaluates the splines with :mod:`smeft_pyhf.sampler.splines`, which
+inverts and returns the log-Jacobian in one pass (zuko's ``transform.inv.call_and_ladj`` runs the
+inverse and then the whole forward flow again). Values and gradients equal zuko's to rounding
+(tests); sampling costs 2.6 times less, density evaluation with gradients about 1.3 times less
+(25 dims, 1024 points, one CPU core: 36 vs 94 ms and 113 vs 145 ms).
+
+The flow is also a lazy zuko distribution: ``flow()`` returns a
 :class:`torch.distributions.Distribution` with ``rsample``, ``log_prob`` and
 ``rsample_and_log_prob``. Those draw from torch's global generator; the sampler uses
 :meth:`CouplingFlow.sample_and_log_prob` instead, which takes an explicit ``torch.Generator``.
@@ -46,6 +53,7 @@ from zuko.nn import Linear as ZukoLinear
 from zuko.transforms import MonotonicRQSTransform
 
 from smeft_pyhf.sampler.config import FlowConfig
+from smeft_pyhf.sampler.splines import rqs_forward, rqs_inverse
 
 __all__ = ["CouplingFlow", "FlowConfig", "build_flow", "coupling_masks"]
 
@@ -126,6 +134,12 @@ class CouplingFlow(Flow):
         super().__init__(blocks, base)
         self.dim = dim
         self.config = config
+        # the fused path (smeft_pyhf.sampler.splines) needs coupling blocks; a 1-dim flow is
+        # one element-wise spline and keeps zuko's path
+        self._fused = dim > 1
+        for k, mask in enumerate(masks if self._fused else []):
+            self.register_buffer(f"_idx_a{k}", mask.nonzero().squeeze(-1), persistent=False)
+            self.register_buffer(f"_idx_b{k}", (~mask).nonzero().squeeze(-1), persistent=False)
         self._sample_fn = self._sample_from_noise
         self._log_prob_fn = self._log_prob
         if config.compile:
@@ -135,13 +149,41 @@ class CouplingFlow(Flow):
     def _reference(self) -> Tensor:
         return next(self.parameters())
 
+    def _blocks(self) -> list[tuple[nn.Module, Tensor, Tensor]]:
+        """``(hyper-network, conditioning indices, transformed indices)`` of every block."""
+        return [(block.hyper, getattr(self, f"_idx_a{k}"), getattr(self, f"_idx_b{k}"))
+                for k, block in enumerate(self.transform.transforms)]
+
+    def _spline_params(self, hyper: nn.Module, cond: Tensor) -> Tensor:
+        return hyper(cond).unflatten(-1, (-1, 3 * self.config.bins - 1))
+
     def _sample_from_noise(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        dist: NormalizingFlow = self()
-        x, ladj = dist.transform.inv.call_and_ladj(z)
-        return x, dist.base.log_prob(z) - ladj
+        if not self._fused:
+            dist: NormalizingFlow = self()
+            x, ladj = dist.transform.inv.call_and_ladj(z)
+            return x, dist.base.log_prob(z) - ladj
+        # blocks in reverse order, each inverted with its log-Jacobian in one pass
+        log_q = self.base().log_prob(z)
+        x = z
+        for hyper, idx_a, idx_b in reversed(self._blocks()):
+            params = self._spline_params(hyper, x[:, idx_a])
+            x_b, ladj = rqs_inverse(x[:, idx_b], params, bound=self.config.bound,
+                                    slope=self.config.slope)
+            x = x.index_copy(1, idx_b, x_b)
+            log_q = log_q - ladj.sum(-1)
+        return x, log_q
 
     def _log_prob(self, x: Tensor) -> Tensor:
-        return self().log_prob(x)
+        if not self._fused:
+            return self().log_prob(x)
+        ladj_sum = x.new_zeros(x.shape[:-1])
+        for hyper, idx_a, idx_b in self._blocks():
+            params = self._spline_params(hyper, x[:, idx_a])
+            y_b, ladj = rqs_forward(x[:, idx_b], params, bound=self.config.bound,
+                                    slope=self.config.slope)
+            x = x.index_copy(1, idx_b, y_b)
+            ladj_sum = ladj_sum + ladj.sum(-1)
+        return self.base().log_prob(x) + ladj_sum
 
     def _chunked(self, z: Tensor) -> bool:
         """Whether to split an evaluation of ``z`` into ``config.cpu_chunk`` pieces."""

@@ -305,3 +305,45 @@ def test_full_whitening_maps_a_correlated_gaussian_to_a_standard_normal():
     # mismatch between the estimated and the true covariance
     std_normal = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
     assert (zlog(z[:100]) - std_normal[:100]).abs().max() < 0.1
+
+
+def test_annealing_schedules():
+    from smeft_pyhf.sampler.annealing import annealing_schedule
+
+    linear = annealing_schedule(10)
+    torch.testing.assert_close(linear, torch.arange(11, dtype=torch.float64) / 10)
+    logit = annealing_schedule(402, "logit", 1e-6)
+    assert float(logit[0]) == 0.0 and float(logit[-1]) == 1.0
+    assert bool((logit[1:] > logit[:-1]).all())
+    inner = torch.logit(logit[1:-1])
+    # evenly spaced in logit(beta), from logit(1e-6) to logit(1 - 1e-6)
+    assert float(inner[0]) == pytest.approx(math.log(1e-6 / (1 - 1e-6)))
+    assert float(inner[-1]) == pytest.approx(-math.log(1e-6 / (1 - 1e-6)))
+    torch.testing.assert_close(inner.diff(), inner.diff()[:1].expand(400))
+    with pytest.raises(ConfigError, match="schedule"):
+        PrescaleConfig(schedule="cosine")
+
+
+def test_logit_schedule_follows_a_target_a_thousand_times_narrower_than_the_base():
+    """20-dim Gaussian, widths 1e-3..1 against a base of width 2: with 300 logit steps the
+    AIS estimate of log Z (exactly 0: the target is normalised) is within 0.3, and the widths
+    and means are right; the paper's linear schedule is off by thousands in log Z and leaves
+    the means ~10 sigma away (measured: log Z -6279, mean 10 sigma, width 144 % off)."""
+    d = 20
+    g0 = torch.Generator().manual_seed(0)
+    std = 10 ** (-3 * torch.rand(d, generator=g0, dtype=torch.float64))
+    mean = 0.5 * torch.randn(d, generator=g0, dtype=torch.float64)
+    target = gaussian(mean, std)
+    results = {}
+    for schedule in ("linear", "logit"):
+        config = PrescaleConfig(n_samples=2048, n_steps=300, schedule=schedule)
+        res = prescale(target, d, config=config, generator=torch.Generator().manual_seed(1),
+                       init_scale=2.0)
+        log_z = float(torch.logsumexp(res.log_weights, 0) - math.log(2048))
+        results[schedule] = (log_z, res)
+    log_z, res = results["logit"]
+    assert abs(log_z) < 0.3  # measured 0.12
+    # ESS ~ 1300: the std of a width estimate is ~ 2 %, of a mean ~ 0.03 sigma
+    torch.testing.assert_close(res.std, std, rtol=0.12, atol=0.0)  # measured 6 %
+    assert float(((res.mean - mean) / std).abs().max()) < 0.2  # measured 0.06
+    assert results["linear"][0] < -100
