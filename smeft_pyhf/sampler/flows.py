@@ -149,6 +149,22 @@ class CouplingFlow(Flow):
     def _reference(self) -> Tensor:
         return next(self.parameters())
 
+    def set_bound(self, bound: float) -> None:
+        """Change the spline domain to ``[-bound, bound]`` (the weights are unchanged).
+
+        Example:
+            >>> flow = build_flow(3, config=FlowConfig(n_blocks=2, hidden_features=8))
+            >>> flow.set_bound(8.0)
+            >>> flow.config.bound
+            8.0
+        """
+        self.config = self.config.replace(bound=float(bound))
+        univariate = partial(MonotonicRQSTransform, bound=self.config.bound,
+                             slope=self.config.slope)
+        for block in self.transform.transforms:
+            if isinstance(block, GeneralCouplingTransform):
+                block.univariate = univariate
+
     def _blocks(self) -> list[tuple[nn.Module, Tensor, Tensor]]:
         """``(hyper-network, conditioning indices, transformed indices)`` of every block."""
         return [(block.hyper, getattr(self, f"_idx_a{k}"), getattr(self, f"_idx_b{k}"))

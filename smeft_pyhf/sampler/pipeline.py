@@ -378,6 +378,19 @@ def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], Non
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def _cover_prescale_samples(flow: Any, zlog: Any, res1: PrescaleResult, dtype: torch.dtype,
+                            level: int) -> None:
+    """Widen the flow's spline domain to cover every pre-scaling sample (25 % margin)."""
+    finite = torch.isfinite(res1.log_weights)
+    z = zlog.to_standardised(res1.samples[finite].to(dtype))
+    reach = float(z.abs().max()) if z.numel() else 0.0
+    bound = max(flow.config.bound, float(math.ceil(1.25 * reach)))
+    if bound > flow.config.bound:
+        log.log(level, "flow: spline domain widened from +-%g to +-%g to cover the pre-scaling "
+                "samples (largest |z| %.2f)", flow.config.bound, bound, reach)
+        flow.set_bound(bound)
+
+
 def run_sampler(
     log_prob: LogProb,
     *,
@@ -516,6 +529,8 @@ def run_sampler(
                                    res1.log_weights.to(torch.float64)).to(dtype)
     zlog = standardise(target, mean, std, factor)
     log_std = zlog.log_jacobian.to(dtype)
+    if config.flow.adaptive_bound:
+        _cover_prescale_samples(flow, zlog, res1, dtype, level)
     k = config.range_nsigma
     posterior_ranges = torch.stack([mean - k * std, mean + k * std], dim=1)
     if ranges is None:
