@@ -24,6 +24,7 @@ A runcard is a YAML file (schema ``smeft_pyhf/schemas/runcard.schema.json``,
     dtype: float32                     # sampler precision
     seed: 1
     sampler:                           # partial overrides of the paper defaults, per step
+      paper: top                       # Table 5 column to start from: top | higgs | combined
       train: {n_batches: 50}
     output: smeft_pyhf_results
 
@@ -621,6 +622,9 @@ def _step_configs() -> type:
     )
 
 
+_PAPER_COLUMNS = ("top", "higgs", "combined")
+
+
 def build_sampler_config(
     overrides: Mapping[str, Mapping[str, Any]] | None,
     *,
@@ -629,6 +633,9 @@ def build_sampler_config(
     where: str = "sampler",
 ) -> Any:
     """Apply partial per-step overrides to the paper-default sampler configuration.
+
+    The key ``paper`` picks the column of the paper's Table 5 to start from (``top``, the
+    default; ``higgs``; ``combined``, for fits of 40-50 coefficients).
 
     Args:
         overrides: ``{step: {field: value}}`` (``step`` in the fields of the config class).
@@ -640,10 +647,18 @@ def build_sampler_config(
         ConfigError: unknown step or field (with the valid ones and a close match), or a value
             of the wrong type.
     """
+    overrides = dict(overrides or {})
+    column = overrides.pop("paper", None)
     if base is None:
         cls = config_class or _default_sampler_class()
-        base = cls()
-    return apply_overrides(base, overrides or {}, where=where)
+        if column is None:
+            base = cls()
+        elif column in _PAPER_COLUMNS and hasattr(cls, "paper"):
+            base = cls.paper(column)
+        else:
+            raise ConfigError(f"unknown paper column {column!r}", where=f"{where}: paper",
+                              hint=f"use one of {', '.join(_PAPER_COLUMNS)} (Table 5)")
+    return apply_overrides(base, overrides, where=where)
 
 
 def apply_overrides(config: Any, overrides: Mapping[str, Any], *, where: str) -> Any:

@@ -24,7 +24,8 @@ afresh (with a warning) and overwrites the file.
 
 Ranges: when ``ranges`` is ``None`` the histogram ranges are ``mean +- k std`` of the
 pre-scaling sample with ``k = config.range_nsigma`` (default 4: 99.99% of a Gaussian marginal
-inside, 80 bins of 0.1 sigma).
+inside, 80 bins of 0.1 sigma), widened where needed to reach every pre-scaling chain (plus 5 %
+of their span), so a separate mode with a small weight stays inside.
 
 Example:
     >>> import torch
@@ -113,10 +114,12 @@ class SamplerConfig:
         train: step 3 (:class:`~smeft_pyhf.sampler.config.TrainConfig`).
         sample: step 4 (:class:`~smeft_pyhf.sampler.sampling.SampleConfig`).
         profile: step 5 (:class:`~smeft_pyhf.sampler.profiling.ProfileConfig`).
-        range_nsigma: ``k`` of the default ranges ``mean +- k std`` (pre-scaling moments).
+        range_nsigma: ``k`` of the default ranges ``mean +- k std`` (pre-scaling moments),
+            widened to reach every pre-scaling chain.
         dtype: floating-point type of the sampler (flow, samples, histograms).
         histogram_ranges: ``"posterior"`` (default) intersects the given ``ranges`` with the
-            pre-scaling ``mean +- range_nsigma * std``, so the 1D/2D bins resolve the likelihood
+            pre-scaling ranges (``mean +- range_nsigma * std`` and the chains' span), so the
+            1D/2D bins resolve the likelihood
             even when the fit ranges (priors) are much wider; ``"given"`` bins the given ranges.
         whitening: ``"full"`` (default) standardises with the Cholesky factor of the weighted
             pre-scaling covariance, so the flow starts from decorrelated coordinates;
@@ -378,6 +381,19 @@ def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], Non
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def _posterior_ranges(res1: PrescaleResult, mean: Tensor, std: Tensor, k: float,
+                      dtype: torch.dtype) -> Tensor:
+    """``mean +- k std``, widened to every pre-scaling chain (plus 5 %), so that a second mode
+    with a small weight is not cut off (the top fit's positive cpt mode was)."""
+    chains = res1.samples[torch.isfinite(res1.log_weights)].to(dtype)
+    low, high = mean - k * std, mean + k * std
+    if chains.shape[0]:
+        lo, hi = chains.min(0).values, chains.max(0).values
+        pad = 0.05 * (hi - lo)
+        low, high = torch.minimum(low, lo - pad), torch.maximum(high, hi + pad)
+    return torch.stack([low, high], dim=1)
+
+
 def _cover_prescale_samples(flow: Any, zlog: Any, res1: PrescaleResult, dtype: torch.dtype,
                             level: int) -> None:
     """Widen the flow's spline domain to cover every pre-scaling sample (25 % margin)."""
@@ -531,8 +547,7 @@ def run_sampler(
     log_std = zlog.log_jacobian.to(dtype)
     if config.flow.adaptive_bound:
         _cover_prescale_samples(flow, zlog, res1, dtype, level)
-    k = config.range_nsigma
-    posterior_ranges = torch.stack([mean - k * std, mean + k * std], dim=1)
+    posterior_ranges = _posterior_ranges(res1, mean, std, config.range_nsigma, dtype)
     if ranges is None:
         ranges = posterior_ranges
     elif config.histogram_ranges == "posterior":

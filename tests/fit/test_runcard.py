@@ -141,6 +141,12 @@ def test_sampler_overrides():
     real = build_sampler_config({"train": {"n_batches": 7}, "sample": {"batch_size": 1000}})
     assert real.train.n_batches == 7 and real.sample.batch_size == 1000
     assert real.prescale.n_steps == 1500  # paper default untouched
+    # the Table 5 column to start from, then the overrides
+    combined = build_sampler_config({"paper": "combined", "train": {"n_batches": 7}})
+    assert (combined.prescale.n_samples, combined.prescale.n_steps) == (40960, 5500)
+    assert (combined.train.n_batches, combined.train.ais_steps) == (7, 8)
+    with pytest.raises(ConfigError, match="unknown paper column 'combo'"):
+        build_sampler_config({"paper": "combo"})
 
 
 def test_smefit_runcard_detection_and_restriction(shared_data):
