@@ -59,7 +59,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -163,7 +163,7 @@ class Runcard:
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = 1
     analytic: Literal["auto", "always", "never"] = "auto"
-    sampler: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    sampler: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     output: Path = Path("smeft_pyhf_results")
     source: Path | None = None
     source_format: Literal["smeft-pyhf", "smefit"] = "smeft-pyhf"
@@ -216,7 +216,7 @@ class Runcard:
             "dtype": self.dtype,
             "seed": self.seed,
             "analytic": self.analytic,
-            "sampler": {k: dict(v) for k, v in self.sampler.items()},
+            "sampler": _copy_sampler(self.sampler),
             "output": str(self.output),
             "source": None if self.source is None else str(self.source),
             "source_format": self.source_format,
@@ -456,7 +456,7 @@ def parse_runcard(
         dtype=data.get("dtype", "float32"),
         seed=int(data.get("seed", 1)),
         analytic=data.get("analytic", "auto"),
-        sampler={k: dict(v) for k, v in data.get("sampler", {}).items()},
+        sampler=_copy_sampler(data.get("sampler", {})),
         output=Path(data.get("output", "smeft_pyhf_results")),
         source=src,
     )
@@ -622,11 +622,14 @@ def _step_configs() -> type:
     )
 
 
-_PAPER_COLUMNS = ("top", "higgs", "combined")
+def _copy_sampler(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy of a sampler block: per-step mappings and top-level scalars (``paper``,
+    ``range_nsigma``, ...)."""
+    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in block.items()}
 
 
 def build_sampler_config(
-    overrides: Mapping[str, Mapping[str, Any]] | None,
+    overrides: Mapping[str, Any] | None,
     *,
     base: Any = None,
     config_class: type | None = None,
@@ -647,17 +650,20 @@ def build_sampler_config(
         ConfigError: unknown step or field (with the valid ones and a close match), or a value
             of the wrong type.
     """
+    from ..sampler.config import Sector
+
     overrides = dict(overrides or {})
     column = overrides.pop("paper", None)
     if base is None:
         cls = config_class or _default_sampler_class()
+        columns = get_args(Sector)
         if column is None:
             base = cls()
-        elif column in _PAPER_COLUMNS and hasattr(cls, "paper"):
+        elif column in columns and hasattr(cls, "paper"):
             base = cls.paper(column)
         else:
             raise ConfigError(f"unknown paper column {column!r}", where=f"{where}: paper",
-                              hint=f"use one of {', '.join(_PAPER_COLUMNS)} (Table 5)")
+                              hint=f"use one of {', '.join(columns)} (Table 5)")
     return apply_overrides(base, overrides, where=where)
 
 

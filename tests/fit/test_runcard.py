@@ -160,3 +160,14 @@ def test_smefit_runcard_detection_and_restriction(shared_data):
     names = [d.name for d in rc.datasets]
     assert "ATLAS_tZ_13TeV_inc" in names
     assert not any(n.startswith("LEP") for n in names)
+
+
+def test_sampler_block_with_top_level_settings_from_a_file(tmp_path):
+    # scalars next to the per-step mappings: the Table 5 column and SamplerConfig settings
+    data = base(sampler={"paper": "combined", "range_nsigma": 5, "train": {"n_batches": 7}})
+    rc = load_runcard(write(tmp_path, yaml.safe_dump(data)))
+    config = build_sampler_config(rc.sampler)
+    assert (config.prescale.n_samples, config.train.n_batches, config.range_nsigma) == (40960, 7, 5)
+    assert rc.to_dict()["sampler"]["paper"] == "combined"
+    with pytest.raises(ConfigError, match="unknown paper column 'combo'"):
+        load_runcard(write(tmp_path, yaml.safe_dump(base(sampler={"paper": "combo"}))))
