@@ -381,11 +381,9 @@ def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], Non
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def _posterior_ranges(res1: PrescaleResult, mean: Tensor, std: Tensor, k: float,
-                      dtype: torch.dtype) -> Tensor:
+def _posterior_ranges(chains: Tensor, mean: Tensor, std: Tensor, k: float) -> Tensor:
     """``mean +- k std``, widened to every pre-scaling chain (plus 5 %), so that a second mode
     with a small weight is not cut off (the top fit's positive cpt mode was)."""
-    chains = res1.samples[torch.isfinite(res1.log_weights)].to(dtype)
     low, high = mean - k * std, mean + k * std
     if chains.shape[0]:
         lo, hi = chains.min(0).values, chains.max(0).values
@@ -394,11 +392,9 @@ def _posterior_ranges(res1: PrescaleResult, mean: Tensor, std: Tensor, k: float,
     return torch.stack([low, high], dim=1)
 
 
-def _cover_prescale_samples(flow: Any, zlog: Any, res1: PrescaleResult, dtype: torch.dtype,
-                            level: int) -> None:
-    """Widen the flow's spline domain to cover every pre-scaling sample (25 % margin)."""
-    finite = torch.isfinite(res1.log_weights)
-    z = zlog.to_standardised(res1.samples[finite].to(dtype))
+def _cover_prescale_samples(flow: Any, zlog: Any, chains: Tensor, level: int) -> None:
+    """Widen the flow's spline domain to cover every pre-scaling chain (25 % margin)."""
+    z = zlog.to_standardised(chains)
     reach = float(z.abs().max()) if z.numel() else 0.0
     bound = max(flow.config.bound, float(math.ceil(1.25 * reach)))
     if bound > flow.config.bound:
@@ -545,9 +541,10 @@ def run_sampler(
                                    res1.log_weights.to(torch.float64)).to(dtype)
     zlog = standardise(target, mean, std, factor)
     log_std = zlog.log_jacobian.to(dtype)
+    chains = res1.samples[torch.isfinite(res1.log_weights)].to(dtype)  # the live chains
     if config.flow.adaptive_bound:
-        _cover_prescale_samples(flow, zlog, res1, dtype, level)
-    posterior_ranges = _posterior_ranges(res1, mean, std, config.range_nsigma, dtype)
+        _cover_prescale_samples(flow, zlog, chains, level)
+    posterior_ranges = _posterior_ranges(chains, mean, std, config.range_nsigma)
     if ranges is None:
         ranges = posterior_ranges
     elif config.histogram_ranges == "posterior":
