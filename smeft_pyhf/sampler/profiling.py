@@ -68,6 +68,20 @@ class ProfileConfig:
         profile_2d: optimise the 2D profile start points.
         best_fit: also maximise without fixed coordinates from the best sample (the global
             maximum that profiles are compared with).
+        restart_sweeps: after the first pass, up to this many sweeps restart bins from the
+            optima of their neighbours and from the global best fit, moved to the bin's centre
+            (not in the paper). Every 1D bin is restarted; a 2D bin only where it dips below
+            both its neighbours along an axis (or has no value next to one that has), since
+            there are ``profile_bins_2d**2`` of them per pair. A sweep that improves no bin by
+            more than ``tolerance_change`` ends them. One start point per bin can sit in a
+            secondary basin of a multimodal quadratic fit, which shows as isolated spikes in
+            a profile and 95 % intervals broken into pieces.
+        precondition: use the posterior covariance passed to :func:`profile` as L-BFGS's
+            initial inverse Hessian (not in the paper). Measured on the whole
+            LHC_NLO_QUAD_GLOB selection (50 coefficients, widths from 0.003 to 20), 1D profiles
+            from the same start points: without it 0.0 % of the points had converged after 30
+            iterations and 14 % after 300 (41 of 50 profiled 95 % intervals broke into pieces);
+            see the README for the numbers with it.
     """
 
     batch_size: int = 100_000
@@ -80,12 +94,17 @@ class ProfileConfig:
     profile_1d: bool = True
     profile_2d: bool = True
     best_fit: bool = True
+    restart_sweeps: int = 2
+    precondition: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "history", "max_line_search"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1",
                                   where="ProfileConfig", hint=f"change {name}")
+        if self.restart_sweeps < 0:
+            raise ConfigError(f"restart_sweeps={self.restart_sweeps!r} must be >= 0",
+                              where="ProfileConfig", hint="change restart_sweeps")
         if self.max_steps < 0:
             raise ConfigError(f"max_steps={self.max_steps!r} must be >= 0",
                               where="ProfileConfig", hint="change max_steps")
@@ -177,10 +196,12 @@ def _value_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
     return f, grad
 
 
-def _two_loop(g: Tensor, s: Tensor, y: Tensor, rho: Tensor, gamma: Tensor) -> Tensor:
+def _two_loop(g: Tensor, s: Tensor, y: Tensor, rho: Tensor, gamma: Tensor,
+              h0: Tensor | None = None) -> Tensor:
     """``H g`` for every row by the L-BFGS two-loop recursion; ``rho == 0`` marks empty slots.
 
-    ``s``, ``y``: (B, m, d) oldest first; ``rho``: (B, m); ``gamma``: (B,) initial scaling.
+    ``s``, ``y``: (B, m, d) oldest first; ``rho``: (B, m); ``gamma``: (B,) initial scaling;
+    ``h0``: (d, d) the initial inverse Hessian (``gamma * h0``; identity if ``None``).
     """
     m = s.shape[1]
     q = g.clone()
@@ -189,7 +210,7 @@ def _two_loop(g: Tensor, s: Tensor, y: Tensor, rho: Tensor, gamma: Tensor) -> Te
         a = rho[:, i] * (s[:, i] * q).sum(-1)
         alpha[:, i] = a
         q = q - a[:, None] * y[:, i]
-    r = gamma[:, None] * q
+    r = gamma[:, None] * (q if h0 is None else q @ h0)
     for i in range(m):
         b = rho[:, i] * (y[:, i] * r).sum(-1)
         r = r + s[:, i] * (alpha[:, i] - b)[:, None]
@@ -202,6 +223,7 @@ def lbfgs_maximise(
     *,
     fixed: Tensor | None = None,
     config: ProfileConfig | None = None,
+    preconditioner: Tensor | None = None,
 ) -> LbfgsResult:
     """Maximise ``log_prob`` from every row of ``x0`` independently by L-BFGS.
 
@@ -214,6 +236,12 @@ def lbfgs_maximise(
         x0: (B, d) start points (their device and dtype are used throughout).
         fixed: (B, d) or (d,) boolean mask of coordinates held fixed (default: none).
         config: tolerances and limits (default :class:`ProfileConfig`).
+        preconditioner: (d, d) symmetric positive-definite estimate of the inverse Hessian of
+            ``-log_prob``, e.g. the posterior covariance, used as L-BFGS's initial matrix
+            ``H0`` (restricted to the free coordinates). Without it ``H0`` is a multiple of
+            the identity, and coefficients whose widths differ by orders of magnitude (0.003
+            to 20 in the global SMEFT fit) make the problem so ill-conditioned that hundreds
+            of iterations do not converge.
 
     Returns:
         An :class:`LbfgsResult`.
@@ -252,6 +280,10 @@ def lbfgs_maximise(
     converged |= (gmax <= config.tolerance_grad) & ~start_bad
     done |= converged
     eps = torch.finfo(x.dtype).eps
+    h0 = None if preconditioner is None else preconditioner.to(device=x.device, dtype=x.dtype)
+    if h0 is not None and h0.shape != (d, d):
+        raise ConfigError(f"preconditioner has shape {tuple(h0.shape)}, expected ({d}, {d})",
+                          where="lbfgs_maximise", hint="pass a (d, d) covariance matrix")
 
     # The working set holds the rows still running; finished rows stay in it (frozen, not
     # evaluated) until a quarter of it has finished, then it is compacted.
@@ -280,15 +312,20 @@ def lbfgs_maximise(
         has_hist = ra[:, -1] > 0
         sy_last = (sa[:, -1] * ya[:, -1]).sum(-1)
         yy_last = (ya[:, -1] * ya[:, -1]).sum(-1)
-        gamma0 = torch.clamp(1.0 / ga.abs().sum(-1).clamp_min(eps), max=1.0)
+        if h0 is None:
+            gamma0 = torch.clamp(1.0 / ga.abs().sum(-1).clamp_min(eps), max=1.0)
+        else:  # the first step is the Newton step of the Gaussian that h0 describes
+            gamma0 = torch.ones_like(fa)
+            yy_last = (ya[:, -1] * (ya[:, -1] @ h0)).sum(-1)
         gamma = torch.where(has_hist, sy_last / yy_last.clamp_min(eps * eps), gamma0)
-        p = -_two_loop(ga, sa, ya, ra, gamma) * fr
+        p = -_two_loop(ga, sa, ya, ra, gamma, h0) * fr
         dg = (p * ga).sum(-1)
         # not a descent direction: forget the history of that point, use steepest descent
         bad_dir = ~(dg < 0) & live
         if bool(bad_dir.any()):
             ra = torch.where(bad_dir[:, None], torch.zeros_like(ra), ra)
-            p = torch.where(bad_dir[:, None], -gamma0[:, None] * ga * fr, p)
+            steepest = ga if h0 is None else (ga * fr) @ h0
+            p = torch.where(bad_dir[:, None], -gamma0[:, None] * steepest * fr, p)
             dg = (p * ga).sum(-1)
 
         # per-point Armijo backtracking
@@ -343,13 +380,14 @@ def lbfgs_maximise(
 
 
 def _optimise_chunks(log_prob: LogProb, x0: Tensor, fixed: Tensor,
-                     config: ProfileConfig) -> LbfgsResult:
+                     config: ProfileConfig, h0: Tensor | None) -> LbfgsResult:
     xs, lps, steps, conv = [], [], [], []
     n_eval = 0
     t_start = time.perf_counter()
     for lo in range(0, x0.shape[0], config.batch_size):
         hi = lo + config.batch_size
-        res = lbfgs_maximise(log_prob, x0[lo:hi], fixed=fixed[lo:hi], config=config)
+        res = lbfgs_maximise(log_prob, x0[lo:hi], fixed=fixed[lo:hi], config=config,
+                             preconditioner=h0)
         xs.append(res.x)
         lps.append(res.log_prob)
         steps.append(res.n_steps)
@@ -363,11 +401,108 @@ def _optimise_chunks(log_prob: LogProb, x0: Tensor, fixed: Tensor,
     return LbfgsResult(torch.cat(xs), torch.cat(lps), torch.cat(steps), torch.cat(conv), n_eval)
 
 
+_RESTART_GAIN = 1e-3
+"""A restart sweep that raises no profile bin by more than this (in log L) is the last."""
+
+
+def _keep_better(prof: Tensor, pts: Tensor, bins: Tensor, lp: Tensor,
+                 x: Tensor) -> tuple[Tensor, Tensor, float]:
+    """Per bin, the better of its current value and the best of its restarts ``(bins, lp, x)``;
+    also returns the largest gain."""
+    d = pts.shape[-1]
+    flat_p = prof.reshape(-1)
+    flat_x = pts.reshape(-1, d).clone()
+    lp = torch.nan_to_num(lp.to(flat_p.dtype), nan=-math.inf)
+    top = torch.full_like(flat_p, -math.inf).scatter_reduce(0, bins, lp, "amax")
+    better = top > flat_p
+    rows = (lp >= top[bins]) & better[bins]
+    flat_x[bins[rows]] = x[rows].to(flat_x.dtype)
+    gain = (top - flat_p)[better]
+    gain = gain[torch.isfinite(gain)]
+    new_p = torch.where(better, top, flat_p)
+    most = float(gain.max()) if gain.numel() else (math.inf if bool(better.any()) else 0.0)
+    return new_p.reshape(prof.shape), flat_x.reshape(pts.shape), most
+
+
+def _neighbour_starts_1d(prof: Tensor, pts: Tensor, centres: Tensor,
+                         best: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Restart points of every 1D bin: both neighbours' optima and ``best``, moved to the
+    bin's centre. Returns ``(x0 (n, d), fixed (n, d), bin (n,) flat index into prof)``."""
+    d, p1 = prof.shape
+    cand = [pts.roll(1, dims=1), pts.roll(-1, dims=1), best.expand(d, p1, d)]
+    ok = [torch.isfinite(prof.roll(1, dims=1)), torch.isfinite(prof.roll(-1, dims=1)),
+          torch.ones_like(prof, dtype=torch.bool)]
+    ok[0][:, 0] = False
+    ok[1][:, -1] = False
+    x = torch.stack(cand, dim=2).clone()  # (d, p1, 3, d)
+    coord = torch.arange(d, device=prof.device)
+    x[coord, :, :, coord] = centres[:, :, None].expand(d, p1, 3)
+    valid = torch.stack(ok, dim=2)
+    flat_bin = torch.arange(d * p1, device=prof.device).reshape(d, p1, 1).expand(d, p1, 3)
+    fixed = (coord[None, :] == coord.repeat_interleave(p1 * 3)[:, None]).reshape(d, p1, 3, d)
+    return x[valid], fixed[valid], flat_bin[valid]
+
+
+def _dips(v: Tensor, dim: int, tol: float) -> Tensor:
+    """Bins below both neighbours along ``dim`` by more than ``tol``, or without a value
+    next to one with a value."""
+    n = v.shape[dim]
+    lo = v.narrow(dim, 0, n - 2)
+    mid = v.narrow(dim, 1, n - 2)
+    hi = v.narrow(dim, 2, n - 2)
+    inner = (mid < lo - tol) & (mid < hi - tol)
+    out = torch.zeros_like(v, dtype=torch.bool)
+    out.narrow(dim, 1, n - 2).copy_(inner)
+    fin = torch.isfinite(v)
+    near = torch.zeros_like(fin)
+    near.narrow(dim, 1, n - 1).logical_or_(fin.narrow(dim, 0, n - 1))
+    near.narrow(dim, 0, n - 1).logical_or_(fin.narrow(dim, 1, n - 1))
+    return out | (~fin & near)
+
+
+def _neighbour_starts_2d(prof: Tensor, pts: Tensor, centres: Tensor, pairs: Tensor,
+                         best: Tensor, tol: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Restart points of the 2D bins that dip: their four neighbours' optima and ``best``,
+    moved to the bin's centre. Returns ``(x0, fixed, bin)`` as the 1D version."""
+    p2, d = pts.shape[1], pts.shape[-1]
+    if p2 < 3:
+        return pts.new_zeros((0, d)), torch.zeros((0, d), dtype=torch.bool,
+                                                  device=pts.device), pairs.new_zeros((0,))
+    dip = _dips(prof, 1, tol) | _dips(prof, 2, tol)
+    sel = dip.nonzero()  # (m, 3): pair, a, b
+    xs, bins = [], []
+    coord = torch.arange(d, device=pts.device)
+    flat = (sel[:, 0] * p2 + sel[:, 1]) * p2 + sel[:, 2]
+    for da, db in ((-1, 0), (1, 0), (0, -1), (0, 1), (None, None)):
+        if da is None:
+            x = best.expand(sel.shape[0], d).clone()
+            ok = torch.ones(sel.shape[0], dtype=torch.bool, device=pts.device)
+        else:
+            a, b = sel[:, 1] + da, sel[:, 2] + db
+            ok = (a >= 0) & (a < p2) & (b >= 0) & (b < p2)
+            a, b = a.clamp(0, p2 - 1), b.clamp(0, p2 - 1)
+            ok &= torch.isfinite(prof[sel[:, 0], a, b])
+            x = pts[sel[:, 0], a, b].clone()
+        xs.append(x[ok])
+        bins.append(flat[ok])
+    x = torch.cat(xs)
+    fb = torch.cat(bins)
+    pair = fb // (p2 * p2)
+    i, j = pairs[pair, 0], pairs[pair, 1]
+    a, b = (fb // p2) % p2, fb % p2
+    rows = torch.arange(x.shape[0], device=x.device)
+    x[rows, i] = centres[i, a]
+    x[rows, j] = centres[j, b]
+    fixed = (coord[None, :] == i[:, None]) | (coord[None, :] == j[:, None])
+    return x, fixed, fb
+
+
 def profile(
     log_prob: LogProb,
     sample_result: SampleResult,
     *,
     config: ProfileConfig | None = None,
+    covariance: Tensor | None = None,
 ) -> ProfileResult:
     """Maximise ``log_prob`` from the best points per profile bin with the binned coordinates fixed.
 
@@ -379,6 +514,8 @@ def profile(
         log_prob: the target ``(B, d) -> (B,)``, differentiable.
         sample_result: the output of :func:`~smeft_pyhf.sampler.sampling.sample_and_histogram`.
         config: the step configuration (default :class:`ProfileConfig`).
+        covariance: (d, d) posterior covariance estimate (e.g. of the pre-scaling sample),
+            the L-BFGS preconditioner when ``config.precondition``; ``None``: none.
 
     Returns:
         A :class:`ProfileResult` (device and dtype of the sample result).
@@ -406,6 +543,10 @@ def profile(
     n_pairs = sr.pairs.shape[0]
     device = ranges.device
     coord = torch.arange(d, device=device)
+    h0 = None
+    if config.precondition and covariance is not None:
+        h0 = covariance.to(device=device, dtype=ranges.dtype)
+        h0 = 0.5 * (h0 + h0.T)
 
     starts, masks, owners = [], [], []
     # 1D: rows (coefficient i, bin b, kept point j), coefficient i fixed
@@ -445,7 +586,7 @@ def profile(
     if n_points:
         x0 = torch.cat(starts)
         fixed = torch.cat(masks)
-        res = _optimise_chunks(log_prob, x0, fixed, config)
+        res = _optimise_chunks(log_prob, x0, fixed, config, h0)
         n_eval += res.n_evaluations
         conv_sum = float(res.converged.sum())
         step_sum = float(res.n_steps.sum())
@@ -477,27 +618,65 @@ def profile(
                 prof2 = torch.where(better, best, prof2)
                 pts2 = torch.where(better[..., None], bx, pts2)
 
-    # the global maximum: from the best sample and from the best profile point
-    cands = [sr.best_point[None]]
-    cand_lp = [sr.best_log_prob]
-    if torch.isfinite(prof1).any():
-        i = int(prof1.reshape(-1).argmax())
-        cands.append(pts1.reshape(-1, d)[i][None])
-        cand_lp.append(float(prof1.reshape(-1)[i]))
-    if n_pairs and torch.isfinite(prof2).any():
-        i = int(prof2.reshape(-1).argmax())
-        cands.append(pts2.reshape(-1, d)[i][None])
-        cand_lp.append(float(prof2.reshape(-1)[i]))
-    x_c = torch.cat(cands).to(sr.best_point.dtype)
-    lp_c = torch.tensor(cand_lp, dtype=x_c.dtype, device=x_c.device)
-    if config.best_fit:
-        res_b = lbfgs_maximise(log_prob, x_c, config=config)
-        n_eval += res_b.n_evaluations
-        better = res_b.log_prob > lp_c
-        lp_c = torch.where(better, res_b.log_prob, lp_c)
-        x_c = torch.where(better[:, None], res_b.x, x_c)
-    i = int(torch.argmax(torch.nan_to_num(lp_c, nan=-math.inf)))
-    best_fit, best_lp = x_c[i], float(lp_c[i])
+    def global_best() -> tuple[Tensor, float, int]:
+        """The global maximum from the best sample and the best profile points."""
+        cands = [sr.best_point[None]]
+        cand_lp = [sr.best_log_prob]
+        for prof, pts in ((prof1, pts1), (prof2, pts2)):
+            if prof.numel() and torch.isfinite(prof).any():
+                i = int(prof.reshape(-1).argmax())
+                cands.append(pts.reshape(-1, d)[i][None])
+                cand_lp.append(float(prof.reshape(-1)[i]))
+        x_c = torch.cat(cands).to(sr.best_point.dtype)
+        lp_c = torch.tensor(cand_lp, dtype=x_c.dtype, device=x_c.device)
+        evals = 0
+        if config.best_fit:
+            res_b = lbfgs_maximise(log_prob, x_c, config=config, preconditioner=h0)
+            evals = res_b.n_evaluations
+            better = res_b.log_prob > lp_c
+            lp_c = torch.where(better, res_b.log_prob, lp_c)
+            x_c = torch.where(better[:, None], res_b.x, x_c)
+        i = int(torch.argmax(torch.nan_to_num(lp_c, nan=-math.inf)))
+        return x_c[i], float(lp_c[i]), evals
+
+    best_fit, best_lp, evals = global_best()
+    n_eval += evals
+    centres1 = bin_centres(ranges, p1)
+    centres2 = bin_centres(ranges, p2) if p2 else ranges.new_zeros((d, 0))
+    for _sweep in range(config.restart_sweeps):
+        parts = []
+        if config.profile_1d and d and p1 >= 2:
+            parts.append(("1d", *_neighbour_starts_1d(prof1, pts1, centres1, best_fit)))
+        if config.profile_2d and n_pairs:
+            parts.append(("2d", *_neighbour_starts_2d(prof2, pts2, centres2, sr.pairs,
+                                                      best_fit, _RESTART_GAIN)))
+        parts = [part for part in parts if part[1].shape[0]]
+        if not parts:
+            break
+        res = _optimise_chunks(log_prob, torch.cat([part[1] for part in parts]),
+                               torch.cat([part[2] for part in parts]), config, h0)
+        n_eval += res.n_evaluations
+        n_points += res.x.shape[0]
+        conv_sum += float(res.converged.sum())
+        step_sum += float(res.n_steps.sum())
+        gain = 0.0
+        offset = 0
+        for kind, _x0, _fixed, bins in parts:
+            lp = res.log_prob[offset:offset + bins.numel()]
+            xx = res.x[offset:offset + bins.numel()]
+            offset += bins.numel()
+            if kind == "1d":
+                prof1, pts1, g = _keep_better(prof1, pts1, bins, lp, xx)
+            else:
+                prof2, pts2, g = _keep_better(prof2, pts2, bins, lp, xx)
+            gain = max(gain, g)
+        log.info("profiling: restart sweep %d from neighbouring bins: %d start points, largest "
+                 "gain %.3g in log L", _sweep + 1, res.x.shape[0], gain)
+        if gain <= _RESTART_GAIN:
+            break
+    if config.restart_sweeps:
+        best_fit, best_lp, evals = global_best()
+        n_eval += evals
 
     result = ProfileResult(
         profile1d=prof1,
@@ -506,8 +685,8 @@ def profile(
         profile2d_points=pts2,
         sampled1d=sampled1d,
         sampled2d=sampled2d,
-        centres1d=bin_centres(ranges, p1),
-        centres2d=bin_centres(ranges, p2) if p2 else ranges.new_zeros((d, 0)),
+        centres1d=centres1,
+        centres2d=centres2,
         best_fit=best_fit,
         best_log_prob=best_lp,
         n_points=n_points,

@@ -64,8 +64,9 @@ def test_result_contents(tiny_run) -> None:
     assert r.profile1d.shape == (3, 10) and r.profile2d.shape == (3, 5, 5)
     assert r.n_samples == 8000 and 0 < r.ess_fraction <= 1
     assert r.marginal1d.dtype == torch.float32
-    # default ranges: pre-scaling mean +- 4 std
-    assert torch.allclose(r.ranges[:, 0], r.mean - 4 * r.std)
+    # default ranges: pre-scaling mean +- 4 std, widened to the flow's weighted pilot sample
+    assert bool((r.ranges[:, 0] <= r.mean - 4 * r.std + 1e-5).all())
+    assert bool((r.ranges[:, 1] >= r.mean + 4 * r.std - 1e-5).all())
     assert r.best_log_prob == pytest.approx(0.0, abs=1e-5)
     assert r.resumed_steps == ()
 
@@ -223,3 +224,32 @@ def test_spline_domain_covers_a_mode_beyond_five_sigma(adaptive) -> None:
     else:
         assert r.flow.config.bound == 5.0
         assert mass < 0.001
+
+
+def test_ranges_widen_to_a_mode_the_flow_found_and_stay_in_the_given_ranges() -> None:
+    # the "flow" draws both modes of 0.9 N(0, 1) + 0.1 N(8, 0.5^2) exactly (weights 1); the
+    # pre-scaling ranges saw only the first mode
+    def log_mix(x: torch.Tensor) -> torch.Tensor:
+        a = torch.distributions.Normal(0.0, 1.0).log_prob(x[:, 0]) + math.log(0.9)
+        b = torch.distributions.Normal(8.0, 0.5).log_prob(x[:, 0]) + math.log(0.1)
+        return torch.logaddexp(a, b)
+
+    def draw(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.rand(n, generator=generator, dtype=torch.float64) < 0.1
+        z = torch.randn(n, generator=generator, dtype=torch.float64)
+        x = torch.where(pick, 8.0 + 0.5 * z, z)[:, None]
+        return x, log_mix(x)
+
+    start = torch.tensor([[-4.0, 4.0]], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    wide = pipeline._widen_to_flow(draw, log_mix, start, None, n=200_000, tail=1e-4,
+                                   chunk=50_000, generator=gen, level=0)
+    # weighted 1e-4 quantiles of the mixture: 8 + 0.5 * 3.090 = 9.545 (1e-3 of the small
+    # mode) and -3.690 (0.9 Phi(z) = 1e-4); each widened by 5 % of the span 13.235
+    assert float(wide[0, 1]) == pytest.approx(9.545 + 0.662, abs=0.1)
+    assert float(wide[0, 0]) == pytest.approx(-3.690 - 0.662, abs=0.1)
+    given = torch.tensor([[-10.0, 9.0]], dtype=torch.float64)
+    clipped = pipeline._widen_to_flow(draw, log_mix, start, given, n=200_000, tail=1e-4,
+                                      chunk=50_000, generator=gen, level=0)
+    assert float(clipped[0, 1]) == 9.0
+    assert float(clipped[0, 0]) == pytest.approx(-3.690 - 0.662, abs=0.1)
