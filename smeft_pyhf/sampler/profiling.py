@@ -8,7 +8,9 @@ length (Armijo backtracking per point) and convergence flag per point, so one ba
 optimises up to ``batch_size`` independent problems. (``torch.optim.LBFGS`` would treat the
 batch as one problem in ``B * d`` variables, with one shared step length and curvature history.)
 Gradients come from autograd of ``sum(log_p)``, which decouples the points because the target is
-evaluated row by row.
+evaluated row by row. A posterior covariance (from pre-scaling) serves as the initial inverse
+Hessian of every point, so coefficients of very different widths do not slow it down, and
+restart sweeps take the optima of neighbouring bins and the best fit as further start points.
 
 Example:
     >>> import torch

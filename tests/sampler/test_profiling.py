@@ -193,3 +193,37 @@ def test_covariance_preconditioner_solves_badly_scaled_profiles() -> None:
     assert torch.equal(with_h0.x[fixed], x0[fixed])
     with pytest.raises(ConfigError, match="preconditioner"):
         lbfgs_maximise(target, x0, preconditioner=cov[:3, :3])
+
+
+def test_restart_sweeps_lift_bins_that_started_in_the_lower_mode() -> None:
+    # two ridges in y for every x: the upper one at y = 0, the lower one (by 2 in log p) at
+    # y = 3; for x < 0 the draw only reaches the lower ridge, so those bins' start points sit
+    # in its basin and L-BFGS alone keeps them there
+    def target(x: torch.Tensor) -> torch.Tensor:
+        base = -0.5 * x[:, 0] ** 2 / 25
+        upper = -0.5 * x[:, 1] ** 2
+        lower = -2.0 - 0.5 * (x[:, 1] - 3.0) ** 2 / 0.25
+        return base + torch.logaddexp(upper, lower)
+
+    def draw(n: int, generator: torch.Generator | None = None):
+        x0 = 4 * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1)
+        z = torch.randn(n, generator=generator, dtype=torch.float64)
+        x1 = torch.where(x0 < 0, 3.0 + 0.2 * z, z)
+        x = torch.stack([x0, x1], dim=1)
+        return x, target(x)  # weights do not matter for the start points
+
+    config = SampleConfig(n_batches=1, batch_size=20000, profile_bins_1d=16, profile_bins_2d=4)
+    ranges = torch.tensor([[-4.0, 4.0], [-2.0, 5.0]], dtype=torch.float64)
+    sr = sample_and_histogram(draw, target, ranges=ranges, config=config,
+                              generator=torch.Generator().manual_seed(0))
+    # the exact profile in x: the upper ridge's maximum over y (a dense grid of y)
+    c = sr.ranges.new_tensor(((torch.arange(16) + 0.5) / 16 * 8 - 4).tolist())
+    y = torch.linspace(-1.0, 1.0, 200001, dtype=torch.float64)
+    exact = torch.stack([target(torch.stack([ci.expand_as(y), y], 1)).max() for ci in c])
+    tight = {"tolerance_grad": 1e-10, "tolerance_change": 0.0, "profile_2d": False}
+    stuck = profile(target, sr, config=ProfileConfig(restart_sweeps=0, **tight))
+    lifted = profile(target, sr, config=ProfileConfig(restart_sweeps=2, **tight))
+    # without restarts the x < 0 bins report the lower ridge, 2 below
+    assert float((exact[:8] - stuck.profile1d[0, :8]).min()) > 1.9
+    assert torch.allclose(lifted.profile1d[0], exact, atol=1e-6)
+    assert torch.allclose(lifted.profile1d[0, 8:], stuck.profile1d[0, 8:], atol=1e-9)
