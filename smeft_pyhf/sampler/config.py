@@ -73,7 +73,12 @@ def _paper(cls: type[_C], sector: str, overrides: dict[str, object]) -> _C:
     return cls(**{**table[sector], **overrides})
 
 
-def _check(condition: bool, cls: object, field: str, message: str) -> None:
+def check_field(condition: bool, cls: object, field: str, message: str) -> None:
+    """Raise a :class:`ConfigError` naming ``field`` of the config ``cls`` unless ``condition``.
+
+    Example:
+        >>> check_field(True, PrescaleConfig(), "n_steps", "must be >= 1")
+    """
     if not condition:
         value = getattr(cls, field)
         raise ConfigError(
@@ -84,14 +89,15 @@ def _check(condition: bool, cls: object, field: str, message: str) -> None:
 
 
 def _check_step_size(config: object) -> None:
-    _check(config.initial_step_size > 0, config, "initial_step_size", "must be > 0")
-    _check(0 < config.target_acceptance < 1, config, "target_acceptance", "must lie in (0, 1)")
+    check_field(config.initial_step_size > 0, config, "initial_step_size", "must be > 0")
+    check_field(0 < config.target_acceptance < 1, config, "target_acceptance", "must lie in (0, 1)")
     low, high = config.step_size_bounds
-    _check(0 < low < high, config, "step_size_bounds", "must satisfy 0 < low < high")
+    check_field(0 < low < high, config, "step_size_bounds", "must satisfy 0 < low < high")
 
 
 def _check_chunk(config: object) -> None:
-    _check(config.chunk_size is None or config.chunk_size > 0, config, "chunk_size", "must be > 0")
+    check_field(config.chunk_size is None or config.chunk_size > 0, config, "chunk_size",
+                "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -155,20 +161,20 @@ class PrescaleConfig:
     beta_min: float = 1e-6
 
     def __post_init__(self) -> None:
-        _check(self.n_samples >= 2, self, "n_samples", "must be >= 2")
-        _check(
+        check_field(self.n_samples >= 2, self, "n_samples", "must be >= 2")
+        check_field(
             self.proposal in ("population", "diagonal"),
             self,
             "proposal",
             "must be 'population' or 'diagonal'",
         )
-        _check(self.n_steps >= 1, self, "n_steps", "must be >= 1")
-        _check(self.schedule in ("linear", "logit"), self, "schedule",
-               "must be 'linear' or 'logit'")
-        _check(0 < self.beta_min < 0.5, self, "beta_min", "must lie in (0, 0.5)")
-        _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
-        _check(0 <= self.resample_threshold <= 1, self, "resample_threshold", "must lie in [0, 1]")
-        _check(
+        check_field(self.n_steps >= 1, self, "n_steps", "must be >= 1")
+        check_field(self.schedule in ("linear", "logit"), self, "schedule",
+                    "must be 'linear' or 'logit'")
+        check_field(0 < self.beta_min < 0.5, self, "beta_min", "must lie in (0, 0.5)")
+        check_field(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
+        check_field(0 <= self.resample_threshold <= 1, self, "resample_threshold", "must lie in [0, 1]")
+        check_field(
             self.resampling in ("multinomial", "systematic"),
             self,
             "resampling",
@@ -242,15 +248,15 @@ class FlowConfig:
     cpu_chunk: int = 1024
 
     def __post_init__(self) -> None:
-        _check(self.n_blocks >= 1, self, "n_blocks", "must be >= 1")
-        _check(self.cpu_chunk >= 1, self, "cpu_chunk", "must be >= 1")
-        _check(self.bins >= 2, self, "bins", "must be >= 2")
-        _check(self.hidden_layers >= 1, self, "hidden_layers", "must be >= 1")
-        _check(self.hidden_features >= 1, self, "hidden_features", "must be >= 1")
-        _check(self.bound > 0, self, "bound", "must be > 0")
-        _check(0 < self.slope < 1, self, "slope", "must lie in (0, 1)")
-        _check(self.masks in ("alternating", "binary"), self, "masks", "is not a known mask kind")
-        _check(
+        check_field(self.n_blocks >= 1, self, "n_blocks", "must be >= 1")
+        check_field(self.cpu_chunk >= 1, self, "cpu_chunk", "must be >= 1")
+        check_field(self.bins >= 2, self, "bins", "must be >= 2")
+        check_field(self.hidden_layers >= 1, self, "hidden_layers", "must be >= 1")
+        check_field(self.hidden_features >= 1, self, "hidden_features", "must be >= 1")
+        check_field(self.bound > 0, self, "bound", "must be > 0")
+        check_field(0 < self.slope < 1, self, "slope", "must lie in (0, 1)")
+        check_field(self.masks in ("alternating", "binary"), self, "masks", "is not a known mask kind")
+        check_field(
             self.activation in ("relu", "elu", "silu", "leaky_relu"),
             self,
             "activation",
@@ -307,14 +313,14 @@ class PretrainConfig:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, self, "batch_size", "must be >= 1")
-        _check(self.epochs >= 0, self, "epochs", "must be >= 0")
-        _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
-        _check(self.burn_in_steps >= 0, self, "burn_in_steps", "must be >= 0")
-        _check(self.learning_rate > 0, self, "learning_rate", "must be > 0")
-        _check(self.n_samples is None or self.n_samples >= 1, self, "n_samples", "must be >= 1")
-        _check(self.mcmc_scope in ("batch", "all"), self, "mcmc_scope", "must be 'batch' or 'all'")
-        _check(
+        check_field(self.batch_size >= 1, self, "batch_size", "must be >= 1")
+        check_field(self.epochs >= 0, self, "epochs", "must be >= 0")
+        check_field(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
+        check_field(self.burn_in_steps >= 0, self, "burn_in_steps", "must be >= 0")
+        check_field(self.learning_rate > 0, self, "learning_rate", "must be > 0")
+        check_field(self.n_samples is None or self.n_samples >= 1, self, "n_samples", "must be >= 1")
+        check_field(self.mcmc_scope in ("batch", "all"), self, "mcmc_scope", "must be 'batch' or 'all'")
+        check_field(
             self.max_grad_norm is None or self.max_grad_norm > 0,
             self,
             "max_grad_norm",
@@ -387,33 +393,33 @@ class TrainConfig:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.learning_rate > 0, self, "learning_rate", "must be > 0")
-        _check(self.batch_size >= 2, self, "batch_size", "must be >= 2")
-        _check(self.n_batches >= 0, self, "n_batches", "must be >= 0")
-        _check(self.ais_steps >= 0, self, "ais_steps", "must be >= 0")
-        _check(self.buffer_capacity >= 0, self, "buffer_capacity", "must be >= 0")
-        _check(self.buffered_per_online >= 0, self, "buffered_per_online", "must be >= 0")
-        _check(
+        check_field(self.learning_rate > 0, self, "learning_rate", "must be > 0")
+        check_field(self.batch_size >= 2, self, "batch_size", "must be >= 2")
+        check_field(self.n_batches >= 0, self, "n_batches", "must be >= 0")
+        check_field(self.ais_steps >= 0, self, "ais_steps", "must be >= 0")
+        check_field(self.buffer_capacity >= 0, self, "buffer_capacity", "must be >= 0")
+        check_field(self.buffered_per_online >= 0, self, "buffered_per_online", "must be >= 0")
+        check_field(
             self.clip_alpha > 0 or math.isinf(self.clip_alpha),
             self,
             "clip_alpha",
             "must be > 0 (inf: no clipping)",
         )
-        _check(
+        check_field(
             self.lr_schedule in ("constant", "cosine", "exponential"),
             self,
             "lr_schedule",
             "must be 'constant', 'cosine' or 'exponential'",
         )
-        _check(0 < self.lr_min_factor <= 1, self, "lr_min_factor", "must lie in (0, 1]")
-        _check(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
-        _check(
+        check_field(0 < self.lr_min_factor <= 1, self, "lr_min_factor", "must lie in (0, 1]")
+        check_field(self.mcmc_steps >= 0, self, "mcmc_steps", "must be >= 0")
+        check_field(
             0 <= self.ais_resample_threshold <= 1,
             self,
             "ais_resample_threshold",
             "must lie in [0, 1]",
         )
-        _check(
+        check_field(
             self.max_grad_norm is None or self.max_grad_norm > 0,
             self,
             "max_grad_norm",

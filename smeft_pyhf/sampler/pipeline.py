@@ -69,7 +69,13 @@ from smeft_pyhf.sampler.annealing import (
     standardise,
     weighted_cholesky,
 )
-from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
+from smeft_pyhf.sampler.config import (
+    FlowConfig,
+    PrescaleConfig,
+    PretrainConfig,
+    TrainConfig,
+    check_field,
+)
 from smeft_pyhf.sampler.flows import build_flow
 from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
 from smeft_pyhf.sampler.profiling import ProfileConfig, ProfileResult, profile
@@ -148,15 +154,9 @@ class SamplerConfig:
     range_tail: float = 1e-4
 
     def __post_init__(self) -> None:
-        if self.range_pilot < 0:
-            raise ConfigError(f"range_pilot={self.range_pilot!r} must be >= 0",
-                              where="SamplerConfig", hint="change range_pilot")
-        if not 0 < self.range_tail < 0.5:
-            raise ConfigError(f"range_tail={self.range_tail!r} must lie in (0, 0.5)",
-                              where="SamplerConfig", hint="change range_tail")
-        if not self.range_nsigma > 0:
-            raise ConfigError(f"range_nsigma={self.range_nsigma!r} must be > 0",
-                              where="SamplerConfig", hint="change range_nsigma")
+        check_field(self.range_pilot >= 0, self, "range_pilot", "must be >= 0")
+        check_field(0 < self.range_tail < 0.5, self, "range_tail", "must lie in (0, 0.5)")
+        check_field(self.range_nsigma > 0, self, "range_nsigma", "must be > 0")
         if self.histogram_ranges not in ("posterior", "given"):
             raise ConfigError(f"histogram_ranges={self.histogram_ranges!r} must be 'posterior' "
                               "or 'given'", where="SamplerConfig", hint="change histogram_ranges")

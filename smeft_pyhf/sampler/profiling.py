@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.config import check_field
 from smeft_pyhf.sampler.sampling import SampleResult, bin_centres
 
 __all__ = ["LbfgsResult", "ProfileConfig", "ProfileResult", "lbfgs_maximise", "profile"]
@@ -104,15 +105,9 @@ class ProfileConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1",
                                   where="ProfileConfig", hint=f"change {name}")
-        if self.restart_sweeps < 0:
-            raise ConfigError(f"restart_sweeps={self.restart_sweeps!r} must be >= 0",
-                              where="ProfileConfig", hint="change restart_sweeps")
-        if self.max_steps < 0:
-            raise ConfigError(f"max_steps={self.max_steps!r} must be >= 0",
-                              where="ProfileConfig", hint="change max_steps")
-        if not 0 < self.armijo < 1:
-            raise ConfigError(f"armijo={self.armijo!r} must lie in (0, 1)",
-                              where="ProfileConfig", hint="change armijo")
+        check_field(self.restart_sweeps >= 0, self, "restart_sweeps", "must be >= 0")
+        check_field(self.max_steps >= 0, self, "max_steps", "must be >= 0")
+        check_field(0 < self.armijo < 1, self, "armijo", "must lie in (0, 1)")
 
     @classmethod
     def paper(cls, sector: str = "top", **overrides: object) -> ProfileConfig:

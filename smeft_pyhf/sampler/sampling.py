@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.config import check_field
 
 __all__ = [
     "SampleConfig",
@@ -78,15 +79,6 @@ _PAPER: dict[str, dict[str, object]] = {
 
 # Entries (rows x pairs) per vectorised chunk of the 2D histogram / profile update.
 _CHUNK_ENTRIES = 1 << 22
-
-
-def _check(condition: bool, config: object, field: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(
-            f"{field}={getattr(config, field)!r} {message}",
-            where=type(config).__name__,
-            hint=f"change {field}",
-        )
 
 
 @dataclass(frozen=True)
@@ -132,12 +124,12 @@ class SampleConfig:
     def __post_init__(self) -> None:
         for name in ("n_batches", "batch_size", "bins_1d", "bins_2d", "profile_bins_1d",
                      "profile_bins_2d", "n_best", "weight_bins", "eval_chunk"):
-            _check(getattr(self, name) >= 1, self, name, "must be >= 1")
-        _check(self.keep_samples >= 0, self, "keep_samples", "must be >= 0")
-        _check(self.weight_range[0] < self.weight_range[1], self, "weight_range",
-               "must be (low, high) with low < high")
-        _check(self.accumulate in ("float64", "input"), self, "accumulate",
-               "must be 'float64' or 'input'")
+            check_field(getattr(self, name) >= 1, self, name, "must be >= 1")
+        check_field(self.keep_samples >= 0, self, "keep_samples", "must be >= 0")
+        check_field(self.weight_range[0] < self.weight_range[1], self, "weight_range",
+                    "must be (low, high) with low < high")
+        check_field(self.accumulate in ("float64", "input"), self, "accumulate",
+                    "must be 'float64' or 'input'")
 
     @property
     def n_samples(self) -> int:
