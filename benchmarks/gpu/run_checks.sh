@@ -25,9 +25,8 @@ case "${1:-quick}" in
       | tee "$OUT/bench_sampler.log"
     ;;
   glob)
-    sed 's/^sampler:$/sampler_cpu:/; s/^device: cpu$/device: cuda/' configs/glob_quad_fit.yaml \
-      | python3 -c "import sys, yaml; d = yaml.safe_load(sys.stdin); d.pop('sampler_cpu', None); \
-d['sampler'] = {'paper': 'combined'}; d['database'] = '../../shared/data/smefit_database'; \
+    python3 -c "import yaml; d = yaml.safe_load(open('configs/glob_quad_fit.yaml')); \
+d.update(device='cuda', sampler={'paper': 'combined'}); \
 yaml.safe_dump(d, open('configs/.glob_gpu.yaml', 'w'), sort_keys=False)"
     timeout 560 python3 -c "from smeft_pyhf.cli import main; main()" fit configs/.glob_gpu.yaml \
       --device cuda --output glob_gpu_results 2>&1 | tee "$OUT/glob_fit.log"

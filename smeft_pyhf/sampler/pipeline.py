@@ -79,7 +79,12 @@ from smeft_pyhf.sampler.config import (
 from smeft_pyhf.sampler.flows import build_flow
 from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
 from smeft_pyhf.sampler.profiling import ProfileConfig, ProfileResult, profile
-from smeft_pyhf.sampler.sampling import SampleConfig, SampleResult, sample_and_histogram
+from smeft_pyhf.sampler.sampling import (
+    SampleConfig,
+    SampleResult,
+    evaluate_in_chunks,
+    sample_and_histogram,
+)
 from smeft_pyhf.sampler.training import TrainResult, train
 
 __all__ = ["STEPS", "SamplerConfig", "SamplerResult", "run_sampler"]
@@ -397,14 +402,18 @@ def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], Non
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def _reach(low: Tensor, high: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """``[low, high]`` widened to ``[lo, hi]`` plus 5 % of its span on each side."""
+    pad = 0.05 * (hi - lo)
+    return torch.minimum(low, lo - pad), torch.maximum(high, hi + pad)
+
+
 def _posterior_ranges(chains: Tensor, mean: Tensor, std: Tensor, k: float) -> Tensor:
     """``mean +- k std``, widened to every pre-scaling chain (plus 5 %), so that a second mode
     with a small weight is not cut off (the top fit's positive cpt mode was)."""
     low, high = mean - k * std, mean + k * std
     if chains.shape[0]:
-        lo, hi = chains.min(0).values, chains.max(0).values
-        pad = 0.05 * (hi - lo)
-        low, high = torch.minimum(low, lo - pad), torch.maximum(high, hi + pad)
+        low, high = _reach(low, high, chains.min(0).values, chains.max(0).values)
     return torch.stack([low, high], dim=1)
 
 
@@ -423,17 +432,13 @@ def _widen_to_flow(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
                    level: int) -> Tensor:
     """``ranges`` widened to the weighted ``tail`` quantiles of ``n`` flow samples (+5 %)."""
     x, log_q = draw(n, generator)
-    with torch.no_grad():
-        log_p = torch.cat([target(c) for c in x.split(chunk)])
-    log_w = (log_p - log_q).to(torch.float64)
+    log_w = (evaluate_in_chunks(target, x, chunk) - log_q).to(torch.float64)
     ok = torch.isfinite(log_w)
     if int(ok.sum()) < 2:
         return ranges
     q = _weighted_quantiles(x[ok], log_w[ok], torch.tensor([tail, 1.0 - tail]))
     q = q.to(ranges)
-    pad = 0.05 * (q[:, 1] - q[:, 0])
-    low = torch.minimum(ranges[:, 0], q[:, 0] - pad)
-    high = torch.maximum(ranges[:, 1], q[:, 1] + pad)
+    low, high = _reach(ranges[:, 0], ranges[:, 1], q[:, 0], q[:, 1])
     if given is not None:
         low, high = torch.maximum(low, given[:, 0]), torch.minimum(high, given[:, 1])
     wider = torch.stack([low, high], dim=1)

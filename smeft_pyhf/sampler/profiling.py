@@ -43,7 +43,7 @@ from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.config import check_field
-from smeft_pyhf.sampler.sampling import SampleResult, bin_centres
+from smeft_pyhf.sampler.sampling import SampleResult, best_per_bin, bin_centres
 
 __all__ = ["LbfgsResult", "ProfileConfig", "ProfileResult", "lbfgs_maximise", "profile"]
 
@@ -404,20 +404,19 @@ _RESTART_GAIN = 1e-3
 
 def _keep_better(prof: Tensor, pts: Tensor, bins: Tensor, lp: Tensor,
                  x: Tensor) -> tuple[Tensor, Tensor, float]:
-    """Per bin, the better of its current value and the best of its restarts ``(bins, lp, x)``;
-    also returns the largest gain."""
-    d = pts.shape[-1]
+    """Per bin, the better of its current value and the best of the optimised points
+    ``(bins, lp, x)`` that belong to it; also returns the largest gain."""
     flat_p = prof.reshape(-1)
-    flat_x = pts.reshape(-1, d).clone()
     lp = torch.nan_to_num(lp.to(flat_p.dtype), nan=-math.inf)
-    top = torch.full_like(flat_p, -math.inf).scatter_reduce(0, bins, lp, "amax")
+    rows = torch.arange(lp.numel(), device=lp.device)
+    top, arg = best_per_bin(bins, lp, rows, flat_p.numel())
     better = top > flat_p
-    rows = (lp >= top[bins]) & better[bins]
-    flat_x[bins[rows]] = x[rows].to(flat_x.dtype)
+    flat_x = pts.reshape(-1, pts.shape[-1]).clone()
+    flat_x[better] = x[arg[better]].to(flat_x.dtype)
     gain = (top - flat_p)[better]
     gain = gain[torch.isfinite(gain)]
-    new_p = torch.where(better, top, flat_p)
     most = float(gain.max()) if gain.numel() else (math.inf if bool(better.any()) else 0.0)
+    new_p = torch.where(better, top, flat_p)
     return new_p.reshape(prof.shape), flat_x.reshape(pts.shape), most
 
 
@@ -554,7 +553,7 @@ def profile(
         coeff = sel1 // (p1 * k)
         starts.append(sr.profile1d_points.reshape(-1, d)[sel1])
         masks.append(coord[None, :] == coeff[:, None])
-        owners.append(("1d", sel1))
+        owners.append(("1d", sel1 // k))
     sampled2d = sr.profile2d_log_prob.amax(dim=-1) if n_pairs else sr.profile2d_log_prob
     if config.profile_2d and n_pairs:
         lp2 = sr.profile2d_log_prob.reshape(-1)
@@ -563,7 +562,7 @@ def profile(
         ij = sr.pairs[pair]
         starts.append(sr.profile2d_points.reshape(-1, d)[sel2])
         masks.append((coord[None, :] == ij[:, :1]) | (coord[None, :] == ij[:, 1:]))
-        owners.append(("2d", sel2))
+        owners.append(("2d", sel2 // k))
 
     prof1 = sampled1d.clone()
     pts1 = sr.profile1d_points.gather(
@@ -576,6 +575,23 @@ def profile(
     else:
         prof2, pts2 = sampled2d, sr.profile2d_points.reshape(0, p2, p2, d)
 
+    def merge(groups: list[tuple[str, Tensor]],
+              res: LbfgsResult) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
+        """Fold the optimised rows of ``res`` (consecutive ``(kind, bins)`` groups) into the
+        profiles; also the largest gain of any bin."""
+        p1_, x1_, p2_, x2_ = prof1, pts1, prof2, pts2
+        gain, offset = 0.0, 0
+        for kind, bins in groups:
+            lp = res.log_prob[offset:offset + bins.numel()]
+            xx = res.x[offset:offset + bins.numel()]
+            offset += bins.numel()
+            if kind == "1d":
+                p1_, x1_, g = _keep_better(p1_, x1_, bins, lp, xx)
+            else:
+                p2_, x2_, g = _keep_better(p2_, x2_, bins, lp, xx)
+            gain = max(gain, g)
+        return p1_, x1_, p2_, x2_, gain
+
     n_points = sum(s.shape[0] for s in starts)
     n_eval = 0
     conv_sum = 0.0
@@ -587,33 +603,7 @@ def profile(
         n_eval += res.n_evaluations
         conv_sum = float(res.converged.sum())
         step_sum = float(res.n_steps.sum())
-        offset = 0
-        for kind, sel in owners:
-            lp = res.log_prob[offset:offset + sel.numel()]
-            xx = res.x[offset:offset + sel.numel()]
-            offset += sel.numel()
-            full_lp = torch.full((sr.profile1d_log_prob.numel() if kind == "1d"
-                                  else sr.profile2d_log_prob.numel(),), -math.inf,
-                                 dtype=lp.dtype, device=device)
-            full_lp[sel] = torch.nan_to_num(lp, nan=-math.inf)
-            full_x = x0.new_zeros((full_lp.numel(), d))
-            full_x[sel] = xx
-            if kind == "1d":
-                full_lp = full_lp.reshape(d, p1, k)
-                best, arg = full_lp.max(dim=-1)
-                bx = full_x.reshape(d, p1, k, d).gather(
-                    2, arg[..., None, None].expand(d, p1, 1, d)).squeeze(2)
-                better = best > prof1
-                prof1 = torch.where(better, best, prof1)
-                pts1 = torch.where(better[..., None], bx, pts1)
-            else:
-                full_lp = full_lp.reshape(n_pairs, p2, p2, k)
-                best, arg = full_lp.max(dim=-1)
-                bx = full_x.reshape(n_pairs, p2, p2, k, d).gather(
-                    3, arg[..., None, None].expand(n_pairs, p2, p2, 1, d)).squeeze(3)
-                better = best > prof2
-                prof2 = torch.where(better, best, prof2)
-                pts2 = torch.where(better[..., None], bx, pts2)
+        prof1, pts1, prof2, pts2, _ = merge(owners, res)
 
     def global_best() -> tuple[Tensor, float, int]:
         """The global maximum from the best sample and the best profile points."""
@@ -656,17 +646,7 @@ def profile(
         n_points += res.x.shape[0]
         conv_sum += float(res.converged.sum())
         step_sum += float(res.n_steps.sum())
-        gain = 0.0
-        offset = 0
-        for kind, _x0, _fixed, bins in parts:
-            lp = res.log_prob[offset:offset + bins.numel()]
-            xx = res.x[offset:offset + bins.numel()]
-            offset += bins.numel()
-            if kind == "1d":
-                prof1, pts1, g = _keep_better(prof1, pts1, bins, lp, xx)
-            else:
-                prof2, pts2, g = _keep_better(prof2, pts2, bins, lp, xx)
-            gain = max(gain, g)
+        prof1, pts1, prof2, pts2, gain = merge([(part[0], part[3]) for part in parts], res)
         log.info("profiling: restart sweep %d from neighbouring bins: %d start points, largest "
                  "gain %.3g in log L", _sweep + 1, res.x.shape[0], gain)
         if gain <= _RESTART_GAIN:

@@ -286,11 +286,17 @@ class _ProfileStore:
         self.points[bins] = top_pt
 
 
-def _best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[Tensor, Tensor]:
+def best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[Tensor, Tensor]:
     """Max ``lp`` per bin and the row that attains it (``-1`` for empty bins).
 
     ``flat`` holds bin indices in ``[0, n_bins]`` (``n_bins`` is the dump bin for entries
     outside the ranges), ``lp`` and ``rows`` the matching log-probabilities and sample rows.
+
+    Example:
+        >>> best, arg = best_per_bin(torch.tensor([0, 0, 2]), torch.tensor([1.0, 3.0, 2.0]),
+        ...                          torch.arange(3), 2)
+        >>> best.tolist(), arg.tolist()
+        ([3.0, -inf], [1, -1])
     """
     best = torch.full((n_bins + 1,), -math.inf, dtype=lp.dtype, device=lp.device)
     best.scatter_reduce_(0, flat, lp, reduce="amax", include_self=True)
@@ -301,7 +307,13 @@ def _best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[
     return best[:n_bins], arg[:n_bins]
 
 
-def _evaluate(log_prob: LogProb, x: Tensor, chunk: int) -> Tensor:
+def evaluate_in_chunks(log_prob: LogProb, x: Tensor, chunk: int) -> Tensor:
+    """``log_prob(x)`` without gradients, in chunks of at most ``chunk`` rows; NaN -> ``-inf``.
+
+    Example:
+        >>> evaluate_in_chunks(lambda x: x.sum(-1), torch.ones(5, 2), 2).tolist()
+        [2.0, 2.0, 2.0, 2.0, 2.0]
+    """
     if x.shape[0] == 0:
         return x.new_zeros((0,))
     with torch.no_grad():
@@ -404,7 +416,7 @@ def sample_and_histogram(
             centres1 = bin_centres(rng, p1)  # (d, p1)
             centres2 = bin_centres(rng, p2)  # (d, p2)
             coord = torch.arange(dim, device=device)
-        lp = _evaluate(log_prob, x, config.eval_chunk)
+        lp = evaluate_in_chunks(log_prob, x, config.eval_chunk)
         n_eval += x.shape[0]
         n_nonfinite += int(torch.isnan(lp).sum())
         log_w = (lp - log_q.detach().to(x.dtype)).to(acc)
@@ -448,13 +460,13 @@ def sample_and_histogram(
         rows = torch.arange(n, device=device)
         pidx1 = _bin_index(x, rng, p1)
         pflat1 = torch.where(pidx1 >= 0, coord * p1 + pidx1, torch.full_like(pidx1, dim * p1))
-        _, ba1 = _best_per_bin(pflat1.reshape(-1), lp[:, None].expand(n, dim).reshape(-1),
+        _, ba1 = best_per_bin(pflat1.reshape(-1), lp[:, None].expand(n, dim).reshape(-1),
                                rows[:, None].expand(n, dim).reshape(-1), dim * p1)
         sel = (ba1 >= 0).nonzero().squeeze(1)
         pts = x[ba1[sel]].clone()
         ci, cb = sel // p1, sel % p1
         pts[torch.arange(sel.numel(), device=device), ci] = centres1[ci, cb]
-        new_lp = _evaluate(log_prob, pts, config.eval_chunk)
+        new_lp = evaluate_in_chunks(log_prob, pts, config.eval_chunk)
         n_eval += pts.shape[0]
         store1.merge(sel, new_lp, pts)
 
@@ -481,7 +493,7 @@ def sample_and_histogram(
                 okp = (qa >= 0) & (qb >= 0)
                 pflat2 = torch.where(okp, (pair_off * p2 + qa) * p2 + qb,
                                      torch.full_like(qa, n_pairs * p2 * p2)).reshape(-1)
-                cl, ca = _best_per_bin(pflat2, lp[r0:r1, None].expand(nc, n_pairs).reshape(-1),
+                cl, ca = best_per_bin(pflat2, lp[r0:r1, None].expand(nc, n_pairs).reshape(-1),
                                        rows[r0:r1, None].expand(nc, n_pairs).reshape(-1),
                                        n_pairs * p2 * p2)
                 better = cl > bb_lp
@@ -494,7 +506,7 @@ def sample_and_histogram(
             ar = torch.arange(sel.numel(), device=device)
             pts[ar, pi[pair]] = centres2[pi[pair], qa]
             pts[ar, pj[pair]] = centres2[pj[pair], qb]
-            new_lp = _evaluate(log_prob, pts, config.eval_chunk)
+            new_lp = evaluate_in_chunks(log_prob, pts, config.eval_chunk)
             n_eval += pts.shape[0]
             store2.merge(sel, new_lp, pts)
 
