@@ -35,6 +35,7 @@ def plot_command(
     --compare B, B's intervals are overlaid in the summary plot (e.g. a fit with
     --scale-theory 0.5).
     """
+    from .._io import record_in_manifest
     from ..exceptions import InputError
     from ..results import plots
     from ..results.results_file import read_results
@@ -63,5 +64,6 @@ def plot_command(
         path = folder / f"weights.{plot_format}"
         plots.weight_plot(result, save_figure=path, close_figure=True)
         written.append(path)
+    record_in_manifest(folder, [path.name for path in written])
     for path in written:
         click.echo(str(path))

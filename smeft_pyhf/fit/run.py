@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -37,8 +38,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._io import atomic_directory, atomic_write_text, sha256_file
-from ..exceptions import ConfigError, DataError, InputError
+from .. import __version__
+from .._io import (
+    atomic_directory,
+    atomic_write_text,
+    check_replaceable_folder,
+    load_tensors,
+    output_lock,
+    save_tensors,
+    sha256_file,
+)
+from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
 from ..results.intervals import Interval
 from ..results.results_file import (
     RESULTS_FILENAME,
@@ -326,27 +336,55 @@ def _run_sampler(log_prob: Callable[[Any], Any], **kwargs: Any) -> Any:
     return run_sampler(log_prob, **kwargs)
 
 
-def _input_hashes(runcard: Runcard) -> dict[str, str]:
-    hashes: dict[str, str] = {}
-    if runcard.source is not None and runcard.source.is_file():
-        hashes[str(runcard.source)] = sha256_file(runcard.source)
-    if runcard.database is not None:
-        for spec in runcard.smefit_datasets:
-            for sub, ext in (("commondata", "yaml"), ("theory", "json")):
-                path = runcard.database / sub / f"{spec.name}.{ext}"
-                if path.is_file():
-                    hashes[str(path)] = sha256_file(path)
+def _input_files(runcard: Runcard) -> list[Path]:
+    """Every file the fit reads: runcard, tables, cards and the tables each card predicts from."""
+    from ..likelihood.cards import read_card
+
+    files: list[Path] = []
+    if runcard.source is not None:
+        files.append(runcard.source)
+    datasets = [spec.name for spec in runcard.smefit_datasets]
     for card in runcard.cards:
-        if card.is_file():
-            hashes[str(card)] = sha256_file(card)
-    return hashes
+        files.append(card)
+        with contextlib.suppress(SmeftPyhfError):  # reported when the likelihood is built
+            datasets.append(read_card(card).smefit_dataset)
+    if runcard.database is not None:
+        for name in dict.fromkeys(datasets):
+            for sub, ext in (("commondata", "yaml"), ("theory", "json")):
+                files.append(runcard.database / sub / f"{name}.{ext}")
+    return files
 
 
-def _fingerprint(runcard: Runcard, sampler_config: Any, hashes: Mapping[str, str]) -> str:
+def _input_hashes(runcard: Runcard) -> dict[str, str]:
+    """sha256 of every input file that exists (see :func:`_input_files`)."""
+    return {str(path): sha256_file(path) for path in _input_files(runcard) if path.is_file()}
+
+
+def _code_digest() -> str:
+    """sha256 over the package's own source files: results of other code are not reused."""
+    digest = hashlib.sha256(__version__.encode())
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(
+    runcard: Runcard, sampler_config: Any, hashes: Mapping[str, str], *, device: str
+) -> str:
+    """What a cached sampler result depends on: runcard (seed included), sampler settings,
+    input files, device, and the versions of smeft-pyhf (its code) and torch."""
+    import torch
+
     payload = {
         "runcard": {k: v for k, v in runcard.to_dict().items() if k not in ("output", "device")},
         "sampler": repr(sampler_config),
         "inputs": dict(sorted(hashes.items())),
+        "device": device,
+        "smeft_pyhf": __version__,
+        "code": _code_digest(),
+        "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -356,13 +394,34 @@ def _prepare_work(work: Path, fingerprint: str) -> None:
     if work.is_dir():
         old = stamp.read_text().strip() if stamp.is_file() else ""
         if old != fingerprint:
-            log.info("discarding stale work folder %s (different runcard or inputs)", work)
+            log.warning(
+                "discarding the work folder %s of an earlier run: its runcard, inputs, seed, "
+                "device or smeft-pyhf version differ; starting afresh", work,
+            )
             shutil.rmtree(work)
         else:
             log.info("resuming from work folder %s", work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "checkpoints").mkdir(exist_ok=True)
     atomic_write_text(stamp, fingerprint + "\n")
+
+
+_CACHE_TYPES = {cls.__name__: cls for cls in (Histogram1D, Histogram2D, WeightHistogram)}
+
+
+def _load_cached(path: Path) -> dict[str, Any] | None:
+    """The cached sampler conversion of an interrupted run, or None (missing or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        cached = load_tensors(path, types=_CACHE_TYPES)
+    except ValueError as err:
+        log.warning("ignoring the unreadable cached sampler result %s (%s)", path, err)
+        return None
+    if not isinstance(cached, dict) or "marginal1d" not in cached:
+        log.warning("ignoring the cached sampler result %s: not written by this fit", path)
+        return None
+    return cached
 
 
 def run_fit(
@@ -404,36 +463,108 @@ def run_fit(
         >>> result = run_fit("my_runcard.yaml", output="results", device="auto")  # doctest: +SKIP
         >>> result.interval("ctG", method="profiled", level="95")  # doctest: +SKIP
     """
-    import torch
-
     rc = runcard if isinstance(runcard, Runcard) else load_runcard(runcard)
     if scale_theory is not None:
         rc = rc.replace(scale_theory=float(scale_theory))
-    out = Path(output) if output is not None else rc.output
-    out = out.resolve()
-    if out.exists() and not overwrite:
-        raise InputError(
-            "output folder already exists",
-            where=str(out),
-            hint="remove it, choose another --output, or pass --overwrite",
+    out = _absolute_output(Path(output) if output is not None else rc.output)
+    _check_output(out, overwrite=overwrite)
+    with output_lock(out):
+        _check_output(out, overwrite=overwrite)  # it may have changed while we waited
+        return _run_locked(
+            rc,
+            out=out,
+            device=device,
+            overwrite=overwrite,
+            progress=progress,
+            plots=plots,
+            plot_format=plot_format,
+            sampler_config=sampler_config,
+            on_sampled=on_sampled,
         )
+
+
+def _absolute_output(path: Path) -> Path:
+    """The absolute output path; its last component is kept as given (a link is not followed)."""
+    path = Path(os.path.abspath(path))
+    return path.parent.resolve() / path.name if path.name else path
+
+
+def _check_output(out: Path, *, overwrite: bool) -> None:
+    """Refuse an output path before any work: existing (without overwrite), not replaceable."""
     if not out.parent.is_dir():
         raise InputError(
             f"cannot write results: folder '{out.parent}' does not exist",
             where=str(out),
             hint="create it first or choose another --output",
         )
+    if os.path.lexists(out):
+        if not overwrite:
+            raise InputError(
+                "output folder already exists",
+                where=str(out),
+                hint="remove it, choose another --output, or pass --overwrite",
+            )
+        check_replaceable_folder(out)
+
+
+def _run_locked(
+    rc: Runcard,
+    *,
+    out: Path,
+    device: str | None,
+    overwrite: bool,
+    progress: bool,
+    plots: bool,
+    plot_format: PlotFormat,
+    sampler_config: Any,
+    on_sampled: Callable[[FitResult], None] | None,
+) -> FitResult:
+    """:func:`run_fit` once the output's lock is held."""
     dev = resolve_device(device or rc.device)
-    dtype = getattr(torch, rc.dtype)
     where = str(rc.source or "runcard")
     cfg = sampler_config or build_sampler_config(rc.sampler, where=f"{where}: sampler")
     if hasattr(cfg, "dtype") and getattr(cfg, "dtype", rc.dtype) != rc.dtype:
         cfg = dataclasses.replace(cfg, dtype=rc.dtype)
     hashes = _input_hashes(rc)
-    fingerprint = _fingerprint(rc, cfg, hashes)
     work = work_dir(out)
-    _prepare_work(work, fingerprint)
+    _prepare_work(work, _fingerprint(rc, cfg, hashes, device=dev))
+    try:
+        fit = _sample(rc, out=out, dev=dev, cfg=cfg, hashes=hashes, work=work, progress=progress)
+        if on_sampled is not None:
+            on_sampled(fit)
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            write_results(fit, tmp / RESULTS_FILENAME)
+            if rc.source is not None and rc.source.is_file():
+                shutil.copyfile(rc.source, tmp / f"runcard{rc.source.suffix or '.yaml'}")
+            if plots:
+                from ..results.plots import draw_all
 
+                draw_all(fit, tmp, file_format=plot_format)
+    except SmeftPyhfError:
+        # an error in the inputs or settings: the same run would fail again, so its work
+        # folder cannot be resumed (a changed input starts afresh anyway)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("results written to %s", out)
+    return fit
+
+
+def _sample(
+    rc: Runcard,
+    *,
+    out: Path,
+    dev: str,
+    cfg: Any,
+    hashes: Mapping[str, str],
+    work: Path,
+    progress: bool,
+) -> FitResult:
+    """Likelihood, analytic solution and the five steps (or their cached result)."""
+    import torch
+
+    dtype = getattr(torch, rc.dtype)
+    where = str(rc.source or "runcard")
     t_start = time.perf_counter()
     likelihood = build_fit_likelihood(rc)
     names = tuple(likelihood.names)  # coefficients, then theory nuisances (theory: nuisance)
@@ -468,10 +599,10 @@ def run_fit(
                 ),
             )
 
-    cached = work / "sampler_result.pt"
-    if cached.is_file():
+    cache = work / "sampler_result.pt"
+    converted = _load_cached(cache)
+    if converted is not None:
         log.info("sampler result found in %s: skipping the five steps", work)
-        converted = torch.load(cached, weights_only=False)
     else:
         model = copy.deepcopy(likelihood).to(device=dev, dtype=dtype)
         model.eval()
@@ -511,17 +642,18 @@ def run_fit(
         )
         timings["sampler"] = time.perf_counter() - t0
         converted = from_sampler_result(result, names=names, ranges=ranges)
-        torch.save(converted, cached)
+        save_tensors(cache, converted)
     step_timings = {**timings, **converted.pop("timings", {})}
     if "sampler" not in step_timings and "sampler" in timings:
         step_timings["sampler"] = timings["sampler"]
 
     fixed = {c.name: c.value for c in rc.coefficients if c.value is not None}
     provenance = {
-        "inputs": hashes,
+        "inputs": dict(hashes),
         "seed": rc.seed,
         "device": dev,
         "dtype": rc.dtype,
+        "smeft_pyhf": __version__,
         "results_dir": str(out),
         "runcard": str(rc.source) if rc.source else None,
     }
@@ -535,19 +667,7 @@ def run_fit(
         **converted,
     )
     _log_summary(fit)
-    if on_sampled is not None:
-        on_sampled(fit)
-
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_results(fit, tmp / RESULTS_FILENAME)
-        if rc.source is not None and rc.source.is_file():
-            shutil.copyfile(rc.source, tmp / f"runcard{rc.source.suffix or '.yaml'}")
-        if plots:
-            from ..results.plots import draw_all
-
-            draw_all(fit, tmp, file_format=plot_format)
-    shutil.rmtree(work, ignore_errors=True)
-    log.info("results written to %s (%.1f s in total)", out, time.perf_counter() - t_start)
+    log.info("five steps and histograms done in %.1f s", time.perf_counter() - t_start)
     return fit
 
 

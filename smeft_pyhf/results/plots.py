@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .._io import atomic_write_bytes
 from .intervals import DELTA_CHI2_2D, hdi_density_level
 from .results_file import FitResult, Histogram2D
 
@@ -57,8 +59,13 @@ _COMPARE_COLOURS = {"profiled": "#8c3d00", "marginalised": "#08306b"}
 
 def _finish(fig: Figure, save_figure: str | os.PathLike[str] | None, close_figure: bool) -> Figure:
     if save_figure is not None:
+        # drawn in memory and written atomically: a symbolic link at the path is replaced,
+        # never written through
         path = Path(save_figure)
-        fig.savefig(path, dpi=150 if path.suffix == ".png" else None)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix.lstrip(".") or "pdf",
+                    dpi=150 if path.suffix == ".png" else None)
+        atomic_write_bytes(path, buffer.getvalue())
         log.info("saved %s", path)
     if close_figure:
         plt.close(fig)

@@ -119,3 +119,39 @@ def test_no_argument_uses_embedded_default(tmp_path, monkeypatch):
     assert data["coefficients"] == ["ctG", "ctZ", "ctW", "cpQM", "c8qt"]
     assert yaml.safe_load((tmp_path / "smeft_pyhf_results" / "runcard.yaml").read_text())
     assert np.isfinite(data["best_fit"]["coefficients"]["ctG"])
+
+
+def test_a_second_fit_on_the_same_output_stops_at_once_naming_the_first(
+    tmp_path, monkeypatch, caplog
+):
+    import subprocess
+    import sys
+
+    from smeft_pyhf._io import _HOST, lock_path
+
+    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
+    path = runcard(tmp_path, GOOD)
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import time\nfrom smeft_pyhf._io import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert first.stdout.readline().strip() == b"locked"
+        second = CliRunner().invoke(cli, ["fit", str(path), "--output", str(out), "--no-plots"])
+    finally:
+        first.kill()
+        first.wait()
+    message = " ".join(second.output.split())
+    assert second.exit_code == 2, second.output
+    assert f"another smeft-pyhf run (pid {first.pid} on host {_HOST}" in message
+    assert not out.exists() and not (tmp_path / ".out.partial-work").exists()
+    # the first run died without releasing its lock: the next run takes it over and warns
+    lock_path(out).write_text(json.dumps({"pid": first.pid, "host": _HOST, "started": "x"}))
+    with caplog.at_level("WARNING"):
+        third = CliRunner().invoke(cli, ["fit", str(path), "--output", str(out), "--no-plots"])
+    assert third.exit_code == 0, third.output
+    assert f"of pid {first.pid} on {_HOST}" in caplog.text and "no longer runs" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rc.yaml"]

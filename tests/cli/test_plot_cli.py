@@ -42,3 +42,23 @@ def test_plot_bad_input_exit_2(tmp_path):
     result = CliRunner().invoke(cli, ["plot", str(bad)])
     assert result.exit_code == 2
     assert "pyhf results file (missing" in " ".join(result.output.split())
+
+
+def test_plot_replaces_planted_symlinks_and_keeps_the_folder_replaceable(tmp_path):
+    from smeft_pyhf._io import atomic_directory, check_replaceable_folder
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "res"
+    with atomic_directory(folder) as tmp:  # a results folder as `smeft-pyhf fit` writes it
+        write_results(make_fit_result(names=("ctG",), ranges={"ctG": (-1.0, 1.0)},
+                                      best_fit={"ctG": 0.0},
+                                      **gaussian_histograms({"ctG": 0.0}, np.eye(1) * 0.04,
+                                                            {"ctG": (-1.0, 1.0)})), tmp)
+    (folder / "triangle.png").symlink_to(victim)
+    result = CliRunner().invoke(cli, ["plot", str(folder), "--format", "png"])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious"
+    assert not (folder / "triangle.png").is_symlink()
+    assert (folder / "triangle.png").read_bytes()[:4] == b"\x89PNG"
+    check_replaceable_folder(folder)  # the new plots are in the folder's manifest

@@ -72,7 +72,8 @@ def test_linear_gaussian_fit_reproduces_analytic(tmp_path, monkeypatch):
     result = run_fit(linear_runcard(), output=out, progress=False, plot_format="png")
     assert fake.calls == 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "results.json", "runcard.yaml", "summary.png", "triangle.png", "weights.png"]
+        ".smeft-pyhf-manifest.json", "results.json", "runcard.yaml", "summary.png",
+        "triangle.png", "weights.png"]
     assert not work_dir(out).exists()
     assert result.analytic is not None
     for name in result.names:
@@ -168,3 +169,111 @@ def test_from_sampler_result_dict_layout():
     np.testing.assert_allclose(out["profile1d"]["a"].delta_chi2, [2.0, 0.0, 2.0])
     np.testing.assert_allclose(out["marginal2d"][("a", "b")].y_edges, [0.0, 1.0, 2.0])
     assert out["best_fit"] == {"a": 0.1, "b": 1.0}
+
+
+# ------------------------------------------------------------------ resume safety
+def copied_example(tmp_path):
+    """The embedded example (runcard, database, card) copied where a test may change it."""
+    import shutil
+
+    root = tmp_path / "example"
+    shutil.copytree(examples_dir(), root)
+    rc = load_runcard(root / "default_runcard.yaml")
+    return root, rc.replace(linear_only=True, theory="gaussian", analytic="always")
+
+
+def kill_after_sampling(_result):
+    raise KeyboardInterrupt("simulated kill after sampling")
+
+
+def test_changed_card_prediction_table_is_recomputed(tmp_path, monkeypatch, caplog):
+    import json
+
+    root, rc = copied_example(tmp_path)
+    fake = FakeSampler()
+    monkeypatch.setattr(run_module, "_run_sampler", fake)
+    out = tmp_path / "res"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(rc, output=out, progress=False, on_sampled=kill_after_sampling)
+    assert fake.calls == 1
+    # the card's prediction table (EX_ttZ_13TeV, replaced as a dataset, read through the card)
+    table = root / "database" / "theory" / "EX_ttZ_13TeV.json"
+    data = json.loads(table.read_text())
+    for order in ("LO", "NLO_QCD"):
+        data[order] = {k: v if k == "SM" else [10 * x for x in v] for k, v in data[order].items()}
+    table.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        result = run_fit(rc, output=out, progress=False, plots=False)
+    assert fake.calls == 2  # not "skipping the five steps"
+    assert "discarding the work folder" in caplog.text
+    assert str(table) in result.provenance["inputs"]
+    assert not work_dir(out).exists()
+
+
+def test_a_planted_pickle_in_the_work_folder_is_refused(tmp_path, monkeypatch, caplog):
+    import pickle
+
+    class Planted:
+        def __reduce__(self):
+            return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').close()",))
+
+    fake = FakeSampler()
+    monkeypatch.setattr(run_module, "_run_sampler", fake)
+    out = tmp_path / "res"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(linear_runcard(), output=out, progress=False, on_sampled=kill_after_sampling)
+    cache = work_dir(out) / "sampler_result.pt"
+    cache.write_bytes(pickle.dumps(Planted()))
+    with caplog.at_level("WARNING"):
+        result = run_fit(linear_runcard(), output=out, progress=False, plots=False)
+    assert not (tmp_path / "pwned").exists()
+    assert "ignoring the unreadable cached sampler result" in caplog.text
+    assert fake.calls == 2 and result.ess == 900.0
+
+
+def test_a_torn_cache_is_ignored_and_an_input_error_leaves_no_work_folder(tmp_path, monkeypatch):
+    fake = FakeSampler()
+    monkeypatch.setattr(run_module, "_run_sampler", fake)
+    out = tmp_path / "res"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(linear_runcard(), output=out, progress=False, on_sampled=kill_after_sampling)
+    cache = work_dir(out) / "sampler_result.pt"
+    cache.write_bytes(cache.read_bytes()[:200])
+    # an error the same run would raise again: the work folder is not kept for a resume
+    from smeft_pyhf.exceptions import DataError
+
+    def bad_inputs(_result):
+        raise DataError("bad input", where="x")
+
+    with pytest.raises(DataError):
+        run_fit(linear_runcard(), output=out, progress=False, on_sampled=bad_inputs)
+    assert fake.calls == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_overwrite_refuses_foreign_folders_before_any_work(tmp_path, monkeypatch):
+    fake = FakeSampler()
+    monkeypatch.setattr(run_module, "_run_sampler", fake)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    monkeypatch.chdir(project)
+    with pytest.raises(InputError, match="working folder"):
+        run_fit(linear_runcard(), output=".", progress=False, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="did not write"):
+        run_fit(linear_runcard(), output=project, progress=False, overwrite=True)
+    link = tmp_path / "link"
+    link.symlink_to(project)
+    with pytest.raises(InputError, match="symbolic link"):
+        run_fit(linear_runcard(), output=link, progress=False, overwrite=True)
+    assert fake.calls == 0
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "project"]
+    # a results folder of an earlier fit is replaced
+    out = tmp_path / "res"
+    run_fit(linear_runcard(), output=out, progress=False, plots=False)
+    run_fit(linear_runcard().replace(seed=5), output=out, progress=False, plots=False,
+            overwrite=True)
+    assert read_results(out).provenance["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "project", "res"]
