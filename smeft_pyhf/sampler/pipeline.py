@@ -64,6 +64,8 @@ from torch import Tensor, nn
 from smeft_pyhf._io import atomic_write_bytes
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.annealing import (
+    CheckedTarget,
+    NonFiniteCounts,
     PrescaleResult,
     prescale,
     standardise,
@@ -109,6 +111,7 @@ _RESULT_TYPES: dict[str, type] = {
     "TrainResult": TrainResult,
     "SampleResult": SampleResult,
     "ProfileResult": ProfileResult,
+    "NonFiniteCounts": NonFiniteCounts,
 }
 _CHECKPOINT = "sampler_checkpoint.pt"
 _FORMAT = 1
@@ -429,10 +432,12 @@ def _weighted_quantiles(x: Tensor, log_w: Tensor, q: Tensor) -> Tensor:
 def _widen_to_flow(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
                    target: LogProb, ranges: Tensor, given: Tensor | None, *, n: int,
                    tail: float, chunk: int, generator: torch.Generator,
-                   level: int) -> Tensor:
+                   level: int, names: Sequence[str] | None = None) -> Tensor:
     """``ranges`` widened to the weighted ``tail`` quantiles of ``n`` flow samples (+5 %)."""
     x, log_q = draw(n, generator)
-    log_w = (evaluate_in_chunks(target, x, chunk) - log_q).to(torch.float64)
+    checked = CheckedTarget(target, step="sampling (range pilot)", names=names, logger=log)
+    log_w = (evaluate_in_chunks(checked, x, chunk) - log_q).to(torch.float64)
+    checked.report()
     ok = torch.isfinite(log_w)
     if int(ok.sum()) < 2:
         return ranges
@@ -494,6 +499,11 @@ def run_sampler(
     Raises:
         ConfigError: bad ``names``/``ranges`` shapes, or a failing step (e.g. a target that is
             ``-inf`` everywhere the pre-scaling looked).
+        DataError: the target is ``+inf`` at a point some step evaluated; the message names
+            the step and the point ``c = (name=value, ...)``. NaN and ``-inf`` values count
+            as zero density; every step logs how many there were (a warning above
+            :data:`~smeft_pyhf.sampler.annealing.NAN_WARNING_FRACTION` NaN) and keeps the
+            counts in its result's ``nonfinite`` field.
 
     Example:
         >>> import torch
@@ -588,7 +598,7 @@ def run_sampler(
         t0 = time.perf_counter()
         with _StepRng(seed, 1, device) as gen:
             res1 = prescale(target, dim, config=config.prescale, generator=gen,
-                            init_scale=scale0, init_mean=mean0)
+                            init_scale=scale0, init_mean=mean0, names=names)
         finish("prescale", res1, time.perf_counter() - t0)
     res1 = results["prescale"]
     mean, std = res1.mean.to(dtype), res1.std.to(dtype)
@@ -617,7 +627,7 @@ def run_sampler(
         with _StepRng(seed, 2, device) as gen:
             res2 = pretrain(flow, zlog, zlog.to_standardised(res1.samples.to(dtype)),
                             config=config.pretrain, generator=gen,
-                            log_weights=res1.log_weights,
+                            log_weights=res1.log_weights, names=names,
                             callback=_progress_callback("pre-training", _n_pretrain_steps(
                                 config.pretrain, res1.samples.shape[0]), level))
         finish("pretrain", res2, time.perf_counter() - t0)
@@ -627,7 +637,7 @@ def run_sampler(
         t0 = time.perf_counter()
         with _StepRng(seed, 3, device) as gen:
             total = config.train.n_batches * (1 + config.train.buffered_per_online)
-            res3 = train(flow, zlog, config=config.train, generator=gen,
+            res3 = train(flow, zlog, config=config.train, generator=gen, names=names,
                          callback=_progress_callback("training", total, level))
         finish("train", res3, time.perf_counter() - t0)
 
@@ -646,10 +656,10 @@ def run_sampler(
                 ranges = _widen_to_flow(draw, target, ranges, given, n=config.range_pilot,
                                         tail=config.range_tail,
                                         chunk=config.sample.eval_chunk, generator=gen,
-                                        level=level)
+                                        level=level, names=names)
         with _StepRng(seed, 4, device) as gen:
             res4 = sample_and_histogram(draw, target, ranges=ranges, config=config.sample,
-                                        generator=gen)
+                                        generator=gen, names=names)
         finish("sample", res4, time.perf_counter() - t0)
     res4 = results["sample"]
 
@@ -659,7 +669,7 @@ def run_sampler(
         with _StepRng(seed, 5, device):
             cov = (factor @ factor.T if factor is not None else torch.diag(std * std))
             res5 = profile(log_prob, _cast_floats(res4, target_dtype), config=config.profile,
-                           covariance=cov.to(target_dtype))
+                           covariance=cov.to(target_dtype), names=names)
         finish("profile", res5, time.perf_counter() - t0)
     res5 = results["profile"]
 

@@ -28,13 +28,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from smeft_pyhf.sampler.annealing import resample_indices, run_mcmc
+from smeft_pyhf.sampler.annealing import (
+    CheckedTarget,
+    NonFiniteCounts,
+    resample_indices,
+    run_mcmc,
+)
 from smeft_pyhf.sampler.config import PretrainConfig
 from smeft_pyhf.sampler.flows import CouplingFlow
 
@@ -74,6 +79,7 @@ class PretrainResult(NamedTuple):
         step_size: the final Metropolis ``tau``.
         seconds: wall time.
         samples: the training set after the last evolution ``(n, d)`` (standardised).
+        nonfinite: how many target evaluations were NaN or ``-inf``.
     """
 
     losses: tuple[float, ...]
@@ -83,6 +89,7 @@ class PretrainResult(NamedTuple):
     step_size: float
     seconds: float
     samples: Tensor
+    nonfinite: NonFiniteCounts = NonFiniteCounts()
 
 
 def pretrain(
@@ -94,6 +101,7 @@ def pretrain(
     generator: torch.Generator,
     log_weights: Tensor | None = None,
     callback: Callable[[PretrainStatus], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> PretrainResult:
     r"""Pre-train ``flow`` (in place) by maximum likelihood on MCMC-evolved samples.
 
@@ -106,6 +114,8 @@ def pretrain(
 
     The Metropolis step size adapts towards ``config.target_acceptance`` (eq. 18) unless
     ``config.adapt_step_size`` is off. Samples must be on the flow's device and dtype.
+    The target's NaN and ``-inf`` values count as zero density and are reported in
+    :attr:`PretrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.annealing.CheckedTarget`).
 
     Args:
         flow: the flow to train (a :class:`CouplingFlow` or any module with ``log_prob``).
@@ -115,9 +125,15 @@ def pretrain(
         generator: random number generator on the samples' device.
         log_weights: their log-weights ``(m,)`` (e.g. :attr:`PrescaleResult.log_weights`).
         callback: called with a :class:`PretrainStatus` after every optimiser step.
+        names: coefficient names, for error messages; the point is given in original
+            coordinates when ``log_prob`` has a ``to_original`` method (a
+            :class:`~smeft_pyhf.sampler.annealing.Standardised` target).
 
     Returns:
         A :class:`PretrainResult`.
+
+    Raises:
+        DataError: when the target is ``+inf`` at an evaluated point (named in the message).
 
     Example:
         >>> from smeft_pyhf.sampler.flows import FlowConfig, build_flow
@@ -133,6 +149,8 @@ def pretrain(
     m = samples.shape[0]
     n = config.n_samples or m
     n_eval = 0
+    log_prob = CheckedTarget(log_prob, step="pre-training", names=names, logger=log,
+                             to_original=getattr(log_prob, "to_original", None))
     with torch.no_grad():
         if log_weights is not None:
             idx = resample_indices(log_weights, n, generator=generator)
@@ -157,6 +175,7 @@ def pretrain(
         acc_total = 0.0 if math.isnan(mcmc.acceptance) else mcmc.acceptance * config.burn_in_steps
         acc_steps = config.burn_in_steps if config.burn_in_steps else 0
     last_acceptance = mcmc.acceptance
+    log_prob.check()
 
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     losses: list[float] = []
@@ -195,6 +214,7 @@ def pretrain(
                     acc_total += mcmc.acceptance * config.mcmc_steps
                     acc_steps += config.mcmc_steps
                     last_acceptance = mcmc.acceptance
+                log_prob.check()
             if callback is not None:
                 callback(
                     PretrainStatus(
@@ -207,6 +227,7 @@ def pretrain(
                     )
                 )
             step += 1
+    nonfinite = log_prob.report()
     seconds = time.perf_counter() - start
     acceptance = acc_total / acc_steps if acc_steps else math.nan
     log.info(
@@ -220,4 +241,5 @@ def pretrain(
         n_eval,
         seconds,
     )
-    return PretrainResult(tuple(losses), step, n_eval, acceptance, step_size, seconds, x)
+    return PretrainResult(tuple(losses), step, n_eval, acceptance, step_size, seconds, x,
+                          nonfinite)

@@ -34,7 +34,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.annealing import CheckedTarget, NonFiniteCounts
 from smeft_pyhf.sampler.config import check_field
 from smeft_pyhf.sampler.sampling import SampleResult, best_per_bin, bin_centres
 
@@ -160,6 +161,8 @@ class ProfileResult(NamedTuple):
         mean_steps: mean L-BFGS iterations per point.
         n_evaluations: target evaluations with gradients.
         seconds: wall time of the step.
+        nonfinite: how many target evaluations were NaN or ``-inf`` (line searches that left
+            the support included).
     """
 
     profile1d: Tensor
@@ -177,6 +180,7 @@ class ProfileResult(NamedTuple):
     mean_steps: float
     n_evaluations: int
     seconds: float
+    nonfinite: NonFiniteCounts = NonFiniteCounts()
 
 
 def _value_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -499,12 +503,14 @@ def profile(
     *,
     config: ProfileConfig | None = None,
     covariance: Tensor | None = None,
+    names: Sequence[str] | None = None,
 ) -> ProfileResult:
     """Maximise ``log_prob`` from the best points per profile bin with the binned coordinates fixed.
 
     All start points (1D and 2D, all kept ``n_best`` per bin) are optimised independently in
     batches of ``config.batch_size``; the profile value of a bin is the best of its points, and
-    never below its start value.
+    never below its start value. NaN values of the target count as ``-inf``; both are counted
+    and reported in :attr:`ProfileResult.nonfinite`.
 
     Args:
         log_prob: the target ``(B, d) -> (B,)``, differentiable.
@@ -512,9 +518,14 @@ def profile(
         config: the step configuration (default :class:`ProfileConfig`).
         covariance: (d, d) posterior covariance estimate (e.g. of the pre-scaling sample),
             the L-BFGS preconditioner when ``config.precondition``; ``None``: none.
+        names: the ``d`` coefficient names, for error messages.
 
     Returns:
         A :class:`ProfileResult` (device and dtype of the sample result).
+
+    Raises:
+        DataError: when the target is ``+inf`` at a point the optimiser evaluated (named in
+            the message).
 
     Example:
         >>> import torch
@@ -530,6 +541,7 @@ def profile(
     """
     config = config or ProfileConfig()
     start = time.perf_counter()
+    log_prob = CheckedTarget(log_prob, step="profiling", names=names, logger=log)
     sr = sample_result
     ranges = sr.ranges
     d = ranges.shape[0]
@@ -600,6 +612,7 @@ def profile(
         x0 = torch.cat(starts)
         fixed = torch.cat(masks)
         res = _optimise_chunks(log_prob, x0, fixed, config, h0)
+        log_prob.check()
         n_eval += res.n_evaluations
         conv_sum = float(res.converged.sum())
         step_sum = float(res.n_steps.sum())
@@ -642,6 +655,7 @@ def profile(
             break
         res = _optimise_chunks(log_prob, torch.cat([part[1] for part in parts]),
                                torch.cat([part[2] for part in parts]), config, h0)
+        log_prob.check()
         n_eval += res.n_evaluations
         n_points += res.x.shape[0]
         conv_sum += float(res.converged.sum())
@@ -654,6 +668,7 @@ def profile(
     if config.restart_sweeps:
         best_fit, best_lp, evals = global_best()
         n_eval += evals
+    nonfinite = log_prob.report()
 
     result = ProfileResult(
         profile1d=prof1,
@@ -671,6 +686,7 @@ def profile(
         mean_steps=step_sum / n_points if n_points else 0.0,
         n_evaluations=n_eval,
         seconds=time.perf_counter() - start,
+        nonfinite=nonfinite,
     )
     log.info("profiled %d start points in %.1f s: %.1f L-BFGS steps on average, %.1f%% converged",
              n_points, result.seconds, result.mean_steps, 100 * result.converged_fraction)

@@ -45,7 +45,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.annealing import CheckedTarget, NonFiniteCounts
 from smeft_pyhf.sampler.config import check_field
 
 __all__ = [
@@ -182,7 +183,8 @@ class SampleResult(NamedTuple):
         log_evidence_error: its approximate standard error ``sqrt(1/ess - 1/n_samples)``.
         max_log_weight: largest ``log w`` seen.
         outside_fraction: weight fraction of samples outside ``ranges`` in some coordinate.
-        n_nonfinite: samples whose ``log p`` was NaN (counted with zero weight).
+        n_nonfinite: drawn samples whose ``log p`` was NaN (counted with zero weight, like
+            ``-inf``).
         best_point: (d,) the sample with the largest ``log p`` (not re-centred).
         best_log_prob: its ``log p``.
         weight_histogram: (weight_bins + 2,) sample counts per bin of ``log10(w / <w>_1)`` with
@@ -192,6 +194,7 @@ class SampleResult(NamedTuple):
         samples_log_weight: (k,) their ``log w``.
         n_evaluations: target evaluations (samples plus re-centred points).
         seconds: wall time of the step.
+        nonfinite: how many of all ``n_evaluations`` were NaN or ``-inf``.
     """
 
     ranges: Tensor
@@ -220,6 +223,7 @@ class SampleResult(NamedTuple):
     samples_log_weight: Tensor
     n_evaluations: int
     seconds: float
+    nonfinite: NonFiniteCounts = NonFiniteCounts()
 
 
 def pair_indices(dim: int, *, device: torch.device | str | None = None) -> Tensor:
@@ -310,6 +314,9 @@ def best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[T
 def evaluate_in_chunks(log_prob: LogProb, x: Tensor, chunk: int) -> Tensor:
     """``log_prob(x)`` without gradients, in chunks of at most ``chunk`` rows; NaN -> ``-inf``.
 
+    ``+inf`` stays ``+inf``; wrap the target in a
+    :class:`~smeft_pyhf.sampler.annealing.CheckedTarget` to count NaN and reject ``+inf``.
+
     Example:
         >>> evaluate_in_chunks(lambda x: x.sum(-1), torch.ones(5, 2), 2).tolist()
         [2.0, 2.0, 2.0, 2.0, 2.0]
@@ -318,7 +325,8 @@ def evaluate_in_chunks(log_prob: LogProb, x: Tensor, chunk: int) -> Tensor:
         return x.new_zeros((0,))
     with torch.no_grad():
         out = torch.cat([log_prob(part) for part in torch.split(x, chunk)])
-    return torch.nan_to_num(out.to(x.dtype), nan=-math.inf)
+    out = out.to(x.dtype)
+    return torch.where(torch.isnan(out), out.new_tensor(-math.inf), out)
 
 
 def sample_and_histogram(
@@ -328,8 +336,14 @@ def sample_and_histogram(
     ranges: Tensor,
     config: SampleConfig | None = None,
     generator: torch.Generator | None = None,
+    names: Sequence[str] | None = None,
 ) -> SampleResult:
     """Draw weighted samples and accumulate histograms, profile start points and the ESS.
+
+    Samples where the target is NaN or ``-inf`` get zero weight; they are counted
+    (:attr:`SampleResult.n_nonfinite`, :attr:`SampleResult.nonfinite`) and logged, with a
+    warning when more than :data:`~smeft_pyhf.sampler.annealing.NAN_WARNING_FRACTION` of the
+    points are NaN.
 
     Args:
         draw: ``draw(n) -> (x (n, d), log_q (n,))``, the proposal; it is called as
@@ -338,12 +352,15 @@ def sample_and_histogram(
         ranges: (d, 2) histogram ranges (low, high) per coefficient.
         config: the step configuration (default :class:`SampleConfig`).
         generator: random generator handed to ``draw``.
+        names: the ``d`` coefficient names, for error messages.
 
     Returns:
         A :class:`SampleResult`. Tensors follow the device and dtype of the drawn samples.
 
     Raises:
         ConfigError: if ``ranges`` has the wrong shape or an empty range.
+        DataError: if the target is ``+inf`` at a drawn or re-centred point (named in the
+            message).
 
     Example:
         >>> import torch
@@ -376,6 +393,7 @@ def sample_and_histogram(
                 return draw(n)
             return draw(n, generator=generator)
 
+    log_prob = CheckedTarget(log_prob, step="sampling", names=names, logger=log)
     pairs: Tensor | None = None
     state: dict[str, Tensor] = {}
     b1, b2, p1, p2 = config.bins_1d, config.bins_2d, config.profile_bins_1d, config.profile_bins_2d
@@ -416,9 +434,11 @@ def sample_and_histogram(
             centres1 = bin_centres(rng, p1)  # (d, p1)
             centres2 = bin_centres(rng, p2)  # (d, p2)
             coord = torch.arange(dim, device=device)
+        nan_before = log_prob.n_nan
         lp = evaluate_in_chunks(log_prob, x, config.eval_chunk)
+        log_prob.check()
         n_eval += x.shape[0]
-        n_nonfinite += int(torch.isnan(lp).sum())
+        n_nonfinite += log_prob.n_nan - nan_before
         log_w = (lp - log_q.detach().to(x.dtype)).to(acc)
         log_w = torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf)
         n = x.shape[0]
@@ -525,6 +545,7 @@ def sample_and_histogram(
             log.debug("sampling batch %d/%d: ESS/N %.4f", batch + 1, config.n_batches,
                       ess / n_total)
 
+    nonfinite = log_prob.report()
     s1, s2 = float(state["s1"]), float(state["s2"])
     ess = s1 * s1 / s2 if s2 > 0 else 0.0
     log_z = m + math.log(s1) - math.log(n_total) if s1 > 0 else -math.inf
@@ -562,6 +583,7 @@ def sample_and_histogram(
         samples_log_weight=torch.cat(kept_lw) if kept_lw else x.new_zeros((0,)),
         n_evaluations=n_eval,
         seconds=time.perf_counter() - start,
+        nonfinite=nonfinite,
     )
     log.info("sampled %d points in %.1f s: ESS/N %.4f, log Z %.4f +- %.4f", n_total,
              result.seconds, result.ess_fraction, log_z, log_z_err)

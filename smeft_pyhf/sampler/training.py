@@ -52,14 +52,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-from smeft_pyhf.sampler.annealing import anneal, evaluate, log_ess
+from smeft_pyhf.sampler.annealing import (
+    CheckedTarget,
+    NonFiniteCounts,
+    anneal,
+    evaluate,
+    log_ess,
+)
 from smeft_pyhf.sampler.config import TrainConfig
 from smeft_pyhf.sampler.flows import CouplingFlow
 
@@ -120,6 +126,7 @@ class TrainResult(NamedTuple):
         n_evaluations: number of target evaluations (points).
         step_size: final AIS Metropolis ``tau``.
         seconds: wall time.
+        nonfinite: how many target evaluations were NaN or ``-inf``.
     """
 
     losses: tuple[float, ...]
@@ -129,6 +136,7 @@ class TrainResult(NamedTuple):
     n_evaluations: int
     step_size: float
     seconds: float
+    nonfinite: NonFiniteCounts = NonFiniteCounts()
 
 
 def soft_clip(w: Tensor, alpha: float = 30.0) -> Tensor:
@@ -238,6 +246,7 @@ def train(
     config: TrainConfig,
     generator: torch.Generator,
     callback: Callable[[TrainingStatus], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> TrainResult:
     r"""Train ``flow`` (in place) by neural importance sampling with AIS and a buffer.
 
@@ -254,7 +263,8 @@ def train(
        with the q-ratio correction (eq. 27), updating the buffered weights.
 
     The learning rate follows ``config.lr_schedule`` over all optimiser steps. Points where
-    the target is ``-inf`` (or NaN) get zero weight.
+    the target is ``-inf`` (or NaN) get zero weight; they are counted and reported in
+    :attr:`TrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.annealing.CheckedTarget`).
 
     Args:
         flow: the flow to train (a :class:`CouplingFlow`).
@@ -262,9 +272,15 @@ def train(
         config: a :class:`TrainConfig`.
         generator: random number generator on the flow's device.
         callback: called with a :class:`TrainingStatus` after every optimiser step.
+        names: coefficient names, for error messages; the point is given in original
+            coordinates when ``log_prob`` has a ``to_original`` method (a
+            :class:`~smeft_pyhf.sampler.annealing.Standardised` target).
 
     Returns:
         A :class:`TrainResult`.
+
+    Raises:
+        DataError: when the target is ``+inf`` at an evaluated point (named in the message).
 
     Example:
         >>> from smeft_pyhf.sampler.flows import FlowConfig, build_flow
@@ -287,6 +303,8 @@ def train(
     beta = torch.arange(T + 1, dtype=ref.dtype, device=ref.device)[:, None] / max(T, 1)
     coefficients = torch.cat([1 - 2 * beta, 2 * beta], 1)
     step_size = torch.as_tensor(config.initial_step_size, dtype=ref.dtype, device=ref.device)
+    log_prob = CheckedTarget(log_prob, step="training", names=names, logger=log,
+                             to_original=getattr(log_prob, "to_original", None))
 
     def components_fn(x: Tensor) -> Tensor:
         with torch.no_grad():
@@ -342,6 +360,7 @@ def train(
                 x, acceptance = x0, math.nan
                 log_w = 2 * (comp0[:, 1] - comp0[:, 0])  # p^2/g relative to g
             ais_ess = _fraction(log_w)
+        log_prob.check()
         ess_history.append(ess)
         ais_ess_history.append(ais_ess)
         # 3. online step, eqs. (25)-(26)
@@ -408,6 +427,7 @@ def train(
                 acceptance,
                 losses[-1] if losses else math.nan,
             )
+    nonfinite = log_prob.report()
     seconds = time.perf_counter() - start
     return TrainResult(
         tuple(losses),
@@ -417,4 +437,5 @@ def train(
         n_eval,
         float(step_size),
         seconds,
+        nonfinite,
     )
