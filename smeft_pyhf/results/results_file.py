@@ -1,7 +1,7 @@
 """The results file: one machine-readable ``results.json`` per fit.
 
 Layout (``results_version: 1``; all likelihoods stored as ``-2 Delta log L``, i.e. the
-minimum over the histogram is 0; empty bins are ``null``; values rounded to 5 significant
+minimum over the histogram is 0; empty bins are ``"Infinity"``; values rounded to 5 significant
 digits)::
 
     {
@@ -23,6 +23,17 @@ digits)::
       "config": {...the resolved runcard...},
       "provenance": {"created": "...", "versions": {...}, "inputs": {"path": "sha256"}, ...}
     }
+
+Non-finite numbers: the file is strict JSON, so NaN, ``+inf`` and ``-inf`` are written as the
+strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` and read back as those floats, in every
+numeric field and inside ``config`` and ``provenance`` (where these three strings always mean the
+numbers). Files written with ``null`` for every non-finite number are read as follows: ``null``
+in a ``delta_chi2`` array is ``+inf``, an empty bin (their writer had turned every non-finite
+``-2 Delta log L`` into ``+inf`` before writing, so nothing is lost); ``null`` for
+``best_fit.log_likelihood``, ``sampling.ess`` and ``sampling.log_evidence`` is ``None``, "not
+available" (a ``-inf`` evidence cannot be told apart there); ``null`` in any other numeric field
+(edges, coefficient values, ranges, covariance, interval ends, timings) is NaN, since the
+writer did not record which non-finite value it was.
 
 Intervals: each is ``{"segments": [[low, high], ...], "open_low": bool, "open_high": bool}``.
 Profiled intervals use ``-2 Delta log L < 1 / 3.84``; marginalised ones are highest-density
@@ -291,10 +302,25 @@ def _norm2d(h: Histogram2D) -> Histogram2D:
 
 
 # ----------------------------------------------------------------------------- JSON I/O
-def _r(value: float, digits: int = 5) -> float | None:
+_NONFINITE: dict[str, float] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""The strings that stand for non-finite numbers in the file."""
+
+
+def _enc(value: float) -> float | str:
+    """A float for the file: finite values as they are, NaN/``+-inf`` as their string."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _r(value: float, digits: int = 5) -> float | str:
+    """``value`` rounded to ``digits`` significant digits (non-finite values as strings)."""
     value = float(value)
     if not math.isfinite(value):
-        return None
+        return _enc(value)
     return float(f"{value:.{digits}g}")
 
 
@@ -305,17 +331,64 @@ def _arr(values: Any, digits: int = 5) -> Any:
     return [_arr(v, digits) for v in arr]
 
 
-def _unarr(values: Any) -> np.ndarray:
+def _num(value: Any, null: float | None) -> float | None:
+    """A number read from the file; ``null`` is what a JSON ``null`` stands for."""
+    if value is None:
+        return null
+    if isinstance(value, str):
+        if value in _NONFINITE:
+            return _NONFINITE[value]
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _unarr(values: Any, null: float = math.nan) -> np.ndarray:
     def conv(v: Any) -> Any:
         if isinstance(v, list):
             return [conv(x) for x in v]
-        return math.inf if v is None else float(v)
+        return _num(v, null)
 
     return np.asarray(conv(values), dtype=float)
 
 
+def _encode_tree(value: Any) -> Any:
+    """``value`` (dicts, lists, scalars) with every non-finite float as its string."""
+    if isinstance(value, Mapping):
+        return {k: _encode_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_tree(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return _enc(value)
+    return value
+
+
+def _decode_tree(value: Any) -> Any:
+    """Inverse of :func:`_encode_tree`."""
+    if isinstance(value, dict):
+        return {k: _decode_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_tree(v) for v in value]
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    return value
+
+
+def _interval_json(iv: Interval) -> dict:
+    data = iv.to_dict()
+    data["segments"] = [[_enc(a), _enc(b)] for a, b in data["segments"]]
+    return data
+
+
+def _interval_from_json(data: Mapping) -> Interval:
+    return Interval(
+        tuple((_num(a, math.nan), _num(b, math.nan)) for a, b in data.get("segments", [])),
+        bool(data.get("open_low", False)),
+        bool(data.get("open_high", False)),
+    )
+
+
 def _interval_dict(entry: Mapping[str, Mapping[str, Interval]]) -> dict:
-    return {m: {lv: iv.to_dict() for lv, iv in levels.items()} for m, levels in entry.items()}
+    return {m: {lv: _interval_json(iv) for lv, iv in levels.items()} for m, levels in entry.items()}
 
 
 def results_to_dict(result: FitResult) -> dict[str, Any]:
@@ -326,7 +399,7 @@ def results_to_dict(result: FitResult) -> dict[str, Any]:
             "best_fit": {k: _r(v, 8) for k, v in result.analytic.best_fit.items()},
             "covariance": _arr(result.analytic.covariance, 8),
             "intervals": {
-                name: {lv: iv.to_dict() for lv, iv in levels.items()}
+                name: {lv: _interval_json(iv) for lv, iv in levels.items()}
                 for name, levels in result.analytic.intervals.items()
             },
         }
@@ -340,8 +413,8 @@ def results_to_dict(result: FitResult) -> dict[str, Any]:
         "format": "smeft-pyhf-results",
         "results_version": RESULTS_VERSION,
         "coefficients": list(result.names),
-        "ranges": {k: [a, b] for k, (a, b) in result.ranges.items()},
-        "fixed": dict(result.fixed),
+        "ranges": {k: [_enc(a), _enc(b)] for k, (a, b) in result.ranges.items()},
+        "fixed": {k: _enc(v) for k, v in result.fixed.items()},
         "best_fit": {
             "coefficients": {k: _r(v, 8) for k, v in result.best_fit.items()},
             "log_likelihood": None
@@ -365,10 +438,11 @@ def results_to_dict(result: FitResult) -> dict[str, Any]:
             "n_samples": result.n_samples,
             "log_evidence": None if result.log_evidence is None else _r(result.log_evidence, 8),
         },
-        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "timings": {k: round(v, 3) if math.isfinite(v) else _enc(v)
+                    for k, v in result.timings.items()},
         "analytic": analytic,
-        "config": result.config,
-        "provenance": result.provenance,
+        "config": _encode_tree(result.config),
+        "provenance": _encode_tree(result.provenance),
     }
 
 
@@ -421,11 +495,19 @@ def read_results(path: str | os.PathLike[str]) -> FitResult:
             where=str(path),
             hint=f"this smeft-pyhf reads version {RESULTS_VERSION}",
         )
-    return results_from_dict(data)
+    try:
+        return results_from_dict(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"malformed results file ({type(err).__name__}: {err})",
+            where=str(path),
+            hint="write it again with 'smeft-pyhf fit'",
+        ) from err
 
 
 def _read_intervals(entry: Mapping) -> dict[str, dict[str, Interval]]:
-    return {m: {lv: Interval.from_dict(iv) for lv, iv in levels.items()} for m, levels in entry.items()}
+    return {m: {lv: _interval_from_json(iv) for lv, iv in levels.items()}
+            for m, levels in entry.items()}
 
 
 def results_from_dict(data: Mapping[str, Any]) -> FitResult:
@@ -439,10 +521,10 @@ def results_from_dict(data: Mapping[str, Any]) -> FitResult:
     if data.get("analytic"):
         a = data["analytic"]
         analytic = AnalyticSolution(
-            {k: float(v) for k, v in a["best_fit"].items()},
+            {k: _num(v, math.nan) for k, v in a["best_fit"].items()},
             _unarr(a["covariance"]),
             {
-                name: {lv: Interval.from_dict(iv) for lv, iv in levels.items()}
+                name: {lv: _interval_from_json(iv) for lv, iv in levels.items()}
                 for name, levels in a["intervals"].items()
             },
         )
@@ -451,39 +533,36 @@ def results_from_dict(data: Mapping[str, Any]) -> FitResult:
         weights = WeightHistogram(
             _unarr(data["weights"]["log10_edges"]), np.asarray(data["weights"]["counts"], dtype=int)
         )
-    sampling = data.get("sampling", {})
-    best = data.get("best_fit", {})
+    sampling = data.get("sampling") or {}
+    best = data.get("best_fit") or {}
+    inf = math.inf  # null in a delta_chi2 array: an empty bin
+
+    def h1(v: Mapping) -> Histogram1D:
+        return Histogram1D(_unarr(v["edges"]), _unarr(v["delta_chi2"], inf))
+
+    def h2(v: Mapping) -> Histogram2D:
+        return Histogram2D(_unarr(v["x_edges"]), _unarr(v["y_edges"]),
+                           _unarr(v["delta_chi2"], inf))
+
     return FitResult(
         names=tuple(data["coefficients"]),
-        ranges={k: (float(a), float(b)) for k, (a, b) in data["ranges"].items()},
-        best_fit={k: float(v) for k, v in best.get("coefficients", {}).items()},
-        best_log_likelihood=best.get("log_likelihood"),
-        profile1d={
-            k: Histogram1D(_unarr(v["edges"]), _unarr(v["delta_chi2"]))
-            for k, v in data.get("profile1d", {}).items()
-        },
-        marginal1d={
-            k: Histogram1D(_unarr(v["edges"]), _unarr(v["delta_chi2"]))
-            for k, v in data.get("marginal1d", {}).items()
-        },
-        profile2d={
-            pair(k): Histogram2D(_unarr(v["x_edges"]), _unarr(v["y_edges"]), _unarr(v["delta_chi2"]))
-            for k, v in data.get("profile2d", {}).items()
-        },
-        marginal2d={
-            pair(k): Histogram2D(_unarr(v["x_edges"]), _unarr(v["y_edges"]), _unarr(v["delta_chi2"]))
-            for k, v in data.get("marginal2d", {}).items()
-        },
+        ranges={k: (_num(a, math.nan), _num(b, math.nan)) for k, (a, b) in data["ranges"].items()},
+        best_fit={k: _num(v, math.nan) for k, v in best.get("coefficients", {}).items()},
+        best_log_likelihood=_num(best.get("log_likelihood"), None),
+        profile1d={k: h1(v) for k, v in data.get("profile1d", {}).items()},
+        marginal1d={k: h1(v) for k, v in data.get("marginal1d", {}).items()},
+        profile2d={pair(k): h2(v) for k, v in data.get("profile2d", {}).items()},
+        marginal2d={pair(k): h2(v) for k, v in data.get("marginal2d", {}).items()},
         intervals={k: _read_intervals(v) for k, v in data.get("intervals", {}).items()},
         weights=weights,
-        ess=sampling.get("ess"),
+        ess=_num(sampling.get("ess"), None),
         n_samples=sampling.get("n_samples"),
-        log_evidence=sampling.get("log_evidence"),
-        timings=dict(data.get("timings", {})),
+        log_evidence=_num(sampling.get("log_evidence"), None),
+        timings={k: _num(v, math.nan) for k, v in (data.get("timings") or {}).items()},
         analytic=analytic,
-        fixed=dict(data.get("fixed", {})),
-        config=dict(data.get("config", {})),
-        provenance=dict(data.get("provenance", {})),
+        fixed={k: _num(v, math.nan) for k, v in (data.get("fixed") or {}).items()},
+        config=_decode_tree(dict(data.get("config") or {})),
+        provenance=_decode_tree(dict(data.get("provenance") or {})),
     )
 
 

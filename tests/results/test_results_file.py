@@ -90,12 +90,16 @@ def test_round_trip(tmp_path):
 
 def test_file_is_compact_and_strict_json(tmp_path):
     res = gaussian_result()
-    # an empty bin becomes null, values have at most 5 significant digits
+    # an empty bin becomes "Infinity", values have at most 5 significant digits
     res.marginal1d["ctG"].delta_chi2[0] = np.inf
     write_results(res, tmp_path / "r.json")
     text = (tmp_path / "r.json").read_text()
-    data = json.loads(text)  # strict JSON: no NaN/Infinity
-    assert data["marginal1d"]["ctG"]["delta_chi2"][0] is None
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    data = json.loads(text, parse_constant=refuse)  # strict JSON: no NaN/Infinity tokens
+    assert data["marginal1d"]["ctG"]["delta_chi2"][0] == "Infinity"
     values = data["profile2d"]["ctG|ctZ"]["delta_chi2"][3]
     assert all(len(f"{v:.10g}".replace("-", "").replace(".", "").lstrip("0")) <= 5 for v in values)
     assert len(text) < 200_000
