@@ -37,9 +37,13 @@ directly through :func:`smeft_pyhf.likelihood.smefit_runcard.read_smefit_runcard
 :func:`load_runcard`.
 
 Validation happens in three stages: YAML parsing, the JSON schema, then semantic checks
-(``min < max``, datasets present in the database, coefficients present in at least one theory
-table, sampler keys known); any failure raises one :class:`~smeft_pyhf.exceptions.ConfigError`
-naming the file, the field and the valid choices.
+(finite ranges with ``min < max`` and finite fixed values, datasets present in the database,
+measurement cards valid with their prediction and replaced datasets in the database,
+coefficients present in at least one theory table, sampler settings known and of the type of
+their field, the sampler's estimated memory and number of likelihood evaluations below
+generous ceilings); any failure raises one :class:`~smeft_pyhf.exceptions.ConfigError` (a
+broken card: :class:`~smeft_pyhf.exceptions.DataError`) naming the file, the field and the
+valid choices.
 
 Example:
     >>> from smeft_pyhf._resources import examples_dir
@@ -56,6 +60,9 @@ import json
 import logging
 import math
 import os
+import re
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -63,7 +70,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from ..exceptions import ConfigError, InputError
+from ..exceptions import ConfigError, DataError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -255,14 +262,21 @@ def database_datasets(database: Path) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=256)
-def _theory_keys(path: Path, mtime: float) -> dict[str, tuple[str, ...]]:
+def _theory_table(path: Path, mtime: float) -> tuple[dict[str, tuple[str, ...]], int]:
+    """The keys per order of a theory table and its number of points (``best_sm``)."""
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    return {
+    keys = {
         order: tuple(data[order].keys())
         for order in ("LO", "NLO_QCD")
         if isinstance(data.get(order), dict)
     }
+    best_sm = data.get("best_sm")
+    return keys, len(best_sm) if isinstance(best_sm, list) else 1
+
+
+def _theory_keys(path: Path, mtime: float) -> dict[str, tuple[str, ...]]:
+    return _theory_table(path, mtime)[0]
 
 
 def theory_operators(database: Path, dataset: str, order: str = "NLO_QCD") -> frozenset[str]:
@@ -477,17 +491,30 @@ def _resolve_database(
 
 
 def check_runcard(runcard: Runcard) -> None:
-    """Semantic checks of a parsed runcard (ranges, names against the database, sampler keys).
+    """Semantic checks of a parsed runcard.
+
+    Checks the coefficient ranges (finite, ``min < max``) and fixed values (finite), ``rho`` and
+    ``scale_theory``, the dataset names against the database, every measurement card (schema,
+    categories, and its ``prediction.smefit_dataset`` and ``prediction.replaces`` datasets
+    present in the database), the coefficient names against the theory tables, the sampler
+    settings (keys and types) and the sampler's estimated memory and number of likelihood
+    evaluations (:func:`smeft_pyhf.sampler.config.check_sampler_costs`).
 
     Raises:
         ConfigError: the first problem found, with the valid choices.
+        DataError: a measurement card that does not follow the card schema.
+        InputError: a measurement card that cannot be read.
     """
     where = str(runcard.source) if runcard.source else "runcard"
     _check_coefficient_specs(runcard, where)
     if not 0.0 <= runcard.rho <= 1.0:
         raise ConfigError(f"rho = {runcard.rho} is outside [0, 1]", where=f"{where}: rho")
+    if not (math.isfinite(runcard.scale_theory) and runcard.scale_theory >= 0):
+        raise ConfigError(f"scale_theory = {runcard.scale_theory} must be a finite number >= 0",
+                          where=f"{where}: scale_theory", hint="1 keeps the theory uncertainties")
     db = runcard.database
     known: set[str] = set()
+    n_data = 0
     if runcard.smefit_datasets:
         if db is None:
             raise ConfigError(
@@ -515,6 +542,9 @@ def check_runcard(runcard: Runcard) -> None:
                 raise ConfigError(f"dataset '{spec.name}' is listed twice", where=f"{where}: datasets")
             seen.add(spec.name)
             known |= theory_operators(db, spec.name, spec.order or runcard.order)
+            n_data += _theory_size(db, spec.name)
+    check_names = True
+    nuisances: set[tuple[str, str]] = set()
     for card in runcard.cards:
         if not card.is_file():
             raise ConfigError(
@@ -522,12 +552,15 @@ def check_runcard(runcard: Runcard) -> None:
                 where=f"{where}: datasets: card {card}",
                 hint="card paths are relative to the runcard; write cards with 'smeft-pyhf ingest'",
             )
-        linked = _card_dataset(card)
-        if linked and db is not None and (db / "theory" / f"{linked}.json").is_file():
+        linked, process, theory = _check_card(card, db, where)
+        n_data += 1
+        nuisances |= {(process, category) for category in theory}
+        if linked is not None and db is not None:
             known |= theory_operators(db, linked, runcard.order)
-        elif linked is None or db is None:
-            known = set()  # cannot check names without the linked theory table
-            break
+        else:
+            check_names = False  # cannot check names without the linked theory table
+    if not check_names:
+        known = set()
     if known:
         for c in runcard.coefficients:
             if c.name not in known:
@@ -536,18 +569,43 @@ def check_runcard(runcard: Runcard) -> None:
                     where=f"{where}: coefficients: {c.name}",
                     hint=_hint(c.name, sorted(known), "coefficients"),
                 )
-    build_sampler_config(runcard.sampler, where=f"{where}: sampler")
+    config = build_sampler_config(runcard.sampler, where=f"{where}: sampler")
+    from ..sampler.config import check_sampler_costs
+
+    dim = len(runcard.free) + (len(nuisances) if runcard.theory == "nuisance" else 0)
+    check_sampler_costs(config, dim=dim, n_data=max(n_data, 1),
+                        dtype_bytes=8 if runcard.dtype == "float64" else 4,
+                        where=f"{where}: sampler")
 
 
-def _card_dataset(card: Path) -> str | None:
-    try:
-        data = yaml.safe_load(card.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    prediction = data.get("prediction") or {}
-    return prediction.get("smefit_dataset") if isinstance(prediction, dict) else None
+def _theory_size(database: Path, dataset: str) -> int:
+    path = database / "theory" / f"{dataset}.json"
+    return _theory_table(path, path.stat().st_mtime)[1]
+
+
+def _check_card(card: Path, database: Path | None,
+                where: str) -> tuple[str | None, str, tuple[str, ...]]:
+    """Load a measurement card (schema and categories) and check its datasets against the
+    database; returns ``(prediction dataset, process, theory categories)``."""
+    from ..ingest.card import load_card
+    from ..likelihood.smefit_data import check_dataset_name
+
+    loaded = load_card(card)
+    prediction = loaded.prediction or {}
+    linked = prediction.get("smefit_dataset")
+    replaces = prediction.get("replaces") or []
+    if database is not None:
+        names = database_datasets(database)
+        fields = [("prediction.smefit_dataset", linked)] if linked is not None else []
+        fields += [(f"prediction.replaces[{i}]", r) for i, r in enumerate(replaces)]
+        for field, name in fields:
+            try:
+                check_dataset_name(database, name, where=f"{card}: {field}", available=names)
+            except DataError as err:
+                raise ConfigError(err.message, where=err.where,
+                                  hint=f"{err.hint}; the card is used by {where}") from err
+    process = str((loaded.observable or {}).get("process") or linked or loaded.name)
+    return linked, process, tuple(loaded.theory)
 
 
 def _check_coefficient_specs(runcard: Runcard, where: str) -> None:
@@ -562,6 +620,16 @@ def _check_coefficient_specs(runcard: Runcard, where: str) -> None:
     free = {c.name for c in runcard.coefficients if c.free}
     for c in runcard.coefficients:
         field = f"{where}: coefficients: {c.name}"
+        for key, number in (("min", c.min), ("max", c.max), ("value", c.value),
+                            *((f"constrain: {k}", f) for k, f in c.constrain or ())):
+            if number is not None and not math.isfinite(number):
+                raise ConfigError(
+                    f"{key} = {number} is not a finite number",
+                    where=f"{field}: {key}",
+                    hint="the sampler draws its first points inside a finite [min, max]; give "
+                    "finite bounds wide enough for the posterior (e.g. {min: -10, max: 10}), "
+                    "and fixed values and constraint factors as plain numbers",
+                )
         if c.free:
             if c.min is None or c.max is None:
                 raise ConfigError(
@@ -670,17 +738,34 @@ def build_sampler_config(
 def apply_overrides(config: Any, overrides: Mapping[str, Any], *, where: str) -> Any:
     """Recursively ``dataclasses.replace`` a (frozen) dataclass with a nested dict.
 
+    Every value is checked against the field's type annotation (``int``, ``float``, ``bool``,
+    ``str``, ``Literal[...]``, ``X | None``, ``tuple[float, float]``, nested dataclasses):
+    integers take integral numbers, floats take finite numbers (``inf`` only where the field's
+    metadata says ``allow_inf``), and numbers written as text (YAML reads ``1e-3`` as a string)
+    are read as numbers. The config's own checks (``__post_init__``) run afterwards; their
+    errors are raised again with ``where``.
+
+    Raises:
+        ConfigError: unknown setting (with close names), a value of the wrong type, or a value
+            the config refuses, naming ``where`` and the setting.
+
     Example:
         >>> @dataclasses.dataclass(frozen=True)
         ... class Step:
         ...     lr: float = 1e-3
         ...     batches: int = 100
-        >>> apply_overrides(Step(), {"batches": 10}, where="x").batches
-        10
+        ...     chunk: int | None = None
+        >>> apply_overrides(Step(), {"batches": 10, "lr": "1e-2", "chunk": 64}, where="x")
+        Step(lr=0.01, batches=10, chunk=64)
+        >>> apply_overrides(Step(), {"chunk": "abc"}, where="rc.yaml: sampler: step")
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.ConfigError: rc.yaml: sampler: step: chunk: expected an integer or null, got 'abc'
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"'{where}' takes a value, not a mapping", where=where)
     fields = {f.name: f for f in dataclasses.fields(config)}
+    hints = _field_types(config)
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         if key not in fields:
@@ -695,29 +780,128 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], *, where: str) ->
                 raise ConfigError(f"'{key}' needs a mapping of settings", where=f"{where}: {key}")
             changes[key] = apply_overrides(current, value, where=f"{where}: {key}")
         else:
-            changes[key] = _coerce(current, value, where=f"{where}: {key}")
-    return dataclasses.replace(config, **changes)
+            changes[key] = _coerce(
+                hints.get(key), value, where=f"{where}: {key}", current=current,
+                allow_inf=bool(fields[key].metadata.get("allow_inf", False)),
+            )
+    try:
+        return dataclasses.replace(config, **changes)
+    except ConfigError as err:  # a check of the config itself: name the runcard
+        raise ConfigError(err.message, where=where, hint=err.hint) from err
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid settings ({err})", where=where) from err
 
 
-def _coerce(current: Any, value: Any, *, where: str) -> Any:
+def _field_types(config: Any) -> dict[str, Any]:
+    """The resolved field annotations of a dataclass (empty when they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(type(config))
+    except (NameError, TypeError, AttributeError):
+        return {}
+
+
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _describe(annotation: Any) -> str:
+    """A type annotation in words (for error messages)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(options)
+        return text + " or null" if type(None) in args else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        kinds = {_describe(a) for a in args}
+        kind = kinds.pop() if len(kinds) == 1 else "values"
+        kind = {"a number": "numbers", "an integer": "integers"}.get(kind, kind)
+        return f"a list of {len(args)} {kind}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a number or a number written as text, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return float(value)
+    return None
+
+
+def _coerce(annotation: Any, value: Any, *, where: str, current: Any = None,
+            allow_inf: bool = False) -> Any:
+    """Check ``value`` against the type ``annotation`` and convert it (see apply_overrides)."""
+    if annotation is None:
+        return _coerce_like(current, value, where=where)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    wrong = ConfigError(f"expected {_describe(annotation)}, got {value!r}", where=where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where=where, allow_inf=allow_inf)
+            except ConfigError:
+                continue
+        raise wrong
+    if origin is Literal:
+        for choice in args:
+            if type(choice) is type(value) and choice == value:
+                return value
+        raise wrong
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise wrong
+        if len(args) == 2 and args[1] is Ellipsis:
+            kinds = (args[0],) * len(value)
+        elif args and len(value) != len(args):
+            raise ConfigError(f"expected {_describe(annotation)}, got {len(value)} values "
+                              f"{list(value)!r}", where=where)
+        else:
+            kinds = args or (Any,) * len(value)
+        pairs = enumerate(zip(kinds, value, strict=True))
+        return tuple(_coerce(None if k is Any else k, v, where=f"{where}[{i}]", current=v,
+                             allow_inf=allow_inf) for i, (k, v) in pairs)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if annotation is int:
+        number = _number(value)
+        if number is None or not math.isfinite(number) or not number.is_integer():
+            raise wrong
+        return int(number)
+    if annotation is float:
+        number = _number(value)
+        if number is None or math.isnan(number) or (math.isinf(number) and not allow_inf):
+            raise wrong
+        return number
+    if annotation is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    return _coerce_like(current, value, where=where)
+
+
+def _coerce_like(current: Any, value: Any, *, where: str) -> Any:
+    """Type check by the current value (fields without a usable annotation)."""
     if current is None or value is None:
         return value
-    if isinstance(current, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"expected true/false, got {value!r}", where=where)
-        return value
-    if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"expected an integer, got {value!r}", where=where)
-        return int(value)
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"expected a number, got {value!r}", where=where)
-        return float(value)
-    if isinstance(current, tuple) and isinstance(value, list):
+    for kind in (bool, int, float, str):
+        if isinstance(current, kind):
+            return _coerce(kind, value, where=where)
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"expected a list, got {value!r}", where=where)
         return tuple(value)
-    if isinstance(current, str) and not isinstance(value, str):
-        raise ConfigError(f"expected a string, got {value!r}", where=where)
     return value
 
 

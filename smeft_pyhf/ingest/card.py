@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -56,6 +57,7 @@ __all__ = [
     "CARD_VERSION",
     "MeasurementCard",
     "card_schema",
+    "check_card_categories",
     "example_card",
     "load_card",
     "validate_card",
@@ -164,8 +166,86 @@ def _check_finite(obj: Any, where: str) -> None:
             _check_finite(value, f"{where}[{index}]")
 
 
+def _category_hint(category: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(category, choices, n=1, cutoff=0.5)
+    if not close and category.lower().startswith("background"):
+        close = ["Background:<process>"]
+    hint = ("valid categories: " + ", ".join(choices)
+            + "; flat theory categories go under 'theory:'")
+    return f"did you mean '{close[0]}'? {hint}" if close else hint
+
+
+def check_card_categories(document: Mapping[str, Any] | Any, *, where: str = "<card>") -> None:
+    """Check the categories a card uses (SFitter systematic or the card's own theory ones).
+
+    ``systematics`` keys must be SFitter systematic categories (``Beam``, ``Background:<process>``,
+    ``ETmis``, ``Jets``, ... see :data:`smeft_pyhf.ingest.mapping.SYSTEMATIC_CATEGORIES`), since
+    the likelihood correlates equal categories across cards and an unknown name would be
+    correlated with nothing. ``theory`` keys are the card's flat categories and must not be
+    SFitter systematic names. Every category named in ``parameters``, ``impacts`` and ``scans``
+    must be one of the two kinds.
+
+    Args:
+        document: the card mapping (or a loaded card with the same attributes).
+        where: the card file shown in errors.
+
+    Raises:
+        DataError: naming the card file, the field and the valid categories.
+
+    Example:
+        >>> check_card_categories({"systematics": {"Jetz": {"absolute": 0.1}}}, where="c.yaml")
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.DataError: c.yaml: unknown systematic category 'Jetz' at 'systematics.Jetz'. Hint: did you mean 'Jets'? valid categories: Beam, Background, ETmis, Jets, Leptons, LightTagging, Luminosity, Pileup, Trigger, Tune, bTagging, partonShower, tTagging, tauTagging, Background:<process>; flat theory categories go under 'theory:'
+    """
+    from .mapping import SYSTEMATIC_CATEGORIES, is_valid_category
+
+    def get(key: str) -> Any:
+        if isinstance(document, Mapping):
+            return document.get(key)
+        return getattr(document, key, None)
+
+    systematic = [*SYSTEMATIC_CATEGORIES, "Background:<process>"]
+    systematics = get("systematics") or {}
+    theory = get("theory") or {}
+    if not isinstance(systematics, Mapping) or not isinstance(theory, Mapping):
+        return  # the schema (or read_card) reports the wrong type
+    for name in systematics:
+        if not is_valid_category(str(name)):
+            raise DataError(f"unknown systematic category {name!r} at 'systematics.{name}'",
+                            where=where, hint=_category_hint(str(name), systematic))
+    for name in theory:
+        if is_valid_category(str(name)):
+            raise DataError(
+                f"theory category {name!r} at 'theory.{name}' is an SFitter systematic category",
+                where=where,
+                hint="move it under 'systematics:' (Gaussian), or give the flat theory "
+                     "uncertainty its own name such as scale, PDF, modelling")
+    theory_names = [str(t) for t in theory]
+    known = [*systematic, *theory_names]
+    used: list[tuple[str, Any]] = []
+    parameters = get("parameters") or {}
+    if isinstance(parameters, Mapping):
+        used += [(f"parameters.{k}", v) for k, v in parameters.items()]
+    for block in ("impacts", "scans"):
+        rows = get(block) or []
+        if isinstance(rows, (list, tuple)):
+            used += [(f"{block}[{i}].category", row.get("category"))
+                     for i, row in enumerate(rows) if isinstance(row, Mapping)]
+    for field, category in used:
+        if category is None or not isinstance(category, str):
+            continue
+        if not is_valid_category(category, theory_names):
+            raise DataError(
+                f"unknown category {category!r} at '{field}': neither an SFitter systematic "
+                "category nor one of the card's theory categories "
+                f"({', '.join(theory_names) or 'none'})",
+                where=where, hint=_category_hint(category, known))
+
+
 def validate_card(document: Mapping[str, Any], *, where: str = "<card>") -> None:
-    """Validate a card mapping against the schema (and reject NaN/inf).
+    """Validate a card mapping against the schema, reject NaN/inf and unknown categories
+    (:func:`check_card_categories`).
 
     Raises:
         DataError: naming the field path and the offending value.
@@ -188,6 +268,7 @@ def validate_card(document: Mapping[str, Any], *, where: str = "<card>") -> None
             hint="see smeft_pyhf/schemas/measurement_card.schema.json",
         )
     _check_finite(dict(document), "")
+    check_card_categories(document, where=where)
 
 
 class _Dumper(yaml.SafeDumper):

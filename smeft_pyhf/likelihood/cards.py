@@ -122,15 +122,23 @@ def _load_yaml(path: Path) -> dict:
     return content
 
 
-def read_card(card: str | Path | Mapping[str, Any] | Any) -> CardMeasurement:
+def read_card(card: str | Path | Mapping[str, Any] | Any, *,
+              database: str | Path | None = None,
+              available: Sequence[str] | None = None) -> CardMeasurement:
     """Extract the likelihood inputs of a measurement card.
 
     Args:
         card: a card file (read with ``smeft_pyhf.ingest.card.load_card`` when available,
             otherwise as plain YAML), a mapping with the card layout, or a loaded card object.
+        database: the SMEFiT database the card is used with; when given,
+            ``prediction.smefit_dataset`` and every ``prediction.replaces`` entry must be a
+            plain dataset name (no path) present in it.
+        available: the database's dataset names, when already listed.
 
     Raises:
-        DataError: a missing or invalid field (named with the file).
+        DataError: a missing or invalid field, a category that is neither an SFitter systematic
+            category nor one of the card's theory categories, a prediction or replaced dataset
+            that is a path or not in ``database`` (all named with the card file and field).
         InputError: unreadable file.
 
     Example:
@@ -150,9 +158,10 @@ def read_card(card: str | Path | Mapping[str, Any] | Any) -> CardMeasurement:
         except ImportError:
             card = _load_yaml(path)
         else:
-            card = load_card(path)
+            card = load_card(path)  # schema and categories checked there
     else:
         source = str(_get(_get(card, "provenance"), "card", _get(card, "source", source)))
+        _check_categories(card, source)
     name = str(_get(card, "name", ""))
     where = f"{source}: " if source != "<card>" else ""
     if not name:
@@ -174,6 +183,15 @@ def read_card(card: str | Path | Mapping[str, Any] | Any) -> CardMeasurement:
     replaces = _get(prediction, "replaces") or ()
     if isinstance(replaces, str):
         replaces = (replaces,)
+    if database is not None:
+        from smeft_pyhf.likelihood.smefit_data import available_datasets, check_dataset_name
+
+        names = available_datasets(database) if available is None else available
+        check_dataset_name(database, dataset, where=f"{where}prediction.smefit_dataset",
+                           available=names)
+        for index, replaced in enumerate(replaces):
+            check_dataset_name(database, replaced, where=f"{where}prediction.replaces[{index}]",
+                               available=names)
     return CardMeasurement(
         name=name, experiment=str(_get(card, "experiment", "") or ""),
         process=str(_get(observable, "process", "") or dataset),
@@ -183,20 +201,56 @@ def read_card(card: str | Path | Mapping[str, Any] | Any) -> CardMeasurement:
         smefit_dataset=str(dataset), replaces=tuple(str(r) for r in replaces), source=source)
 
 
-def read_cards(cards: Sequence[Any]) -> tuple[CardMeasurement, ...]:
+def _check_categories(card: Any, source: str) -> None:
+    try:
+        from smeft_pyhf.ingest.card import check_card_categories
+    except ImportError:  # pragma: no cover - only without the ingestion layer
+        return
+    check_card_categories(card, where=source)
+
+
+def read_cards(cards: Sequence[Any], *,
+               database: str | Path | None = None) -> tuple[CardMeasurement, ...]:
     """Read several cards; duplicated names raise :class:`DataError`.
+
+    Args:
+        cards: card files, mappings, loaded cards or :class:`CardMeasurement` tuples.
+        database: check the cards' prediction and replaced datasets against this SMEFiT
+            database (see :func:`read_card`).
 
     Example:
         >>> read_cards([])
         ()
     """
-    out = tuple(c if isinstance(c, CardMeasurement) else read_card(c) for c in cards)
+    names = None
+    if database is not None and cards:
+        from smeft_pyhf.likelihood.smefit_data import available_datasets
+
+        names = available_datasets(database)
+    out = tuple(_checked(c, database, names) if isinstance(c, CardMeasurement) else
+                read_card(c, database=database, available=names) for c in cards)
     seen: set[str] = set()
     for c in out:
         if c.name in seen:
             raise DataError(f"card {c.name!r} is given twice", where=c.source)
         seen.add(c.name)
     return out
+
+
+def _checked(card: CardMeasurement, database: str | Path | None,
+             names: Sequence[str] | None) -> CardMeasurement:
+    _check_categories({"systematics": card.systematics, "theory": card.theory},
+                      card.source or "<card>")
+    if database is not None:
+        from smeft_pyhf.likelihood.smefit_data import check_dataset_name
+
+        where = f"{card.source or '<card>'}: prediction"
+        check_dataset_name(database, card.smefit_dataset, where=f"{where}.smefit_dataset",
+                           available=names)
+        for index, replaced in enumerate(card.replaces):
+            check_dataset_name(database, replaced, where=f"{where}.replaces[{index}]",
+                               available=names)
+    return card
 
 
 def _correlated(columns: dict[tuple[str, str], np.ndarray], rho: float) -> np.ndarray:

@@ -371,7 +371,8 @@ def build_likelihood(
             (then its datasets, coefficients, ``use_quad``, ``use_t0`` and
             ``use_theory_cov`` are used unless given explicitly).
         cards: measurement cards (paths, mappings or loaded cards). A card's
-            ``prediction.replaces`` datasets are dropped from ``datasets``.
+            ``prediction.replaces`` datasets are dropped from ``datasets``; they and its
+            ``prediction.smefit_dataset`` must be datasets of ``database``.
         coefficients: coefficient names (all free), ``{name: CoefficientSpec}`` with fixed values
             and linear constraints, or a selection; ``None``: every coefficient in the tables.
         order: order of the EFT tables (``LO``/``NLO_QCD``) for plain dataset names.
@@ -394,7 +395,9 @@ def build_likelihood(
 
     Raises:
         ConfigError: unknown coefficient (with close names), empty selection, bad option.
-        DataError: missing dataset, broken file, non-positive-definite covariance.
+        DataError: missing dataset, broken file, non-positive-definite covariance, a card
+            with an unknown category or whose prediction/replaced dataset is a path or not in
+            the database (named with the card file and field).
 
     Example:
         >>> lik = build_likelihood(database="../shared/data/smefit_database",   # doctest: +SKIP
@@ -420,7 +423,9 @@ def build_likelihood(
     else:
         entries = [(d, order) if isinstance(d, str) else (str(d[0]), str(d[1]))
                    for d in datasets]
-    card_list: tuple[CardMeasurement, ...] = read_cards(cards)
+    # each card's prediction and replaced datasets must be plain names present in the
+    # database (a path would read a table outside it; an absent name replaces nothing)
+    card_list: tuple[CardMeasurement, ...] = read_cards(cards, database=database)
     replaced = {r for c in card_list for r in c.replaces}
     dropped = [name for name, _ in entries if name in replaced]
     if dropped:

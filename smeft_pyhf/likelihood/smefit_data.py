@@ -36,9 +36,11 @@ from smeft_pyhf.exceptions import DataError, InputError
 __all__ = [
     "INTRA_DATASET_SYSTEMATICS",
     "ORDERS",
+    "SYMMETRY_RTOL",
     "SmefitDataset",
     "available_datasets",
     "available_orders",
+    "check_dataset_name",
     "combined_covariance",
     "dataset_covariance",
     "load_smefit_dataset",
@@ -55,6 +57,8 @@ INTRA_DATASET_SYSTEMATICS: tuple[str, ...] = ("UNCORR", "CORR", "THEORYUNCORR", 
 _UNCORRELATED = ("UNCORR", "THEORYUNCORR")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TOP_PATTERN = re.compile(r"^(ATLAS_CMS|ATLAS|CMS)_(tt|t_sch|t_tch|tW|tZ|Whel)")
+#: relative tolerance of the symmetry check of theory covariances (``|C - C^T| <= tol max|C|``)
+SYMMETRY_RTOL = 1e-8
 
 
 class SmefitDataset(NamedTuple):
@@ -200,6 +204,19 @@ def _field(content: dict, key: str, where: Path) -> object:
     return content[key]
 
 
+def _count(content: dict, key: str, where: Path, *, minimum: int) -> int:
+    value = _field(content, key, where)
+    integral = isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or not (isinstance(value, int) or integral):
+        raise DataError(f"must be an integer, got {value!r}", where=f"{where}: {key}",
+                        hint=f"write the number of {'data points' if key == 'num_data' else 'systematics'}"
+                             " as a plain integer, e.g. 3")
+    number = int(value)  # type: ignore[arg-type]
+    if number < minimum:
+        raise DataError(f"must be >= {minimum}, got {number}", where=f"{where}: {key}")
+    return number
+
+
 def _vector(value: object, n: int, where: str) -> np.ndarray:
     try:
         arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
@@ -207,11 +224,10 @@ def _vector(value: object, n: int, where: str) -> np.ndarray:
         raise DataError(f"is not a list of numbers ({exc})", where=where) from exc
     if arr.ndim != 1:
         raise DataError(f"must be a flat list, got shape {arr.shape}", where=where)
-    if arr.shape[0] == 1 and n > 1:
-        arr = np.full(n, arr[0])
     if arr.shape[0] != n:
         raise DataError(f"has {arr.shape[0]} entries, expected {n} (num_data)", where=where,
-                        hint="every array must have one entry per data point")
+                        hint="every array must have exactly one entry per data point; a single "
+                             "value is not repeated over the bins")
     if not np.all(np.isfinite(arr)):
         raise DataError(f"contains NaN or infinite values at positions "
                         f"{np.flatnonzero(~np.isfinite(arr)).tolist()}", where=where)
@@ -223,6 +239,49 @@ def _strings(value: object, n: int, where: str) -> tuple[str, ...]:
     if len(items) != n:
         raise DataError(f"has {len(items)} entries, expected {n} (num_sys)", where=where)
     return tuple(str(v) for v in items)
+
+
+def check_dataset_name(database: str | Path, name: object, *, where: str,
+                       available: Sequence[str] | None = None) -> str:
+    """Check that ``name`` is a plain dataset name present in ``database``.
+
+    A name is the stem of ``commondata/<name>.yaml`` and ``theory/<name>.json``; path separators
+    and ``..`` are refused so that a name cannot point to a file outside the database.
+
+    Args:
+        database: the SMEFiT database folder.
+        name: the dataset name to check.
+        where: the file and field shown in the error.
+        available: the database's datasets, when already listed (:func:`available_datasets`).
+
+    Returns:
+        The name.
+
+    Raises:
+        DataError: not a string, a path instead of a name, or not in the database (with close
+            names).
+
+    Example:
+        >>> check_dataset_name("/nonexistent", "../X", where="card.yaml: prediction")
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.DataError: card.yaml: prediction: '../X' is a path, not a dataset name. Hint: give the name of a dataset in /nonexistent (the stem of commondata/<name>.yaml)
+    """
+    db = Path(database)
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"expected a dataset name, got {name!r}", where=where,
+                        hint=f"give the name of a dataset in {db}")
+    if "/" in name or "\\" in name or ".." in name or name.startswith("."):
+        raise DataError(f"{name!r} is a path, not a dataset name", where=where,
+                        hint=f"give the name of a dataset in {db} (the stem of "
+                             "commondata/<name>.yaml)")
+    names = available_datasets(db) if available is None else available
+    if name not in names:
+        close = difflib.get_close_matches(name, list(names), n=5, cutoff=0.6)
+        hint = (f"close names: {', '.join(close)}" if close else
+                f"{len(names)} datasets in {db}; see {db / 'commondata'}")
+        raise DataError(f"dataset {name!r} is not in the database {db}", where=where, hint=hint)
+    return name
 
 
 def _missing_dataset(db: Path, name: str, missing: Path) -> DataError:
@@ -246,8 +305,13 @@ def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_
         The :class:`SmefitDataset`.
 
     Raises:
-        DataError: missing dataset (close names in the hint), missing field, NaN, mismatched
-            lengths, systematics that do not reshape to ``(num_sys, num_data)``, unknown order.
+        DataError: a name that is a path, missing dataset (close names in the hint), missing
+            field, ``num_data``/``num_sys`` not an integer, NaN, an array whose length is not
+            ``num_data`` (a single value is not repeated over the bins), systematics that do not
+            reshape to ``(num_sys, num_data)``, a theory covariance that is not symmetric
+            within rounding (:data:`SYMMETRY_RTOL`) or has negative variances, unknown order.
+            Negative ``statistical_error`` entries are logged and their absolute value is used
+            (only the square enters the covariance).
         InputError: unreadable or malformed file.
 
     Example:
@@ -256,6 +320,9 @@ def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_
         (7, 'ATLAS')
     """
     db = Path(database)
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or ".." in name:
+        raise DataError(f"{name!r} is not a dataset name", where=str(db),
+                        hint="give the stem of a file commondata/<name>.yaml of the database")
     if order not in ORDERS:
         raise DataError(f"unknown order {order!r}", where=f"{name}: order",
                         hint=f"choose one of {list(ORDERS)}")
@@ -268,10 +335,18 @@ def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_
     theory = _read_json(theory_path)
     dw, tw = str(data_path), str(theory_path)
 
-    n = int(_field(data, "num_data", data_path))  # type: ignore[call-overload]
-    n_sys = int(_field(data, "num_sys", data_path))  # type: ignore[call-overload]
+    n = _count(data, "num_data", data_path, minimum=1)
+    n_sys = _count(data, "num_sys", data_path, minimum=0)
     central = _vector(_field(data, "data_central", data_path), n, f"{dw}: data_central")
-    stat = _vector(data.get("statistical_error", 0.0), n, f"{dw}: statistical_error")
+    stat = (np.zeros(n) if "statistical_error" not in data else
+            _vector(data["statistical_error"], n, f"{dw}: statistical_error"))
+    if np.any(stat < 0):
+        # Only stat**2 enters the covariance (as in SMEFiT's covmat), so the sign carries no
+        # information; the public SMEFiT database has such entries (ATLAS_CMS_SSinc_RunI).
+        log.warning("%s: statistical_error has negative entries at positions %s; only their "
+                    "square enters the covariance, their absolute value is used", dw,
+                    np.flatnonzero(stat < 0).tolist())
+        stat = np.abs(stat)
     if n_sys > 0:
         raw = np.asarray(_field(data, "systematics", data_path), dtype=object)
         try:
@@ -332,6 +407,7 @@ def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_
                             where=f"{tw}: {cov_key}") from exc
         if not np.all(np.isfinite(theory_cov)):
             raise DataError("contains NaN or infinite values", where=f"{tw}: {cov_key}")
+        theory_cov = _symmetric(theory_cov, f"{tw}: {cov_key}")
     else:
         log.debug("%s: no theory covariance", tw)
         theory_cov = np.zeros((n, n))
@@ -342,6 +418,25 @@ def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_
         linear=linear, quadratic=quadratic, theory_cov=theory_cov,
         luminosity=float(lumi) if isinstance(lumi, (int, float)) else float("nan"),
         units=str(data.get("units", "")), order=order, sources=(dw, tw))
+
+
+def _symmetric(cov: np.ndarray, where: str) -> np.ndarray:
+    """Check that a covariance is symmetric within rounding and has non-negative variances."""
+    diag = np.diag(cov)
+    if np.any(diag < 0):
+        bad = np.flatnonzero(diag < 0).tolist()
+        raise DataError(f"has negative variances on the diagonal at positions {bad}",
+                        where=where, hint="a covariance has the squared uncertainties on its "
+                                          "diagonal")
+    asym = np.abs(cov - cov.T)
+    scale = float(np.abs(cov).max()) if cov.size else 0.0
+    if asym.size and float(asym.max()) > SYMMETRY_RTOL * scale:
+        i, j = np.unravel_index(int(np.argmax(asym)), asym.shape)
+        raise DataError(f"is not symmetric: entry [{i}][{j}] = {cov[i, j]:.6g} but "
+                        f"[{j}][{i}] = {cov[j, i]:.6g}", where=where,
+                        hint="write the full symmetric N x N matrix (row i = covariances of "
+                             "point i)")
+    return 0.5 * (cov + cov.T)
 
 
 def load_smefit_datasets(database: str | Path, names: Sequence[str | tuple[str, str]], *,

@@ -5,6 +5,13 @@ as the default. :meth:`PrescaleConfig.paper` and friends return the "Higgs-gauge
 "Combined" columns. Fields the paper does not state (resampling threshold, initial step size,
 number of coupling blocks, ...) carry our own defaults and say so in their description.
 
+:func:`sampler_costs` estimates the peak memory and the number of likelihood evaluations of
+every step from these sizes (and the number of parameters and measurements), and
+:func:`check_sampler_costs` refuses settings above :data:`MAX_MEMORY_GB` or
+:data:`MAX_EVALUATIONS` before anything is allocated. A field whose metadata says
+``allow_inf`` takes ``inf`` in a runcard (``TrainConfig.clip_alpha``); the runcard reader
+(:func:`smeft_pyhf.fit.runcard.apply_overrides`) refuses non-finite values elsewhere.
+
 Example:
     >>> from smeft_pyhf.sampler.config import PrescaleConfig, TrainConfig
     >>> PrescaleConfig().n_steps
@@ -23,17 +30,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from smeft_pyhf.exceptions import ConfigError
 
 __all__ = [
+    "MAX_EVALUATIONS",
+    "MAX_MEMORY_GB",
     "FlowConfig",
     "PrescaleConfig",
     "PretrainConfig",
     "Sector",
+    "StepCost",
     "TrainConfig",
+    "check_sampler_costs",
+    "sampler_costs",
 ]
 
 Sector = Literal["top", "higgs", "combined"]
@@ -381,7 +394,7 @@ class TrainConfig:
     ais_steps: int = 4
     buffer_capacity: int = 262144
     buffered_per_online: int = 6
-    clip_alpha: float = 30.0
+    clip_alpha: float = dataclasses.field(default=30.0, metadata={"allow_inf": True})
     lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
     lr_min_factor: float = 0.01
     mcmc_steps: int = 1
@@ -441,3 +454,277 @@ class TrainConfig:
     def replace(self, **changes: object) -> TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+# ----------------------------------------------------------------------- resource estimates
+#: ceiling on the estimated peak memory of one sampler step, in GiB (environment variable
+#: ``SMEFT_PYHF_MAX_MEMORY_GB`` overrides it)
+MAX_MEMORY_GB: float = 32.0
+#: ceiling on the estimated number of target evaluations of one sampler step (environment
+#: variable ``SMEFT_PYHF_MAX_EVALUATIONS`` overrides it)
+MAX_EVALUATIONS: float = 1e11
+MEMORY_ENV = "SMEFT_PYHF_MAX_MEMORY_GB"
+EVALUATIONS_ENV = "SMEFT_PYHF_MAX_EVALUATIONS"
+_GIB = float(2**30)
+
+
+class StepCost(NamedTuple):
+    """Estimated cost of one sampler step, from the configured sizes alone.
+
+    Attributes:
+        step: ``flow`` (its weights and optimiser state), ``prescale``, ``pretrain``,
+            ``train``, ``sample`` or ``profile``.
+        memory_bytes: estimated peak memory of the step's tensors (the larger terms only).
+        memory_field: the setting that drives the memory (``prescale.n_samples``, ...).
+        evaluations: estimated number of likelihood evaluations.
+        evaluations_field: the setting that drives the number of evaluations (of those the
+            number is proportional to, the one largest relative to its default).
+    """
+
+    step: str
+    memory_bytes: float
+    memory_field: str
+    evaluations: float
+    evaluations_field: str
+
+
+def _largest(*terms: tuple[str, float]) -> tuple[float, str]:
+    """Total of the ``(setting, bytes)`` terms and the setting of the largest one."""
+    field = max(terms, key=lambda t: t[1])[0]
+    return float(sum(t[1] for t in terms)), field
+
+
+def _driver(config: object, step: str, *names: str) -> str:
+    """The setting among ``names`` that is largest relative to its default (the one a user most
+    likely raised), as ``step.name``."""
+    defaults = type(config)()
+
+    def ratio(name: str) -> float:
+        value, default = getattr(config, name), getattr(defaults, name)
+        if value is None:
+            return 0.0
+        return float(value) / float(default) if default else float(value)
+
+    return f"{step}.{max(names, key=ratio)}"
+
+
+def _chunk(step: str, points: int, chunk_size: int | None, name: str) -> tuple[str, int]:
+    """The points evaluated at once and the setting that sets their number."""
+    if chunk_size is not None and chunk_size < points:
+        return f"{step}.chunk_size", chunk_size
+    return f"{step}.{name}", points
+
+
+def sampler_costs(config: object, *, dim: int, n_data: int = 256,
+                  dtype_bytes: int = 4) -> tuple[StepCost, ...]:
+    """Estimate the peak memory and the number of likelihood evaluations of every step.
+
+    The estimate counts the tensors whose size grows with the settings: the chains or batches
+    (``points x dim``), one likelihood evaluation per point (the ``dim (dim + 1) / 2``
+    quadratic features and a few ``n_data`` vectors, times the chunk evaluated at once), the
+    flow's spline parameters (``dim x (3 bins + 1)`` per block and point, all blocks kept for
+    the gradient in training), the training buffer, the histograms
+    (``bins_2d^2 x dim (dim - 1) / 2`` float64 accumulators) and the best points per profile
+    bin. It is meant to catch settings that cannot run (orders of magnitude above a real fit),
+    not to predict the memory to a few percent.
+
+    Args:
+        config: a ``SamplerConfig`` (or any object with the step configs as attributes
+            ``prescale``, ``flow``, ``pretrain``, ``train``, ``sample``, ``profile``; missing
+            ones are skipped).
+        dim: number of sampled parameters (free coefficients plus theory nuisances).
+        n_data: number of measurements in the likelihood.
+        dtype_bytes: bytes per element of the sampler's dtype (4: float32, 8: float64).
+
+    Returns:
+        One :class:`StepCost` per step present in ``config`` (``flow`` first).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(prescale=PrescaleConfig(), flow=FlowConfig())
+        >>> cost = sampler_costs(cfg, dim=10, n_data=50)[1]
+        >>> cost.step, cost.memory_field, round(cost.evaluations / 1e6, 2)
+        ('prescale', 'prescale.n_samples', 15.37)
+    """
+    d = max(int(dim), 1)
+    fb = float(dtype_bytes)
+    quad = d * (d + 1) / 2
+    # one likelihood evaluation: quadratic features (two gathers and their product), the
+    # predictions, the residual and its whitened copy, and the point itself
+    per_eval = 3 * quad + 3 * max(int(n_data), 1) + 2 * d
+    flow = getattr(config, "flow", None)
+    if flow is not None:
+        per_block = flow.hidden_layers * flow.hidden_features + d * (3 * flow.bins + 1) + 4 * d
+        flow_grad = flow.n_blocks * per_block * 3  # activations kept for the backward pass
+        flow_eval = 2 * per_block + 4 * d  # no gradient: about two blocks alive at once
+    else:
+        flow_grad = flow_eval = 0.0
+    costs: list[StepCost] = []
+    if flow is not None:
+        # weights of the coupling subnets (the last layer gives the spline parameters), times
+        # four for the gradients and Adam's two moments
+        out = d * (3 * flow.bins + 1)
+        hidden = flow.hidden_features
+        params = flow.n_blocks * (d * hidden + (flow.hidden_layers - 1) * hidden**2
+                                  + hidden * out)
+        field = "flow.bins" if out > hidden * flow.hidden_layers else "flow.hidden_features"
+        costs.append(StepCost("flow", 4 * params * fb, field, 0.0, "flow.n_blocks"))
+
+    prescale = getattr(config, "prescale", None)
+    n_prescale = 0
+    if prescale is not None:
+        n = n_prescale = prescale.n_samples
+        chunk_field, chunk = _chunk("prescale", n, prescale.chunk_size, "n_samples")
+        memory, field = _largest(
+            ("prescale.n_samples", n * (4 * d + 8) * fb),  # chains, proposals, noise, weights
+            (chunk_field, chunk * per_eval * fb),
+        )
+        memory += 3 * d * d * fb  # population covariance and its Cholesky factor
+        evaluations = n * (1 + prescale.n_steps * max(prescale.mcmc_steps, 1))
+        costs.append(StepCost("prescale", memory, field, evaluations,
+                              _driver(prescale, "prescale", "n_samples", "n_steps",
+                                      "mcmc_steps")))
+
+    pretrain = getattr(config, "pretrain", None)
+    if pretrain is not None:
+        n = pretrain.n_samples or n_prescale or pretrain.batch_size
+        per_move = n if pretrain.mcmc_scope == "all" else min(n, pretrain.batch_size)
+        chunk_field, chunk = _chunk("pretrain", per_move, pretrain.chunk_size,
+                                    "n_samples" if pretrain.mcmc_scope == "all" else "batch_size")
+        memory, field = _largest(
+            ("pretrain.n_samples", n * (3 * d + 4) * fb),
+            ("pretrain.batch_size", pretrain.batch_size * (flow_grad + 4 * d) * fb),
+            (chunk_field, chunk * per_eval * fb),
+        )
+        batches = pretrain.epochs * math.ceil(n / pretrain.batch_size)
+        evaluations = n * (1 + pretrain.burn_in_steps) + batches * pretrain.mcmc_steps * per_move
+        costs.append(StepCost("pretrain", memory, field, evaluations,
+                              _driver(pretrain, "pretrain", "n_samples", "epochs", "mcmc_steps",
+                                      "burn_in_steps")))
+
+    train = getattr(config, "train", None)
+    if train is not None:
+        chunk_field, chunk = _chunk("train", train.batch_size, train.chunk_size, "batch_size")
+        memory, field = _largest(
+            ("train.buffer_capacity", train.buffer_capacity * (d + 3) * fb),
+            ("train.batch_size", train.batch_size * (flow_grad + (4 + train.ais_steps) * d) * fb),
+            (chunk_field, chunk * per_eval * fb),
+        )
+        evaluations = (train.n_batches * train.batch_size
+                       * (1 + train.ais_steps * max(train.mcmc_steps, 1)))
+        costs.append(StepCost("train", memory, field, evaluations,
+                              _driver(train, "train", "n_batches", "batch_size", "ais_steps",
+                                      "mcmc_steps")))
+
+    sample = getattr(config, "sample", None)
+    n_starts = 0.0
+    if sample is not None:
+        pairs = d * (d - 1) / 2 if sample.histograms_2d else 0.0
+        batch = sample.batch_size
+        pilot = float(getattr(config, "range_pilot", 0) or 0)
+        eval_points = min(max(batch, pilot), sample.eval_chunk)
+        stored = (d * sample.profile_bins_1d + pairs * sample.profile_bins_2d**2) * sample.n_best
+        n_starts = stored
+        memory, field = _largest(
+            ("range_pilot" if pilot > batch else "sample.batch_size",
+             max(batch, pilot) * (flow_eval + 8 * d * 2) * fb),
+            ("sample.eval_chunk", eval_points * per_eval * fb),
+            ("sample.bins_2d", 2 * (d * sample.bins_1d + pairs * sample.bins_2d**2) * 8.0),
+            ("sample.n_best" if sample.n_best > sample.profile_bins_2d else
+             "sample.profile_bins_2d", stored * (d + 1) * fb),
+            ("sample.keep_samples", sample.keep_samples * (d + 1) * fb),
+        )
+        evaluations = sample.n_batches * (batch + stored) + pilot
+        costs.append(StepCost("sample", memory, field, evaluations,
+                              _driver(sample, "sample", "n_batches", "batch_size", "n_best",
+                                      "profile_bins_2d")))
+
+    profile = getattr(config, "profile", None)
+    if profile is not None:
+        starts = n_starts or d * 40.0
+        batch = min(profile.batch_size, starts)
+        memory, field = _largest(
+            ("profile.batch_size", batch * ((8 * d + 3 * per_eval) * fb)),
+            ("profile.history", batch * 2 * profile.history * d * fb),
+        )
+        # about two evaluations (value and gradient) per L-BFGS iteration, per sweep
+        evaluations = starts * profile.max_steps * 2 * (1 + profile.restart_sweeps)
+        costs.append(StepCost("profile", memory, field, evaluations,
+                              _driver(profile, "profile", "max_steps", "restart_sweeps")))
+    return tuple(costs)
+
+
+def _limit(env: str, default: float) -> float:
+    text = os.environ.get(env)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"${env}={text!r} is not a number", where=env,
+                          hint="unset it or give a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"${env}={text!r} must be a positive number", where=env)
+    return value
+
+
+def check_sampler_costs(config: object, *, dim: int, n_data: int = 256, dtype_bytes: int = 4,
+                        where: str = "sampler", max_memory_gb: float | None = None,
+                        max_evaluations: float | None = None) -> tuple[StepCost, ...]:
+    """Refuse settings whose estimated memory or run time is far beyond any real fit.
+
+    The ceilings are :data:`MAX_MEMORY_GB` (estimated peak memory of one step) and
+    :data:`MAX_EVALUATIONS` (likelihood evaluations of one step); the environment variables
+    ``SMEFT_PYHF_MAX_MEMORY_GB`` and ``SMEFT_PYHF_MAX_EVALUATIONS`` raise or lower them.
+
+    Args:
+        config: the sampler configuration (see :func:`sampler_costs`).
+        dim: number of sampled parameters.
+        n_data: number of measurements.
+        dtype_bytes: bytes per element of the sampler's dtype.
+        where: the file and block shown in errors (``runcard.yaml: sampler``).
+        max_memory_gb: ceiling on the memory estimate (default: environment or
+            :data:`MAX_MEMORY_GB`).
+        max_evaluations: ceiling on the evaluations (default: environment or
+            :data:`MAX_EVALUATIONS`).
+
+    Returns:
+        The estimates (:func:`sampler_costs`).
+
+    Raises:
+        ConfigError: naming the file, the setting that drives the estimate, the estimate and the
+            ceiling.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(prescale=PrescaleConfig(n_samples=10**9))
+        >>> check_sampler_costs(cfg, dim=5, n_data=10, where="rc.yaml: sampler")
+        Traceback (most recent call last):
+        ...
+        smeft_pyhf.exceptions.ConfigError: rc.yaml: sampler: prescale.n_samples: step 'prescale' would need about 421 GiB of memory (estimate for 5 parameters, 10 measurements, 4-byte floats), above the ceiling of 32 GiB. Hint: reduce prescale.n_samples (or prescale.chunk_size); set $SMEFT_PYHF_MAX_MEMORY_GB to raise the ceiling on a machine with more memory
+    """
+    memory_gb = max_memory_gb if max_memory_gb is not None else _limit(MEMORY_ENV, MAX_MEMORY_GB)
+    evaluations = (max_evaluations if max_evaluations is not None
+                   else _limit(EVALUATIONS_ENV, MAX_EVALUATIONS))
+    costs = sampler_costs(config, dim=dim, n_data=n_data, dtype_bytes=dtype_bytes)
+    sizes = f"{dim} parameters, {n_data} measurements, {dtype_bytes}-byte floats"
+    for cost in costs:
+        if cost.memory_bytes > memory_gb * _GIB:
+            others = {"n_samples": "chunk_size", "batch_size": "chunk_size"}
+            step, _, name = cost.memory_field.partition(".")
+            extra = f" (or {step}.{others[name]})" if name in others and step != "sample" else ""
+            raise ConfigError(
+                f"step '{cost.step}' would need about {cost.memory_bytes / _GIB:.3g} GiB of "
+                f"memory (estimate for {sizes}), above the ceiling of {memory_gb:g} GiB",
+                where=f"{where}: {cost.memory_field}",
+                hint=f"reduce {cost.memory_field}{extra}; set ${MEMORY_ENV} to raise the "
+                     "ceiling on a machine with more memory")
+        if cost.evaluations > evaluations:
+            raise ConfigError(
+                f"step '{cost.step}' would evaluate the likelihood about "
+                f"{cost.evaluations:.3g} times (estimate for {sizes}), above the ceiling of "
+                f"{evaluations:.3g}",
+                where=f"{where}: {cost.evaluations_field}",
+                hint=f"reduce {cost.evaluations_field} (or the other sizes of step "
+                     f"'{cost.step}'); set ${EVALUATIONS_ENV} to raise the ceiling")
+    return costs

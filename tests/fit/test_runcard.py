@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -171,3 +172,189 @@ def test_sampler_block_with_top_level_settings_from_a_file(tmp_path):
     assert rc.to_dict()["sampler"]["paper"] == "combined"
     with pytest.raises(ConfigError, match="unknown paper column 'combo'"):
         load_runcard(write(tmp_path, yaml.safe_dump(base(sampler={"paper": "combo"}))))
+
+
+# ------------------------------------------------- inputs refused at load, file and field named
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "field", "expected"),
+    [
+        ({"pretrain": {"n_samples": "abc"}}, "sampler: pretrain: n_samples",
+         "expected an integer or null, got 'abc'"),
+        ({"prescale": {"chunk_size": "abc"}}, "sampler: prescale: chunk_size",
+         "expected an integer or null, got 'abc'"),
+        ({"train": {"max_grad_norm": "abc"}}, "sampler: train: max_grad_norm",
+         "expected a number or null, got 'abc'"),
+        ({"prescale": {"step_size_bounds": "ab"}}, "sampler: prescale: step_size_bounds",
+         "expected a list of 2 numbers, got 'ab'"),
+        ({"sample": {"weight_range": "abc"}}, "sampler: sample: weight_range",
+         "expected a list of 2 numbers, got 'abc'"),
+        ({"sample": {"weight_range": [-8, "x"]}}, "sampler: sample: weight_range[1]",
+         "expected a number, got 'x'"),
+        ({"sample": {"weight_range": [1, 2, 3]}}, "sampler: sample: weight_range",
+         "got 3 values"),
+        ({"prescale": {"n_samples": 1.5}}, "sampler: prescale: n_samples",
+         "expected an integer, got 1.5"),
+        ({"prescale": {"n_samples": float("inf")}}, "sampler: prescale: n_samples",
+         "expected an integer, got inf"),
+        ({"train": {"learning_rate": float("nan")}}, "sampler: train: learning_rate",
+         "expected a number, got nan"),
+        ({"prescale": {"resampling": "stratified"}}, "sampler: prescale: resampling",
+         "expected one of 'multinomial', 'systematic'"),
+        ({"flow": {"identity_init": "yes"}}, "sampler: flow: identity_init",
+         "expected true/false"),
+        ({"range_nsigma": "wide"}, "sampler: range_nsigma", "expected a number"),
+        ({"prescale": {"n_samples": 1}}, "sampler: prescale", "n_samples=1 must be >= 2"),
+    ],
+)
+def test_sampler_settings_are_type_checked_with_the_file_named(tmp_path, sampler, field,
+                                                               expected):
+    path = write(tmp_path, yaml.safe_dump(base(sampler=sampler)))
+    with pytest.raises(ConfigError) as info:
+        load_runcard(path)
+    message = str(info.value)
+    assert f"{path.resolve()}: {field}: " in message or f"{path.resolve()}: {field}:" in message
+    assert expected in message
+
+
+def test_sampler_numbers_written_as_text_and_infinite_clip():
+    # YAML 1.1 reads 1e-3 and 2e4 as strings; the sampler settings read them as numbers
+    config = build_sampler_config({"train": {"learning_rate": "1e-3", "clip_alpha": float("inf")},
+                                   "prescale": {"n_samples": "2e4", "chunk_size": None}})
+    assert config.train.learning_rate == 1e-3 and config.train.clip_alpha == float("inf")
+    assert config.prescale.n_samples == 20000 and config.prescale.chunk_size is None
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "what"),
+    [
+        ("prescale: {n_samples: 1.0e+8}", "sampler: prescale.n_samples",
+         "evaluate the likelihood about 1.5e+11 times"),
+        ("prescale: {n_samples: 1.0e+9, n_steps: 10}", "sampler: prescale.n_samples",
+         "GiB of memory"),
+        ("prescale: {n_samples: 1.0e+12}", "sampler: prescale.n_samples", "GiB of memory"),
+        ("prescale: {n_samples: 1e8}", "sampler: prescale.n_samples",
+         "evaluate the likelihood about"),
+        ("train: {n_batches: 1000000000000}", "sampler: train.n_batches",
+         "evaluate the likelihood about"),
+        ("sample: {bins_2d: 100000}", "sampler: sample.bins_2d", "GiB of memory"),
+        ("sample: {n_batches: 100000000}", "sampler: sample.n_batches",
+         "evaluate the likelihood about"),
+        ("flow: {bins: 100000000}", "sampler: flow.bins", "GiB of memory"),
+    ],
+)
+def test_sampler_sizes_beyond_any_fit_are_refused(tmp_path, text, field, what):
+    data = base()
+    body = yaml.safe_dump(data) + "sampler:\n  " + text + "\n"
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_runcard(path)
+    message = str(info.value)
+    assert f"{path.resolve()}: {field}: step" in message
+    assert what in message and "estimate for 2 parameters" in message
+
+
+def test_sampler_ceiling_from_the_environment(tmp_path, monkeypatch):
+    path = write(tmp_path, yaml.safe_dump(base(sampler={"prescale": {"n_samples": 3 * 10**8,
+                                                                      "n_steps": 10}})))
+    with pytest.raises(ConfigError, match="above the ceiling of 32 GiB"):
+        load_runcard(path)
+    monkeypatch.setenv("SMEFT_PYHF_MAX_MEMORY_GB", "1000")
+    assert load_runcard(path).sampler["prescale"]["n_samples"] == 3 * 10**8
+    monkeypatch.setenv("SMEFT_PYHF_MAX_MEMORY_GB", "lots")
+    with pytest.raises(ConfigError, match="SMEFT_PYHF_MAX_MEMORY_GB"):
+        load_runcard(path)
+
+
+def test_shipped_runcards_pass_the_checks_also_with_the_paper_settings(shared_data):
+    from smeft_pyhf.fit.runcard import check_runcard
+    from smeft_pyhf.sampler.config import sampler_costs
+
+    paths = [*sorted((REPO / "configs").glob("*.yaml")), examples_dir() / "default_runcard.yaml"]
+    assert len(paths) >= 4
+    for path in paths:
+        rc = load_runcard(path)
+        for column in ("top", "higgs", "combined"):
+            check_runcard(rc.replace(sampler={"paper": column}))
+            check_runcard(rc.replace(sampler={**rc.sampler, "paper": column}, dtype="float64"))
+    glob = load_runcard(REPO / "configs" / "glob_quad_fit.yaml")
+    assert len(glob.free) == 50
+    costs = sampler_costs(build_sampler_config({"paper": "combined"}), dim=50, n_data=441)
+    assert max(c.memory_bytes for c in costs) < 8 * 2**30  # float32: 4x below the ceiling
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"min": float("-inf"), "max": 1.0}, "coefficients: ctG: min"),
+        ({"min": -1.0, "max": float("inf")}, "coefficients: ctG: max"),
+        ({"min": float("nan"), "max": 1.0}, "coefficients: ctG: min"),
+    ],
+)
+def test_infinite_ranges_are_refused(tmp_path, spec, field):
+    data = base()
+    data["coefficients"]["ctG"] = spec
+    path = write(tmp_path, yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_runcard(path)
+    assert f"{path.resolve()}: {field}: " in str(info.value)
+    assert "is not a finite number" in str(info.value)
+
+
+def test_non_finite_fixed_values_and_factors_are_refused(tmp_path):
+    data = base()
+    data["coefficients"]["ctZ"] = {"value": float("nan")}
+    path = write(tmp_path, yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"coefficients: ctZ: value: value = nan is not a finite"):
+        load_runcard(path)
+    data["coefficients"]["ctZ"] = {"constrain": {"ctG": float("inf")}}
+    path = write(tmp_path, yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"coefficients: ctZ: constrain: ctG: "):
+        load_runcard(path)
+    path = write(tmp_path, yaml.safe_dump(base(scale_theory=float("nan"))))
+    with pytest.raises(ConfigError, match=r"scale_theory: scale_theory = nan"):
+        load_runcard(path)
+
+
+def _card_runcard(tmp_path, **card_changes):
+    card = yaml.safe_load((examples_dir() / "cards" / "EX_ttZ_3L.yaml").read_text())
+    card.update(card_changes)
+    (tmp_path / "cards").mkdir(exist_ok=True)
+    card_path = tmp_path / "cards" / "c.yaml"
+    card_path.write_text(yaml.safe_dump(card))
+    data = base(datasets=["EX_tZ_13TeV", {"card": "cards/c.yaml"}])
+    return write(tmp_path, yaml.safe_dump(data)), card_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("prediction", "field", "expected"),
+    [
+        ({"smefit_dataset": "../../outside/EX_ttZ_13TeV", "replaces": []},
+         "prediction.smefit_dataset", "is a path, not a dataset name"),
+        ({"smefit_dataset": "EX_ttZ_13TeV_X", "replaces": []}, "prediction.smefit_dataset",
+         "dataset 'EX_ttZ_13TeV_X' is not in the database"),
+        ({"smefit_dataset": "EX_ttZ_13TeV", "replaces": ["EX_ttZ_13TeV", "EX_ttW"]},
+         "prediction.replaces[1]", "dataset 'EX_ttW' is not in the database"),
+    ],
+)
+def test_card_datasets_checked_against_the_database(tmp_path, prediction, field, expected):
+    path, card = _card_runcard(tmp_path, prediction=prediction)
+    with pytest.raises(ConfigError) as info:
+        load_runcard(path)
+    message = str(info.value)
+    assert f"{card}: {field}: " in message and expected in message
+    assert f"the card is used by {path.resolve()}" in message
+
+
+def test_card_with_an_unknown_category_refused_by_the_runcard_check(tmp_path):
+    from smeft_pyhf.exceptions import DataError
+
+    card = yaml.safe_load((examples_dir() / "cards" / "EX_ttZ_3L.yaml").read_text())
+    card["systematics"]["Lumi"] = card["systematics"].pop("Luminosity")
+    path, card_path = _card_runcard(tmp_path, systematics=card["systematics"])
+    with pytest.raises(DataError) as info:
+        load_runcard(path)
+    assert f"{card_path}: unknown systematic category 'Lumi' at 'systematics.Lumi'" in str(
+        info.value)

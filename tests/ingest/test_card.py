@@ -96,3 +96,44 @@ def test_likelihood_layer_reads_cards(tmp_path: Path) -> None:
     assert measurement.stat == 0.1
     assert measurement.systematics == {"Jets": 0.05}
     assert measurement.theory == {"scale": 0.04}
+
+
+@pytest.mark.parametrize(
+    ("block", "change", "expected"),
+    [
+        ("systematics", {"Jetz": {"absolute": 0.05, "relative": 0.05}},
+         "unknown systematic category 'Jetz' at 'systematics.Jetz'"),
+        ("systematics", {"Background:": {"absolute": 0.05, "relative": 0.05}},
+         "unknown systematic category 'Background:' at 'systematics.Background:'"),
+        ("theory", {"bTagging": {"absolute": 0.05, "relative": 0.05}},
+         "theory category 'bTagging' at 'theory.bTagging' is an SFitter systematic category"),
+        ("parameters", {"muF": "scales"},
+         "unknown category 'scales' at 'parameters.muF': neither an SFitter systematic category "
+         "nor one of the card's theory categories (scale)"),
+    ],
+)
+def test_unknown_categories_are_refused_with_the_card_named(tmp_path: Path, block, change,
+                                                            expected) -> None:
+    document = example_card().to_dict()
+    document[block].update(change)
+    path = tmp_path / "card.yaml"
+    path.write_text(dump_card(document))  # written by hand, not through write_card
+    with pytest.raises(DataError) as info:
+        load_card(path)
+    assert f"{path}: {expected}" in str(info.value)
+    with pytest.raises(DataError, match="categor"):
+        write_card(document, tmp_path / "other.yaml")
+    assert not (tmp_path / "other.yaml").exists()
+
+
+def test_categories_of_impacts_and_known_kinds_accepted(tmp_path: Path) -> None:
+    document = example_card().to_dict()
+    document["systematics"]["Background:WZ"] = {"absolute": 0.02, "relative": 0.02}
+    document["parameters"]["mu_WZ"] = "Background:WZ"
+    document["parameters"]["lumi"] = "Luminosity"  # a systematic category without an entry
+    validate_card(document, where="ok.yaml")
+    document["impacts"] = [{"parameter": "x", "category": "Jest", "postfit_up": 0.1,
+                            "postfit_down": -0.1}]
+    with pytest.raises(DataError, match=r"ok\.yaml: unknown category 'Jest' at 'impacts\[0\]"
+                                         r"\.category'.*did you mean 'Jets'"):
+        validate_card(document, where="ok.yaml")
