@@ -575,6 +575,10 @@ def _sample(
         for i, n in enumerate(names)
     }
     timings: dict[str, float] = {"likelihood": time.perf_counter() - t_start}
+    from ..sampler.config import check_sampler_costs
+
+    check_sampler_costs(cfg, dim=len(names), n_data=max(len(getattr(likelihood, "observables", ())), 1),
+                        dtype_bytes=8 if rc.dtype == "float64" else 4, where=f"{where}: sampler")
 
     analytic = None
     if rc.analytic == "always" or (rc.analytic == "auto" and rc.linear_only):

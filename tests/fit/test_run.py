@@ -277,3 +277,19 @@ def test_overwrite_refuses_foreign_folders_before_any_work(tmp_path, monkeypatch
             overwrite=True)
     assert read_results(out).provenance["seed"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "project", "res"]
+
+
+def test_a_sampler_config_beyond_any_fit_is_refused_before_allocating(tmp_path, monkeypatch):
+    import dataclasses
+
+    from smeft_pyhf.exceptions import ConfigError
+    from smeft_pyhf.fit.runcard import build_sampler_config
+
+    fake = FakeSampler()
+    monkeypatch.setattr(run_module, "_run_sampler", fake)
+    cfg = build_sampler_config({})
+    cfg = dataclasses.replace(cfg, prescale=dataclasses.replace(cfg.prescale, n_samples=10**12))
+    with pytest.raises(ConfigError, match="prescale"):
+        run_fit(linear_runcard(), output=tmp_path / "res", progress=False, sampler_config=cfg)
+    assert fake.calls == 0
+    assert list(tmp_path.iterdir()) == []
