@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import math
@@ -61,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from smeft_pyhf._io import atomic_write_bytes
+from smeft_pyhf._io import load_tensors, save_tensors
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.annealing import (
     CheckedTarget,
@@ -316,29 +315,6 @@ class _StepRng:
         self._fork.__exit__(*exc)
 
 
-def _to_plain(value: Any) -> Any:
-    """NamedTuples -> tagged dicts, recursively (for ``torch.load(weights_only=True)``)."""
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {"__namedtuple__": type(value).__name__,
-                "fields": {k: _to_plain(v) for k, v in value._asdict().items()}}
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_plain(v) for v in value)
-    return value
-
-
-def _from_plain(value: Any) -> Any:
-    if isinstance(value, dict) and "__namedtuple__" in value:
-        cls = _RESULT_TYPES[value["__namedtuple__"]]
-        return cls(**{k: _from_plain(v) for k, v in value["fields"].items()})
-    if isinstance(value, dict):
-        return {k: _from_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_from_plain(v) for v in value)
-    return value
-
-
 def _config_hash(config: SamplerConfig, *, seed: int, names: Sequence[str],
                  ranges: Tensor | None, init_scale: float | Tensor,
                  init_mean: Tensor | None, device: torch.device) -> str:
@@ -362,20 +338,17 @@ def _config_hash(config: SamplerConfig, *, seed: int, names: Sequence[str],
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(_to_plain(state), buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_tensors(path, state)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        raw = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # a damaged or foreign file: start afresh
+        return load_tensors(path, types=_RESULT_TYPES, map_location=device)
+    except (ValueError, TypeError) as err:  # a damaged or foreign file: start afresh
         log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
         return None
-    return _from_plain(raw)
 
 
 def _cast_floats(result: Any, dtype: torch.dtype) -> Any:
