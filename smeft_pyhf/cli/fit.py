@@ -14,7 +14,7 @@ import click
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_command"]
+__all__ = ["convergence_lines", "fit_command"]
 
 
 def _fmt_interval(iv: object) -> str:
@@ -45,6 +45,26 @@ def summary_table(result: object) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def convergence_lines(result: object) -> str:
+    """The convergence figures of a fit as one line (empty when it was not sampled)."""
+    d = getattr(result, "diagnostics", None)
+    if d is None:
+        return ""
+    parts = []
+    if d.ess_fraction is not None:
+        parts.append(f"ESS/N {d.ess_fraction:.3g}")
+    if d.max_weight_share is not None:
+        parts.append(f"largest weight share {d.max_weight_share:.2g}")
+    if d.marginal_ess:
+        name, worst = min(d.marginal_ess.items(), key=lambda kv: kv[1])
+        parts.append(f"smallest marginal ESS {worst:.3g} ({name})")
+    if d.profile_converged_fraction is not None:
+        parts.append(f"profile points converged {100 * d.profile_converged_fraction:.1f}%")
+    if d.outside_fraction is not None:
+        parts.append(f"weight outside the ranges {d.outside_fraction:.2g}")
+    return "convergence: " + ", ".join(parts) if parts else ""
 
 
 @click.command()
@@ -122,7 +142,7 @@ def fit_command(
         click.echo(
             json.dumps(
                 {"results_dir": folder, "best_fit": data["best_fit"], "intervals": data["intervals"],
-                 "seconds": round(seconds, 2)},
+                 "diagnostics": data.get("diagnostics"), "seconds": round(seconds, 2)},
                 indent=1,
             )
         )
@@ -132,5 +152,15 @@ def fit_command(
         click.echo("analytic (linear Gaussian): " + ", ".join(
             f"{n} = {result.analytic.best_fit[n]:+.4g} +- {result.analytic.std[n]:.3g}"
             for n in result.names))
+    if convergence_lines(result):
+        click.echo(convergence_lines(result))
     ess = f"ESS {result.ess:.3g} of {result.n_samples} samples; " if result.ess else ""
     click.echo(f"{ess}{seconds:.1f} s. Results: {folder}  (* = limit at the edge of the range)")
+    warnings = result.warnings()
+    if any(w.figure != "at_prior_edge" for w in warnings):
+        click.echo("WARNING: this fit has not converged; do not use its numbers as they are:",
+                   err=True)
+        for warning in warnings:
+            click.echo(f"  - {warning.message()}", err=True)
+    elif warnings:
+        click.echo(f"Note: {warnings[0].message()}", err=True)

@@ -49,6 +49,7 @@ from .._io import (
     sha256_file,
 )
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
+from ..results.diagnostics import Diagnostics, marginal_ess
 from ..results.intervals import Interval
 from ..results.results_file import (
     RESULTS_FILENAME,
@@ -283,6 +284,7 @@ def from_sampler_result(
     best_lp = _get(result, "best_log_prob", "best_log_likelihood")
     timings = _get(result, "timings") or {}
     return {
+        "diagnostics": sampler_diagnostics(result, names=names),
         "ranges": dict(ranges),
         "best_fit": dict(best or {}),
         "best_log_likelihood": None if best_lp is None else float(best_lp),
@@ -296,6 +298,32 @@ def from_sampler_result(
         "log_evidence": _get(result, "log_evidence"),
         "timings": {k: float(v) for k, v in dict(timings).items() if isinstance(v, (int, float))},
     }
+
+
+def sampler_diagnostics(result: Any, *, names: tuple[str, ...]) -> Diagnostics:
+    """The convergence figures of a sampler result (see :mod:`smeft_pyhf.results.diagnostics`).
+
+    Figures the result does not carry (a stand-in without step results) stay None.
+    """
+    sample = getattr(result, "sample_result", None)
+    profile = getattr(result, "profile_result", None)
+    ess = _get(result, "ess")
+    n = _get(result, "n_samples")
+    fields: dict[str, Any] = {}
+    if ess is not None and n:
+        fields["ess_fraction"] = float(ess) / float(n)
+    if sample is not None:
+        n_s = float(sample.n_samples)
+        fields["max_weight_share"] = (
+            math.exp(float(sample.max_log_weight) - float(sample.log_evidence)) / n_s
+            if n_s > 0 and math.isfinite(float(sample.log_evidence)) else math.nan
+        )
+        fields["outside_fraction"] = float(sample.outside_fraction)
+        per_coefficient = marginal_ess(_numpy(sample.marginal1d), _numpy(sample.marginal1d_error))
+        fields["marginal_ess"] = {n: float(v) for n, v in zip(names, per_coefficient, strict=True)}
+    if profile is not None:
+        fields["profile_converged_fraction"] = float(profile.converged_fraction)
+    return Diagnostics(**fields)
 
 
 def box_prior(
@@ -406,7 +434,9 @@ def _prepare_work(work: Path, fingerprint: str) -> None:
     atomic_write_text(stamp, fingerprint + "\n")
 
 
-_CACHE_TYPES = {cls.__name__: cls for cls in (Histogram1D, Histogram2D, WeightHistogram)}
+_CACHE_TYPES = {
+    cls.__name__: cls for cls in (Histogram1D, Histogram2D, WeightHistogram, Diagnostics)
+}
 
 
 def _load_cached(path: Path) -> dict[str, Any] | None:
@@ -671,6 +701,8 @@ def _sample(
         **converted,
     )
     _log_summary(fit)
+    for warning in fit.warnings():
+        log.warning("not converged: %s", warning.message())
     log.info("five steps and histograms done in %.1f s", time.perf_counter() - t_start)
     return fit
 

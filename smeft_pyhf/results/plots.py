@@ -23,6 +23,7 @@ import io
 import logging
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -70,6 +71,38 @@ def _finish(fig: Figure, save_figure: str | os.PathLike[str] | None, close_figur
     if close_figure:
         plt.close(fig)
     return fig
+
+
+_WARNING_COLOUR = "tab:red"
+_FLAG_TEXT = {"marginal_ess": "noisy marginal", "at_prior_edge": "at prior edge"}
+_GLOBAL_FIGURES = ("ess_fraction", "max_weight_share", "profile_converged_fraction",
+                   "outside_fraction")
+
+
+def _flags(result: FitResult) -> tuple[dict[str, list[str]], list[str]]:
+    """Per-coefficient marks and whole-fit warnings from the fit's convergence figures."""
+    marks: dict[str, list[str]] = {}
+    banner: list[str] = []
+    for warning in result.warnings():
+        if warning.figure in _FLAG_TEXT:
+            for name in warning.coefficients:
+                marks.setdefault(name, []).append(_FLAG_TEXT[warning.figure])
+        elif warning.figure in _GLOBAL_FIGURES:
+            side = "<" if warning.figure in ("ess_fraction", "profile_converged_fraction") else ">"
+            banner.append(f"{warning.figure} {warning.value:.2g} {side} {warning.threshold:.2g}")
+    return marks, banner
+
+
+def _banner(fig: Figure, banner: list[str], *, width: int = 70, suptitle: bool = True) -> None:
+    """Mark a figure whose fit has not converged (red, wrapped to the figure)."""
+    if not banner:
+        return
+    text = textwrap.fill("NOT CONVERGED: " + ", ".join(banner), width=width)
+    if suptitle:
+        fig.suptitle(text, color=_WARNING_COLOUR, fontsize=8, weight="bold")
+    else:
+        fig.text(0.5, 0.995, text, ha="center", va="top", color=_WARNING_COLOUR, fontsize=9,
+                 weight="bold")
 
 
 def _label(name: str) -> str:
@@ -128,6 +161,7 @@ def triangle_plot(
         close_figure: close the figure after saving.
     """
     names = list(names or result.names)
+    marks, banner = _flags(result)
     n = len(names)
     size = max(2.0, min(2.4, 14.0 / max(n, 1)))
     fig, axes = plt.subplots(n, n, figsize=(size * n + 0.6, size * n + 0.6), squeeze=False)
@@ -149,6 +183,9 @@ def triangle_plot(
                             ax.stairs(y, h.edges, color=_COLOURS[method], lw=1.4, label=method)
                 ax.set_ylim(0, 1.1)
                 ax.set_yticks([])
+                if xname in marks:
+                    ax.text(0.02, 0.97, "! " + ", ".join(marks[xname]), transform=ax.transAxes,
+                            ha="left", va="top", fontsize=6, color=_WARNING_COLOUR)
                 if show_best_fit and xname in result.best_fit:
                     ax.axvline(result.best_fit[xname], color="0.4", lw=0.8, ls=":")
             else:
@@ -194,6 +231,7 @@ def triangle_plot(
     if title:
         fig.suptitle(str(title), x=0.03, y=0.985, ha="left", fontsize=11)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.07, top=0.95, hspace=0.08, wspace=0.08)
+    _banner(fig, banner, width=40 + 12 * n, suptitle=False)
     return _finish(fig, save_figure, close_figure)
 
 
@@ -285,13 +323,18 @@ def summary_plot(
         if name in result.best_fit:
             ax.plot(result.best_fit[name] * factors[name], y0, "k|", ms=10)
     ax.axvline(0.0, color="0.5", lw=0.8, ls="--")
+    marks, banner = _flags(result)
     ax.set_yticks(range(n))
     ax.set_yticklabels(
         [
-            _label(nm) + (f" $\\times${factors[nm]:g}" if factors[nm] != 1 else "")
+            ("! " if nm in marks else "")
+            + _label(nm) + (f" $\\times${factors[nm]:g}" if factors[nm] != 1 else "")
             for nm in reversed(names)
         ]
     )
+    for tick, nm in zip(ax.get_yticklabels(), reversed(names), strict=True):
+        if nm in marks:
+            tick.set_color(_WARNING_COLOUR)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel(r"Wilson coefficient $c_i / \Lambda^2$ [TeV$^{-2}$]")
     handles = []
@@ -307,7 +350,10 @@ def summary_plot(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13),
               ncol=len(methods), fontsize=8, frameon=False)
     title = "95% (light) and 68% (dark) intervals" if "68" in levels else "95% intervals"
+    if marks:
+        title += "; ! = " + ", ".join(sorted({m for v in marks.values() for m in v}))
     ax.set_title(title, fontsize=10)
+    _banner(fig, banner)
     fig.tight_layout()
     return _finish(fig, save_figure, close_figure)
 
@@ -336,7 +382,9 @@ def weight_plot(
         parts.append(f"ESS = {result.ess:.3g}")
         if result.n_samples:
             parts.append(f"({100 * result.ess / result.n_samples:.1f}%)")
-    ax.set_title(" ".join(parts), fontsize=10)
+    _, banner = _flags(result)
+    ax.set_title(" ".join(parts), fontsize=10, color=_WARNING_COLOUR if banner else "black")
+    _banner(fig, banner, width=55)
     fig.tight_layout()
     return _finish(fig, save_figure, close_figure)
 

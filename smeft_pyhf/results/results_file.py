@@ -70,6 +70,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..exceptions import InputError
+from .diagnostics import Diagnostics, DiagnosticWarning, assess
 from .intervals import Interval, marginalised_interval, profiled_interval
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class FitResult(NamedTuple):
         fixed: fixed coefficients and their values.
         config: the resolved run configuration.
         provenance: creation time, versions, input hashes, seed, device.
+        diagnostics: convergence figures (:mod:`smeft_pyhf.results.diagnostics`), or None.
     """
 
     names: tuple[str, ...]
@@ -185,6 +187,11 @@ class FitResult(NamedTuple):
     fixed: dict[str, float]
     config: dict[str, Any]
     provenance: dict[str, Any]
+    diagnostics: Diagnostics | None = None
+
+    def warnings(self) -> list[DiagnosticWarning]:
+        """The convergence figures that miss their thresholds (empty when none, or unsampled)."""
+        return [] if self.diagnostics is None else assess(self.diagnostics)
 
     def interval(
         self, name: str, *, method: str = "profiled", level: str = "95"
@@ -253,13 +260,20 @@ def make_fit_result(
     fixed: Mapping[str, float] | None = None,
     config: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    diagnostics: Diagnostics | None = None,
 ) -> FitResult:
-    """Assemble a :class:`FitResult`, normalising histograms and computing the intervals."""
+    """Assemble a :class:`FitResult`, normalising histograms and computing the intervals.
+
+    ``diagnostics`` gets its ``at_prior_edge`` flags from the 95% intervals.
+    """
     names = tuple(names)
     p1 = {k: _norm1d(v) for k, v in (profile1d or {}).items()}
     m1 = {k: _norm1d(v) for k, v in (marginal1d or {}).items()}
     p2 = {k: _norm2d(v) for k, v in (profile2d or {}).items()}
     m2 = {k: _norm2d(v) for k, v in (marginal2d or {}).items()}
+    intervals = compute_intervals(names, p1, m1)
+    if diagnostics is not None:
+        diagnostics = diagnostics._replace(at_prior_edge=prior_edge_flags(intervals))
     prov = dict(provenance or {})
     prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     prov.setdefault("versions", tool_versions())
@@ -272,7 +286,7 @@ def make_fit_result(
         marginal1d=m1,
         profile2d=p2,
         marginal2d=m2,
-        intervals=compute_intervals(names, p1, m1),
+        intervals=intervals,
         weights=weights,
         ess=None if ess is None else float(ess),
         n_samples=None if n_samples is None else int(n_samples),
@@ -282,7 +296,26 @@ def make_fit_result(
         fixed={k: float(v) for k, v in (fixed or {}).items()},
         config=dict(config or {}),
         provenance=prov,
+        diagnostics=diagnostics,
     )
+
+
+def prior_edge_flags(
+    intervals: Mapping[str, Mapping[str, Mapping[str, Interval]]], *, level: str = "95"
+) -> dict[str, tuple[str, ...]]:
+    """``name -> ("low", "high")`` sides where a ``level`` interval reaches the prior range."""
+    flags: dict[str, tuple[str, ...]] = {}
+    for name, methods in intervals.items():
+        sides = set()
+        for levels in methods.values():
+            iv = levels.get(level)
+            if iv is not None and iv.open_low:
+                sides.add("low")
+            if iv is not None and iv.open_high:
+                sides.add("high")
+        if sides:
+            flags[name] = tuple(sorted(sides))
+    return flags
 
 
 def _norm1d(h: Histogram1D) -> Histogram1D:
@@ -443,6 +476,8 @@ def results_to_dict(result: FitResult) -> dict[str, Any]:
         "analytic": analytic,
         "config": _encode_tree(result.config),
         "provenance": _encode_tree(result.provenance),
+        "diagnostics": None if result.diagnostics is None
+        else _encode_tree(result.diagnostics.to_dict()),
     }
 
 
@@ -563,6 +598,8 @@ def results_from_dict(data: Mapping[str, Any]) -> FitResult:
         fixed={k: _num(v, math.nan) for k, v in (data.get("fixed") or {}).items()},
         config=_decode_tree(dict(data.get("config") or {})),
         provenance=_decode_tree(dict(data.get("provenance") or {})),
+        diagnostics=None if not data.get("diagnostics")
+        else Diagnostics.from_dict(_decode_tree(dict(data["diagnostics"]))),
     )
 
 

@@ -1,0 +1,192 @@
+"""Convergence figures of a sampled fit and the warnings they raise.
+
+A fit's numbers are only as good as its importance weights and its profile maximisations. The
+figures kept in ``results.json`` and printed after ``smeft-pyhf fit``:
+
+* ``ess_fraction``: Kish effective sample size over the number of samples (step 4);
+* ``max_weight_share``: the largest single weight over the sum of all weights;
+* ``marginal_ess``: per coefficient, the effective number of samples behind the ends of its
+  95% marginal interval (:func:`marginal_ess`; equal weights give the number of samples);
+* ``profile_converged_fraction``: L-BFGS start points that met their gradient tolerance;
+* ``outside_fraction``: weight of samples outside the histogram ranges;
+* ``at_prior_edge``: coefficients whose 95% interval (profiled or marginalised) reaches the end
+  of the prior range, with the side (``low``, ``high``).
+
+:func:`assess` compares them with :class:`Thresholds` and returns one
+:class:`DiagnosticWarning` per figure that misses its threshold, naming what to do.
+
+Example:
+    >>> d = Diagnostics(ess_fraction=0.02, max_weight_share=0.03,
+    ...                 marginal_ess={"ctG": 150.0, "ctZ": 5e4})
+    >>> [w.figure for w in assess(d)]
+    ['ess_fraction', 'max_weight_share', 'marginal_ess']
+    >>> assess(d)[2].coefficients
+    ('ctG',)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DiagnosticWarning",
+    "Diagnostics",
+    "Thresholds",
+    "assess",
+    "marginal_ess",
+]
+
+
+class Thresholds(NamedTuple):
+    """Where a convergence figure stops being trustworthy.
+
+    Attributes:
+        ess_fraction: smallest ESS/N: below it the flow covers the posterior's mass but not its
+            shape, and a few samples carry the result.
+        max_weight_share: largest share of the total weight one sample may hold.
+        marginal_ess: smallest effective sample size behind a marginal histogram; with 1000 the
+            Monte-Carlo noise of a 95% interval end is about 0.1 of the marginal's standard
+            deviation (quantile error ``sqrt(q (1 - q) / n) / pdf``, q = 0.025, Gaussian).
+        profile_converged_fraction: smallest fraction of converged profile maximisations.
+        outside_fraction: largest weight outside the histogram ranges.
+    """
+
+    ess_fraction: float = 0.1
+    max_weight_share: float = 1e-3
+    marginal_ess: float = 1000.0
+    profile_converged_fraction: float = 0.95
+    outside_fraction: float = 0.01
+
+
+class DiagnosticWarning(NamedTuple):
+    """One convergence figure that missed its threshold."""
+
+    figure: str
+    value: float
+    threshold: float
+    coefficients: tuple[str, ...]
+    advice: str
+
+    def message(self) -> str:
+        """One sentence for the log and the summary."""
+        who = f" ({', '.join(self.coefficients)})" if self.coefficients else ""
+        if self.figure == "at_prior_edge":
+            return f"at the prior edge{who}: {self.advice}"
+        return (f"{self.figure} = {self.value:.3g}{who} misses its threshold "
+                f"{self.threshold:.3g}: {self.advice}")
+
+
+class Diagnostics(NamedTuple):
+    """The convergence figures of a fit (see the module docstring); None where not measured."""
+
+    ess_fraction: float | None = None
+    max_weight_share: float | None = None
+    marginal_ess: dict[str, float] = {}
+    profile_converged_fraction: float | None = None
+    outside_fraction: float | None = None
+    at_prior_edge: dict[str, tuple[str, ...]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping for ``results.json`` (warnings included)."""
+        out = self._asdict()
+        out["at_prior_edge"] = {k: list(v) for k, v in self.at_prior_edge.items()}
+        out["warnings"] = [w._asdict() | {"coefficients": list(w.coefficients)}
+                           for w in assess(self)]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnostics:
+        """Inverse of :meth:`to_dict` (warnings are recomputed, not read)."""
+        fields = {k: data.get(k) for k in cls._fields if k in data}
+        fields["marginal_ess"] = {k: float(v) for k, v in (data.get("marginal_ess") or {}).items()}
+        fields["at_prior_edge"] = {k: tuple(v) for k, v in (data.get("at_prior_edge") or {}).items()}
+        return cls(**fields)
+
+
+_ADVICE = {
+    "ess_fraction": "the flow has not learnt the posterior's shape; train longer (sampler: train: "
+                    "n_batches), use a larger flow, or run on a GPU with --device cuda",
+    "max_weight_share": "a few samples carry the result; train longer or draw more samples "
+                        "(sampler: sample: n_batches), or run on a GPU with --device cuda",
+    "marginal_ess": "these marginals and their intervals are noisy; draw more samples "
+                    "(sampler: sample: n_batches) or train longer",
+    "profile_converged_fraction": "profiles may sit below their maxima; raise sampler: profile: "
+                                  "max_steps",
+    "outside_fraction": "the histogram ranges cut off posterior mass; widen the coefficients' "
+                        "ranges in the runcard",
+    "at_prior_edge": "their 95% intervals reach the end of the prior range, so the limit there "
+                     "is set by the range; widen it in the runcard where the physics allows",
+}
+
+
+def assess(diagnostics: Diagnostics, thresholds: Thresholds = Thresholds()) -> list[DiagnosticWarning]:
+    """The figures of ``diagnostics`` that miss ``thresholds``, one warning each."""
+    out: list[DiagnosticWarning] = []
+
+    def low(figure: str, value: float | None) -> None:
+        limit = getattr(thresholds, figure)
+        if value is not None and math.isfinite(limit) and not value >= limit:
+            out.append(DiagnosticWarning(figure, float(value), limit, (), _ADVICE[figure]))
+
+    def high(figure: str, value: float | None) -> None:
+        limit = getattr(thresholds, figure)
+        if value is not None and not value <= limit:
+            out.append(DiagnosticWarning(figure, float(value), limit, (), _ADVICE[figure]))
+
+    low("ess_fraction", diagnostics.ess_fraction)
+    high("max_weight_share", diagnostics.max_weight_share)
+    noisy = {k: v for k, v in diagnostics.marginal_ess.items() if not v >= thresholds.marginal_ess}
+    if noisy:
+        worst = min(noisy.values())
+        out.append(DiagnosticWarning("marginal_ess", float(worst), thresholds.marginal_ess,
+                                     tuple(noisy), _ADVICE["marginal_ess"]))
+    low("profile_converged_fraction", diagnostics.profile_converged_fraction)
+    high("outside_fraction", diagnostics.outside_fraction)
+    if diagnostics.at_prior_edge:
+        out.append(DiagnosticWarning("at_prior_edge", float(len(diagnostics.at_prior_edge)), 0.0,
+                                     tuple(diagnostics.at_prior_edge), _ADVICE["at_prior_edge"]))
+    return out
+
+
+def marginal_ess(probability: Any, error: Any, *, tail: float = 0.025) -> np.ndarray:
+    """Per row, the effective number of samples behind the 95% interval ends of a marginal.
+
+    The estimated cumulative probability ``F`` at the bin where the lower (upper) tail of
+    ``tail`` ends has the weighted-sample variance ``sum_b e_b^2 (1[b <= k] - F)^2``; with ``n``
+    equally weighted samples it is ``F (1 - F) / n``. The figure is ``F (1 - F) / variance``,
+    the smaller of the two tails: heavy samples in a tail lower it, heavy samples in the bulk
+    much less.
+
+    Args:
+        probability: ``(d, bins)`` weight fraction per bin.
+        error: ``(d, bins)`` its Monte-Carlo error ``sqrt(sum w^2) / sum w`` (same
+            normalisation).
+        tail: probability in each tail (0.025: the ends of a central 95% interval).
+
+    Example:
+        >>> p = np.array([[0.1, 0.2, 0.4, 0.2, 0.1]]); n = 1000  # equal weights: counts / n
+        >>> marginal_ess(p, np.sqrt(p * n) / n, tail=0.05).round(6).tolist()
+        [1000.0]
+    """
+    p = np.atleast_2d(np.asarray(probability, dtype=float))
+    e = np.atleast_2d(np.asarray(error, dtype=float))
+    total = p.sum(axis=-1, keepdims=True)
+    total = np.where(total > 0, total, 1.0)
+    p, e = p / total, e / total  # the histogram's own mass (inside the ranges) is the reference
+    out = np.full(p.shape[0], np.inf)
+    for row in range(p.shape[0]):
+        cdf = np.cumsum(p[row])
+        for q, lower in ((tail, True), (1.0 - tail, False)):
+            k = int(np.searchsorted(cdf, q)) if lower else int(np.searchsorted(cdf, q)) - 1
+            k = min(max(k, 0), p.shape[1] - 1)
+            f = cdf[k]
+            var = float(np.sum(e[row] ** 2 * ((np.arange(p.shape[1]) <= k) - f) ** 2))
+            if var > 0 and 0 < f < 1:
+                out[row] = min(out[row], f * (1 - f) / var)
+            elif var == 0 and 0 < f < 1:
+                out[row] = min(out[row], 0.0)
+    return out
