@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from smeft_pyhf.fit.run import box_prior, build_fit_likelihood
+from smeft_pyhf.fit.run import build_fit_likelihood, fit_target
 from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
 from smeft_pyhf.sampler.pipeline import STEPS, SamplerConfig, run_sampler
 from smeft_pyhf.sampler.toys import CorrelatedGaussian, random_covariance
@@ -38,16 +38,8 @@ def _target(kind: str, device: torch.device, runcard: Path):
         # the real top-quark likelihood of the runcard, with the fit's flat prior box, exactly
         # as `smeft-pyhf fit` builds it
         rc = load_runcard(runcard)
-        likelihood = build_fit_likelihood(rc)
-        names = list(likelihood.names)
-        model = likelihood.to(device=device, dtype=torch.float32)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        low = torch.tensor([rc.ranges[n][0] for n in names], device=device)
-        high = torch.tensor([rc.ranges[n][1] for n in names], device=device)
-        return (box_prior(model.log_prob, low, high), names, (high - low) / 4.0,
-                0.5 * (low + high), torch.stack([low, high], 1))
+        t = fit_target(build_fit_likelihood(rc), rc.ranges, device=device)
+        return t.log_prob, list(t.names), t.init_scale, t.init_mean, t.ranges
     g = torch.Generator().manual_seed(22)
     cov = random_covariance(22, generator=g, dtype=torch.float64)
     mean = torch.randn(22, generator=g, dtype=torch.float64)

@@ -34,7 +34,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -66,8 +66,10 @@ from .runcard import Runcard, build_sampler_config, load_runcard
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FitTarget",
     "analytic_solution",
     "build_fit_likelihood",
+    "fit_target",
     "from_sampler_result",
     "resolve_device",
     "run_fit",
@@ -324,6 +326,64 @@ def sampler_diagnostics(result: Any, *, names: tuple[str, ...]) -> Diagnostics:
     if profile is not None:
         fields["profile_converged_fraction"] = float(profile.converged_fraction)
     return Diagnostics(**fields)
+
+
+class FitTarget(NamedTuple):
+    """What the sampler needs of a fit: the target and where to look.
+
+    Attributes:
+        log_prob: ``log L`` with the flat prior box (:func:`box_prior`), batched ``(B, d)``.
+        names: its coordinates.
+        ranges: ``(d, 2)`` the prior box, also the histogram ranges.
+        init_mean: ``(d,)`` where the pre-scaling starts (the analytic best fit when known,
+            else the box centre).
+        init_scale: ``(d,)`` its initial width (a quarter of the box).
+    """
+
+    log_prob: Callable[[Any], Any]
+    names: tuple[str, ...]
+    ranges: Any
+    init_mean: Any
+    init_scale: Any
+
+
+def fit_target(
+    likelihood: Any,
+    ranges: Mapping[str, tuple[float, float]],
+    *,
+    device: str = "cpu",
+    dtype: Any = None,
+    analytic: AnalyticSolution | None = None,
+) -> FitTarget:
+    """The sampler's target of a fit: a frozen copy of ``likelihood`` on ``device``/``dtype``
+    with the flat prior of ``ranges``.
+
+    Example:
+        >>> from smeft_pyhf._resources import examples_dir
+        >>> rc = load_runcard(examples_dir() / "default_runcard.yaml")
+        >>> t = fit_target(build_fit_likelihood(rc), rc.ranges)
+        >>> t.names, tuple(t.ranges.shape)
+        (('ctG', 'ctZ', 'ctW', 'cpQM', 'c8qt'), (5, 2))
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    names = tuple(likelihood.names)
+    model = copy.deepcopy(likelihood).to(device=device, dtype=dtype)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    low = torch.tensor([ranges[n][0] for n in names], dtype=dtype, device=device)
+    high = torch.tensor([ranges[n][1] for n in names], dtype=dtype, device=device)
+    init_mean = 0.5 * (low + high)
+    if analytic is not None:
+        init_mean = torch.tensor(
+            [analytic.best_fit.get(n, float(init_mean[i])) for i, n in enumerate(names)],
+            dtype=dtype,
+            device=device,
+        )
+    return FitTarget(box_prior(model.log_prob, low, high), names, torch.stack([low, high], 1),
+                     init_mean, (high - low) / 4.0)
 
 
 def box_prior(
@@ -638,22 +698,7 @@ def _sample(
     if converted is not None:
         log.info("sampler result found in %s: skipping the five steps", work)
     else:
-        model = copy.deepcopy(likelihood).to(device=dev, dtype=dtype)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-
-        low = torch.tensor([ranges[n][0] for n in names], dtype=dtype, device=dev)
-        high = torch.tensor([ranges[n][1] for n in names], dtype=dtype, device=dev)
-        log_prob = box_prior(model.log_prob, low, high)
-        init_scale = (high - low) / 4.0
-        init_mean = 0.5 * (low + high)
-        if analytic is not None:
-            init_mean = torch.tensor(
-                [analytic.best_fit.get(n, float(init_mean[i])) for i, n in enumerate(names)],
-                dtype=dtype,
-                device=dev,
-            )
+        target = fit_target(likelihood, ranges, device=dev, dtype=dtype, analytic=analytic)
         log.info(
             "sampling %d coefficients on %s (%s), seed %d: %s",
             len(names),
@@ -664,15 +709,15 @@ def _sample(
         )
         t0 = time.perf_counter()
         result = _run_sampler(
-            log_prob,
+            target.log_prob,
             names=names,
-            ranges=torch.tensor([ranges[n] for n in names], dtype=dtype, device=dev),
+            ranges=target.ranges,
             config=cfg,
             seed=rc.seed,
             checkpoint_dir=work / "checkpoints",
             progress=progress,
-            init_scale=init_scale,
-            init_mean=init_mean,
+            init_scale=target.init_scale,
+            init_mean=target.init_mean,
         )
         timings["sampler"] = time.perf_counter() - t0
         converted = from_sampler_result(result, names=names, ranges=ranges)

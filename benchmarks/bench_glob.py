@@ -1,0 +1,207 @@
+"""The global fit on the CPU: per-step time, ESS/N, largest weight share, two-seed agreement,
+and where the importance-weight variance comes from.
+
+    python benchmarks/bench_glob.py                       # configs/glob_quad_fit.yaml, seed 1
+    python benchmarks/bench_glob.py --seeds 1 2           # + agreement of the 95% intervals
+    python benchmarks/bench_glob.py --analyse             # + weight-variance table (kept samples)
+    python benchmarks/bench_glob.py --runcard configs/top_quark_fit.yaml --analyse
+
+The target is built exactly as ``smeft-pyhf fit`` builds it (``fit.run.fit_target``); the
+sampler runs the runcard's own sampler block. ``--analyse`` keeps up to ``--keep`` samples of
+step 4 with their weights and prints, per coefficient, how the weighted marginal differs from
+the flow's own (unweighted) one, how the weight depends on the distance to the prior box
+edges, and the weight share of each side of a two-mode coefficient; the figures also go to
+``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smeft_pyhf.fit.run import build_fit_likelihood, fit_target, from_sampler_result
+from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
+from smeft_pyhf.results.results_file import make_fit_result
+from smeft_pyhf.sampler.pipeline import STEPS, run_sampler
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and standard deviation per column."""
+    p = w / w.sum()
+    mean = p @ x
+    return mean, np.sqrt(np.maximum(p @ (x - mean) ** 2, 0.0))
+
+
+def kish(w: np.ndarray) -> float:
+    return float(w.sum() ** 2 / (w**2).sum()) if w.size and w.sum() > 0 else 0.0
+
+
+def analyse(x: np.ndarray, log_w: np.ndarray, names: list[str], low: np.ndarray,
+            high: np.ndarray) -> dict:
+    """Where the weight variance sits (see the module docstring)."""
+    w = np.exp(log_w - log_w.max())
+    n = len(w)
+    mean_w, std_w = weighted_moments(x, w)
+    mean_q, std_q = x.mean(0), x.std(0)
+    order = np.argsort(w)[::-1]
+    heavy = order[: max(10, n // 10000)]
+    # distance to the nearest prior edge in units of the posterior width
+    edge = np.minimum(x - low, high - x) / std_w
+    rows = []
+    for i, name in enumerate(names):
+        near = edge[:, i] < 1.0
+        z_heavy = np.abs(x[heavy, i] - mean_w[i]) / std_w[i]
+        rows.append({
+            "name": name,
+            "width": float(std_w[i]),
+            "mean_shift": float((mean_q[i] - mean_w[i]) / std_w[i]),
+            "std_ratio": float(std_q[i] / std_w[i]),
+            "heavy_abs_z": float(np.median(z_heavy)),
+            "near_edge_samples": float(near.mean()),
+            "near_edge_weight": float(w[near].sum() / w.sum()),
+            "near_edge_ess": kish(w[near]) / max(int(near.sum()), 1),
+        })
+    # two-mode coefficients: a dip in the weighted marginal between two peaks
+    modes = []
+    for i, name in enumerate(names):
+        hist, edges = np.histogram(x[:, i], bins=60, range=(low[i], high[i]), weights=w)
+        smooth = np.convolve(hist, np.ones(3) / 3, mode="same")
+        peaks = [k for k in range(1, 59) if smooth[k] >= smooth[k - 1] and smooth[k] > smooth[k + 1]
+                 and smooth[k] > 0.05 * smooth.max()]
+        if len(peaks) < 2:
+            continue
+        a, b = peaks[0], peaks[-1]
+        dip = a + 1 + int(np.argmin(smooth[a + 1:b]))
+        if smooth[dip] > 0.5 * min(smooth[a], smooth[b]):
+            continue  # noise, not two modes
+        cut = edges[dip]
+        for side, sel in (("below", x[:, i] < cut), ("above", x[:, i] >= cut)):
+            modes.append({"name": name, "cut": float(cut), "side": side,
+                          "samples": float(sel.mean()), "weight": float(w[sel].sum() / w.sum()),
+                          "ess_fraction_within": kish(w[sel]) / max(int(sel.sum()), 1)})
+    return {
+        "n": n,
+        "ess_fraction": kish(w) / n,
+        "top1_share": float(w[order[0]] / w.sum()),
+        "top100_share": float(w[order[:100]].sum() / w.sum()),
+        "coefficients": rows,
+        "modes": modes,
+    }
+
+
+def print_analysis(a: dict) -> None:
+    print(f"\nweight variance: {a['n']} kept samples, ESS/N {a['ess_fraction']:.4f}, "
+          f"largest weight {a['top1_share']:.2e} of the total, top 100 {a['top100_share']:.3f}")
+    print("| coefficient | width | (mean_q - mean_p)/sd | sd_q/sd_p | median |z| of heaviest | "
+          "samples < 1 sd from edge | their weight | their ESS/N |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = sorted(a["coefficients"], key=lambda r: -abs(r["mean_shift"]) - abs(1 - r["std_ratio"]))
+    for r in rows:
+        print(f"| {r['name']} | {r['width']:.3g} | {r['mean_shift']:+.3f} | {r['std_ratio']:.3f} | "
+              f"{r['heavy_abs_z']:.2f} | {r['near_edge_samples']:.4f} | {r['near_edge_weight']:.4f} | "
+              f"{r['near_edge_ess']:.3f} |")
+    if a["modes"]:
+        print("\n| coefficient | cut | side | sample share | weight share | ESS/N within |")
+        print("|---|---|---|---|---|---|")
+        for m in a["modes"]:
+            print(f"| {m['name']} | {m['cut']:.3g} | {m['side']} | {m['samples']:.3f} | "
+                  f"{m['weight']:.3f} | {m['ess_fraction_within']:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runcard", type=Path, default=REPO / "configs" / "glob_quad_fit.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--analyse", action="store_true")
+    parser.add_argument("--keep", type=int, default=500_000, help="samples kept for --analyse")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    rc = load_runcard(args.runcard)
+    t0 = time.perf_counter()
+    likelihood = build_fit_likelihood(rc)
+    target = fit_target(likelihood, rc.ranges, device=args.device)
+    names = list(target.names)
+    print(f"{args.runcard.name}: {len(names)} coefficients, likelihood built in "
+          f"{time.perf_counter() - t0:.1f} s; {torch.get_num_threads()} torch threads")
+    config = build_sampler_config(rc.sampler)
+    if args.analyse:
+        config = dataclasses.replace(
+            config, sample=dataclasses.replace(config.sample, keep_samples=args.keep))
+    figures: dict = {"runcard": str(args.runcard), "runs": []}
+    fits = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        res = run_sampler(target.log_prob, names=names, config=config, seed=seed,
+                          progress=args.verbose, init_scale=target.init_scale,
+                          init_mean=target.init_mean, ranges=target.ranges)
+        total = time.perf_counter() - t0
+        ranges = {n: tuple(rc.ranges[n]) for n in names}
+        fit = make_fit_result(names=names, **from_sampler_result(res, names=tuple(names),
+                                                                 ranges=ranges))
+        fits.append(fit)
+        d = fit.diagnostics
+        s = res.sample_result
+        print(f"\nseed {seed}: " + ", ".join(f"{k} {res.timings[k]:.1f} s" for k in STEPS)
+              + f"; total {total:.1f} s")
+        print(f"  ESS/N {res.ess_fraction:.4f} of {res.n_samples} samples, largest weight share "
+              f"{d.max_weight_share:.2e}, log Z {s.log_evidence:.3f} +- {s.log_evidence_error:.3f}")
+        worst = min(d.marginal_ess.items(), key=lambda kv: kv[1])
+        print(f"  smallest marginal ESS {worst[1]:.3g} ({worst[0]}), profile converged "
+              f"{100 * d.profile_converged_fraction:.1f}%, outside {d.outside_fraction:.2g}")
+        broken = [n for n in names if len(fit.interval(n, method="profiled").segments) > 1]
+        print(f"  profiled 95% intervals in pieces: {len(broken)} {broken}")
+        train = res.train_result
+        run = {"seed": seed, "timings": dict(res.timings), "total": total,
+               "ess_fraction": res.ess_fraction, "n_samples": res.n_samples,
+               "diagnostics": d.to_dict(), "log_evidence": s.log_evidence,
+               "broken_profiled": broken,
+               "train_ess_history": [float(v) for v in train.ess_history]}
+        if args.analyse and s.samples.shape[0]:
+            a = analyse(s.samples.double().cpu().numpy(), s.samples_log_weight.double().cpu().numpy(),
+                        names, target.ranges[:, 0].double().cpu().numpy(),
+                        target.ranges[:, 1].double().cpu().numpy())
+            print_analysis(a)
+            run["analysis"] = a
+        figures["runs"].append(run)
+    if len(fits) >= 2:
+        a, b = fits[0], fits[1]
+        worst = (0.0, "", "")
+        for n in names:
+            sd = float(np.sqrt(np.sum(a.marginal1d[n].density * (a.marginal1d[n].centres
+                                                                  - np.average(a.marginal1d[n].centres, weights=a.marginal1d[n].density)) ** 2)
+                               / np.sum(a.marginal1d[n].density)))
+            for method in ("marginalised", "profiled"):
+                ia, ib = a.interval(n, method=method), b.interval(n, method=method)
+                diff = max(abs(ia.low - ib.low), abs(ia.high - ib.high)) / sd
+                if math.isfinite(diff) and diff > worst[0]:
+                    worst = (diff, n, method)
+        print(f"\ntwo seeds: worst 95% interval-end difference {worst[0]:.3f} marginal sd "
+              f"({worst[1]}, {worst[2]})")
+        figures["two_seed_worst"] = {"sd": worst[0], "coefficient": worst[1], "method": worst[2]}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak host RSS {rss:,.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
