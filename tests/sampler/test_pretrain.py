@@ -35,18 +35,24 @@ def test_pretrain_fits_mean_and_covariance():
     res = pretrain(flow, TARGET.log_prob, x, log_weights=log_w, config=config, generator=g)
     assert res.n_steps == 8 * 8 and len(res.losses) == res.n_steps
     assert res.samples.shape == (2048, 2)
-    # loss goes down towards the entropy (mean of the last epoch; statistical error ~0.04)
+    # Bounds from the spread over "the 24 runs": seeds 0-7 of this generator under each of
+    # ATEN_CPU_CAPABILITY=default, =avx2 and the native avx512, as mean +- sd; bound |mean| + 5
+    # sd, rounded up.
+    # loss goes down towards the entropy (mean of the last epoch): over the 24 runs the first
+    # loss is 0.43-0.70 above it; last - entropy is 0.018 +- 0.034 (sd), at most 0.060
     last = sum(res.losses[-8:]) / 8
-    assert res.losses[0] > last and abs(last - ENTROPY) < 0.15
-    # the adaptive Metropolis kernel sits at the target acceptance
-    assert abs(res.acceptance - 0.33) < 0.05
+    assert res.losses[0] > last and abs(last - ENTROPY) < 0.19
+    # the adaptive Metropolis kernel sits at the target acceptance: acceptance - 0.33 is
+    # 0.0030 +- 0.0002 (sd) over the 24 runs
+    assert abs(res.acceptance - 0.33) < 0.004
     # flow samples reproduce mean and covariance. Statistical errors: 20000 flow samples give
     # ~0.01; the 2048 training points (resampled from weights, so duplicated, then moved by
-    # MCMC) give ~0.03-0.05 on the mean. Over seeds 0-2 we measured |mean| <= 0.10 and
-    # |cov - COV| <= 0.065, hence the tolerances 0.15 and 0.12.
+    # MCMC) give more. Over the 24 runs: max |mean| 0.062 +- 0.037 (sd), at most 0.132;
+    # max |cov - COV| 0.054 +- 0.030, at most 0.099 (the old bounds 0.15 and 0.12, from seeds
+    # 0-2, were only 2.4 and 2.2 sd out)
     samples, _ = flow.draw(20000, generator=g)
-    assert torch.allclose(samples.mean(0), torch.zeros(2), atol=0.15)
-    assert torch.allclose(torch.cov(samples.T), COV, atol=0.12)
+    assert torch.allclose(samples.mean(0), torch.zeros(2), atol=0.25)
+    assert torch.allclose(torch.cov(samples.T), COV, atol=0.21)
 
 
 def test_pretrain_counts_evaluations_and_reports_status():

@@ -1,7 +1,9 @@
 """Step 3 (training): AIS-based NIS with a prioritised buffer on a Gaussian and a mixture.
 
-ESS/N thresholds were measured with exactly these configurations (seeds 0-4, 2 CPU threads);
-see the comments at each assertion.
+Bounds on random results are 5 standard errors computed in the test from the importance
+weights, or the spread over "the 24 runs": seeds 0-7 of the test's generator under each of
+ATEN_CPU_CAPABILITY=default, =avx2 and the native avx512 (1 CPU thread), as mean +- sd; a
+threshold is mean -+ 5 sd, rounded to the safe side.
 """
 
 from __future__ import annotations
@@ -52,13 +54,17 @@ def test_training_learns_a_correlated_gaussian():
     config = TrainConfig(batch_size=256, n_batches=12, buffered_per_online=6)
     res = train(flow, GAUSS, config=config, generator=g)
     assert res.n_steps == 12 * 7 and len(res.losses) == res.n_steps
-    assert len(res.ess_history) == 12 and res.ess_history[0] < 0.5
+    # ESS/N of the first batch over the 24 runs: 0.363 +- 0.035 (sd), at most 0.432
+    assert len(res.ess_history) == 12 and res.ess_history[0] < 0.55
     ess, x, log_w = flow_ess(flow, GAUSS, g)
-    # measured ESS/N 0.972-0.984 over seeds 0-4 (0.32-0.43 at the start); threshold 0.9
-    assert ess > 0.9
-    # the log-normaliser estimate is unbiased: Z = 1 within a few standard errors (~0.002)
+    # ESS/N after training over the 24 runs: 0.977 +- 0.006 (sd), at least 0.9655
+    assert ess > 0.94
+    # the log-normaliser estimate is unbiased (fresh flow draws, no resampling): Z = 1 within
+    # 5 of its standard errors sqrt(1/ESS - 1/N) (~0.001; the 24 runs: |log Z| <= 1.5 SE)
     log_z = torch.logsumexp(log_w, 0) - math.log(x.shape[0])
-    assert abs(float(log_z)) < 0.02
+    w = torch.softmax(log_w.double(), 0)
+    se = math.sqrt(float((w**2).sum()) - 1 / x.shape[0])
+    assert abs(float(log_z)) < 5 * se
     # the AIS evaluations: 256 flow points + 4 AIS steps x 256 per online batch
     assert res.n_evaluations == 12 * 256 * 5
 
@@ -69,14 +75,19 @@ def test_training_finds_both_modes_of_a_mixture():
     config = TrainConfig(batch_size=256, n_batches=15, buffered_per_online=6)
     train(flow, mixture, config=config, generator=g)
     ess, x, log_w = flow_ess(flow, mixture, g)
-    # measured ESS/N 0.873-0.908 over seeds 0-4 (0.10-0.13 at the start); threshold 0.75
-    assert ess > 0.75
-    # no mode collapse: the unweighted flow samples put ~70/30 into the two modes (binomial
-    # SE 0.003; measured 0.678-0.707), and the weighted fraction is 0.7 within a few SE
+    # ESS/N over the 24 runs: 0.900 +- 0.009 (sd), at least 0.884
+    assert ess > 0.85
+    # no mode collapse: the unweighted flow samples put ~70/30 into the two modes. The flow
+    # is not exact, so the bound is the spread (binomial SE is only 0.003): over the 24 runs
+    # the fraction - 0.7 is -0.012 +- 0.009 (sd), at most 0.027 off
     upper = x[:, 0] + x[:, 1] > 0
     assert abs(float(upper.float().mean()) - 0.7) < 0.06
-    w = torch.softmax(log_w, 0)
-    assert abs(float(w[upper].sum()) - 0.7) < 0.02
+    # the weighted fraction is 0.7 within 5 delta-method standard errors
+    # sqrt(sum w^2 (1_upper - f)^2) (~0.0035; the 24 runs: within 2.4 SE)
+    w = torch.softmax(log_w.double(), 0)
+    frac = float(w[upper].sum())
+    se = float(torch.sqrt((w**2 * (upper.double() - frac) ** 2).sum()))
+    assert abs(frac - 0.7) < 5 * se
 
 
 def test_training_with_buffer_beats_a_plain_start_and_handles_minus_inf():
@@ -88,9 +99,11 @@ def test_training_with_buffer_beats_a_plain_start_and_handles_minus_inf():
     flow = build_flow(2, config=FLOW, generator=g)
     res = train(flow, half, config=TrainConfig(batch_size=256, n_batches=8), generator=g)
     assert all(math.isfinite(v) for v in res.losses)
+    # over the 24 runs: ESS/N 0.25-0.32 at the start, 0.87-0.93 at the end
     assert res.ess_history[-1] > res.ess_history[0]
     x, _ = flow.draw(4000, generator=g)
-    assert float((x[:, 0] + x[:, 1] > -1).float().mean()) > 0.9
+    # fraction inside the support over the 24 runs: 0.952 +- 0.007 (sd), at least 0.936
+    assert float((x[:, 0] + x[:, 1] > -1).float().mean()) > 0.91
 
 
 def test_plain_nis_without_ais_and_without_buffer():
@@ -99,6 +112,7 @@ def test_plain_nis_without_ais_and_without_buffer():
     config = TrainConfig(batch_size=256, n_batches=10, ais_steps=0, buffered_per_online=0)
     res = train(flow, GAUSS, config=config, generator=g)
     assert res.n_steps == 10 and res.n_evaluations == 10 * 256
+    # over the 24 runs: ESS/N 0.32-0.43 at the start, 0.61-0.67 at the end
     assert res.ess_history[-1] > res.ess_history[0]
 
 
