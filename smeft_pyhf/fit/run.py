@@ -718,6 +718,7 @@ def _sample(
             progress=progress,
             init_scale=target.init_scale,
             init_mean=target.init_mean,
+            support=target.ranges,
         )
         timings["sampler"] = time.perf_counter() - t0
         converted = from_sampler_result(result, names=names, ranges=ranges)

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError, DataError
@@ -69,6 +70,7 @@ __all__ = [
     "resample_indices",
     "run_mcmc",
     "standardise",
+    "unbounded",
 ]
 
 log = logging.getLogger(__name__)
@@ -881,23 +883,47 @@ def prescale(
 
 
 class Standardised:
-    r"""The target in standardised coordinates :math:`z = A^{-1}(x - \mu)`.
+    r"""The target in standardised coordinates :math:`z = A^{-1}(u(x) - \mu)`.
 
     With ``factor=None`` the map is diagonal, :math:`A = \mathrm{diag}(\sigma)` (the paper's
     pre-scaling); with a lower-triangular ``factor`` :math:`A = L` (Cholesky factor of the
     pre-scaling covariance: whitening that also removes linear correlations).
-    :math:`\log p_z(z) = \log p(\mu + A z) + \log|\det A|`, so the density stays normalised.
-    Calling the object evaluates :math:`\log p_z`.
+
+    ``u(x) = x`` except for the ``bounded`` coordinates of a ``support`` box ``[low, high]``
+    (a flat prior outside which the target vanishes), where
+    :math:`u = \mathrm{logit}((x - \mathrm{low}) / (\mathrm{high} - \mathrm{low}))`: the flow
+    then lives on all of :math:`\mathbb{R}^d` while every point it draws lies inside the box,
+    and a posterior cut off sharply at an edge becomes a smooth exponential tail in ``u``.
+    ``mean``, ``std`` and ``factor`` are moments in ``u``.
+
+    :math:`\log p_z(z) = \log p(x(z)) + \log|\partial x / \partial z|`, so the density stays
+    normalised; calling the object evaluates it, :meth:`log_det` gives the log-Jacobian.
 
     Attributes:
         log_prob: the original target.
         mean: :math:`\mu` ``(d,)``.
         std: :math:`\sigma` ``(d,)``.
         factor: ``None`` or the lower-triangular :math:`L` ``(d, d)``.
+        support: ``None`` or the ``(d, 2)`` box.
+        bounded: ``None`` or the ``(d,)`` mask of the coordinates mapped through the logit.
+        log_jacobian: :math:`\log|\det A|` (the affine part of :meth:`log_det`).
+
+    Example:
+        >>> box = torch.tensor([[0.0, 1.0]])
+        >>> f = Standardised(lambda x: torch.zeros(x.shape[0]), torch.zeros(1), torch.ones(1),
+        ...                  support=box, bounded=torch.tensor([True]))
+        >>> [round(v, 6) for v in f.to_original(torch.tensor([[-30.0], [0.0], [30.0]])).flatten().tolist()]
+        [0.0, 0.5, 1.0]
+        >>> round(float(f(torch.tensor([[0.0]]))), 4)  # log(1/4): the logistic density at 0
+        -1.3863
     """
 
+    #: points are kept this far inside the box when mapped to ``u`` (relative to its width)
+    EDGE_EPS = 1e-6
+
     def __init__(self, log_prob: LogProb, mean: Tensor, std: Tensor,
-                 factor: Tensor | None = None) -> None:
+                 factor: Tensor | None = None, *, support: Tensor | None = None,
+                 bounded: Tensor | None = None) -> None:
         self.log_prob = log_prob
         self.mean = mean
         self.std = std
@@ -906,24 +932,69 @@ class Standardised:
             self.log_jacobian = torch.log(std).sum()
         else:
             self.log_jacobian = torch.log(torch.diagonal(factor)).sum()
+        if bounded is not None and (support is None or not bool(bounded.any())):
+            bounded = None
+        self.support = support
+        self.bounded = bounded
 
     def __call__(self, z: Tensor) -> Tensor:
         """``log p_z(z)`` for ``z`` of shape ``(B, d)``."""
-        return self.log_prob(self.to_original(z)) + self.log_jacobian.to(z.dtype)
+        return self.log_prob(self.to_original(z)) + self.log_det(z)
 
-    def to_original(self, z: Tensor) -> Tensor:
-        """Map standardised points to original coordinates: ``mean + A z``."""
+    def _affine(self, z: Tensor) -> Tensor:
         if self.factor is None:
             return self.mean.to(z.dtype) + self.std.to(z.dtype) * z
         return self.mean.to(z.dtype) + z @ self.factor.to(z.dtype).T
 
+    def log_det(self, z: Tensor) -> Tensor:
+        """``log |dx/dz|`` per point, ``(B,)``."""
+        out = self.log_jacobian.to(z.dtype).expand(z.shape[0])
+        if self.bounded is None:
+            return out
+        u = self._affine(z)[:, self.bounded]
+        width = (self.support[:, 1] - self.support[:, 0])[self.bounded].to(z.dtype)
+        # log(width * sigmoid(u) * (1 - sigmoid(u))), stable for large |u|
+        terms = torch.log(width) - F.softplus(-u) - F.softplus(u)
+        return out + terms.sum(-1)
+
+    def to_original(self, z: Tensor) -> Tensor:
+        """Map standardised points to original coordinates."""
+        u = self._affine(z)
+        if self.bounded is None:
+            return u
+        low = self.support[:, 0].to(z.dtype)
+        width = (self.support[:, 1] - self.support[:, 0]).to(z.dtype)
+        return torch.where(self.bounded, low + width * torch.sigmoid(u), u)
+
+    def to_unbounded(self, x: Tensor) -> Tensor:
+        """``u(x)``: the logit of the bounded coordinates (points moved inside the box)."""
+        if self.bounded is None:
+            return x
+        return unbounded(x, self.support, self.bounded, eps=self.EDGE_EPS)
+
     def to_standardised(self, x: Tensor) -> Tensor:
-        """Map original points to standardised coordinates: ``A^-1 (x - mean)``."""
-        centred = x - self.mean.to(x.dtype)
+        """Map original points to standardised coordinates: ``A^-1 (u(x) - mean)``."""
+        centred = self.to_unbounded(x) - self.mean.to(x.dtype)
         if self.factor is None:
             return centred / self.std.to(x.dtype)
         solved = torch.linalg.solve_triangular(self.factor.to(x.dtype), centred.T, upper=False)
         return solved.T
+
+
+def unbounded(x: Tensor, support: Tensor, bounded: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """``logit((x - low) / (high - low))`` in the ``bounded`` coordinates, ``x`` elsewhere.
+
+    Points on or beyond an edge are moved ``eps`` (relative to the width) inside first.
+
+    Example:
+        >>> unbounded(torch.tensor([[0.5, 7.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]]),
+        ...           torch.tensor([True, False]))
+        tensor([[0., 7.]])
+    """
+    low = support[:, 0].to(x.dtype)
+    width = (support[:, 1] - support[:, 0]).to(x.dtype)
+    t = ((x - low) / width).clamp(eps, 1 - eps)
+    return torch.where(bounded, torch.logit(t), x)
 
 
 def weighted_cholesky(samples: Tensor, log_weights: Tensor) -> Tensor:
@@ -938,7 +1009,8 @@ def weighted_cholesky(samples: Tensor, log_weights: Tensor) -> Tensor:
 
 
 def standardise(log_prob: LogProb, mean: Tensor, std: Tensor,
-                factor: Tensor | None = None) -> Standardised:
+                factor: Tensor | None = None, *, support: Tensor | None = None,
+                bounded: Tensor | None = None) -> Standardised:
     r"""The target in standardised coordinates, :math:`\log p(\mu + \sigma z) + \sum\log\sigma`.
 
     Args:
@@ -946,6 +1018,8 @@ def standardise(log_prob: LogProb, mean: Tensor, std: Tensor,
         mean: :math:`\mu` ``(d,)`` (e.g. :attr:`PrescaleResult.mean`).
         std: :math:`\sigma` ``(d,)``.
         factor: optional lower-triangular Cholesky factor of the covariance (full whitening).
+        support: optional ``(d, 2)`` box outside which the target vanishes.
+        bounded: which coordinates of ``support`` go through the logit map (moments in ``u``).
 
     Returns:
         A callable :class:`Standardised` (with ``to_original``/``to_standardised``).
@@ -956,4 +1030,4 @@ def standardise(log_prob: LogProb, mean: Tensor, std: Tensor,
         >>> f(torch.tensor([[1.0]]))
         tensor([0.1931])
     """
-    return Standardised(log_prob, mean, std, factor)
+    return Standardised(log_prob, mean, std, factor, support=support, bounded=bounded)

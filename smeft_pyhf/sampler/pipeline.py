@@ -66,8 +66,10 @@ from smeft_pyhf.sampler.annealing import (
     CheckedTarget,
     NonFiniteCounts,
     PrescaleResult,
+    Standardised,
     prescale,
     standardise,
+    unbounded,
     weighted_cholesky,
 )
 from smeft_pyhf.sampler.config import (
@@ -145,6 +147,14 @@ class SamplerConfig:
         whitening: ``"full"`` (default) standardises with the Cholesky factor of the weighted
             pre-scaling covariance, so the flow starts from decorrelated coordinates;
             ``"diagonal"`` uses the weighted means and widths only (the paper's pre-scaling).
+        support_map: with a ``support`` box given to :func:`run_sampler`, ``"logit"`` (default)
+            maps every coordinate whose pre-scaling posterior reaches within
+            ``support_nsigma`` widths of a box edge through ``logit((x - low) / (high - low))``
+            before standardising (:class:`~smeft_pyhf.sampler.annealing.Standardised`): the
+            flow never draws outside the box, and a posterior cut off by the edge becomes a
+            smooth tail it can learn. ``"none"`` leaves all coordinates affine.
+        support_nsigma: how close (in pre-scaling widths) a posterior must come to an edge to
+            be mapped.
     """
 
     prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
@@ -159,11 +169,17 @@ class SamplerConfig:
     histogram_ranges: Literal["posterior", "given"] = "posterior"
     range_pilot: int = 65536
     range_tail: float = 1e-4
+    support_map: Literal["logit", "none"] = "logit"
+    support_nsigma: float = 4.0
 
     def __post_init__(self) -> None:
         check_field(self.range_pilot >= 0, self, "range_pilot", "must be >= 0")
         check_field(0 < self.range_tail < 0.5, self, "range_tail", "must lie in (0, 0.5)")
         check_field(self.range_nsigma > 0, self, "range_nsigma", "must be > 0")
+        check_field(self.support_nsigma > 0, self, "support_nsigma", "must be > 0")
+        if self.support_map not in ("logit", "none"):
+            raise ConfigError(f"support_map={self.support_map!r} must be 'logit' or 'none'",
+                              where="SamplerConfig", hint="change support_map")
         if self.histogram_ranges not in ("posterior", "given"):
             raise ConfigError(f"histogram_ranges={self.histogram_ranges!r} must be 'posterior' "
                               "or 'given'", where="SamplerConfig", hint="change histogram_ranges")
@@ -317,7 +333,8 @@ class _StepRng:
 
 def _config_hash(config: SamplerConfig, *, seed: int, names: Sequence[str],
                  ranges: Tensor | None, init_scale: float | Tensor,
-                 init_mean: Tensor | None, device: torch.device) -> str:
+                 init_mean: Tensor | None, device: torch.device,
+                 support: Tensor | None = None) -> str:
     def plain(t: Any) -> Any:
         if isinstance(t, Tensor):
             return [float(v) for v in t.detach().reshape(-1).cpu().tolist()]
@@ -333,6 +350,8 @@ def _config_hash(config: SamplerConfig, *, seed: int, names: Sequence[str],
         "init_mean": plain(init_mean),
         "device": device.type,
     }
+    if support is not None:
+        payload["support"] = plain(support)
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -449,6 +468,7 @@ def run_sampler(
     progress: bool = True,
     init_scale: float | Tensor = 1.0,
     init_mean: Tensor | None = None,
+    support: Tensor | None = None,
 ) -> SamplerResult:
     """Run the five steps on ``log_prob`` and return histograms, profiles, ESS and timings.
 
@@ -465,6 +485,9 @@ def run_sampler(
         init_scale: width of the pre-scaling Gaussian base (scalar or (d,)); widen it for
             well-separated modes (the paper's Gaussian mixture with ``d = 10``).
         init_mean: centre of the pre-scaling base (default zeros).
+        support: (d, 2) box outside which the target vanishes (a flat prior), or None. With
+            ``config.support_map == "logit"`` the flow draws only inside it (see
+            :class:`SamplerConfig`).
 
     Returns:
         A :class:`SamplerResult`.
@@ -530,7 +553,8 @@ def run_sampler(
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / _CHECKPOINT
         key = _config_hash(config, seed=seed, names=names, ranges=ranges,
-                           init_scale=init_scale, init_mean=init_mean, device=device)
+                           init_scale=init_scale, init_mean=init_mean, device=device,
+                           support=support)
         state["hash"] = key
         old = _load_checkpoint(path, device)
         if old is not None and old.get("hash") == key and old.get("format") == _FORMAT:
@@ -575,12 +599,15 @@ def run_sampler(
         finish("prescale", res1, time.perf_counter() - t0)
     res1 = results["prescale"]
     mean, std = res1.mean.to(dtype), res1.std.to(dtype)
-    factor = None
-    if config.whitening == "full":
-        factor = weighted_cholesky(res1.samples.to(torch.float64),
-                                   res1.log_weights.to(torch.float64)).to(dtype)
-    zlog = standardise(target, mean, std, factor)
-    log_std = zlog.log_jacobian.to(dtype)
+    zlog = _coordinates(target, res1, config, support, dtype, level, names)
+    log_det = zlog.log_det
+    # the profiles' L-BFGS preconditioner: the pre-scaling covariance in the original coordinates
+    if config.whitening != "full":
+        cov = torch.diag(std * std)
+    elif zlog.bounded is None:
+        cov = zlog.factor @ zlog.factor.T
+    else:
+        cov = _weighted_covariance(res1.samples.to(torch.float64), res1.log_weights).to(dtype)
     chains = res1.samples[torch.isfinite(res1.log_weights)].to(dtype)  # the live chains
     if config.flow.adaptive_bound:
         _cover_prescale_samples(flow, zlog, chains, level)
@@ -620,7 +647,7 @@ def run_sampler(
     def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, log_q = flow.sample_and_log_prob(n, generator=generator)
-        return zlog.to_original(z), log_q - log_std
+        return zlog.to_original(z), log_q - log_det(z)
 
     if begin("sample"):
         t0 = time.perf_counter()
@@ -640,7 +667,6 @@ def run_sampler(
     if begin("profile"):
         t0 = time.perf_counter()
         with _StepRng(seed, 5, device):
-            cov = (factor @ factor.T if factor is not None else torch.diag(std * std))
             res5 = profile(log_prob, _cast_floats(res4, target_dtype), config=config.profile,
                            covariance=cov.to(target_dtype), names=names)
         finish("profile", res5, time.perf_counter() - t0)
@@ -677,6 +703,45 @@ def run_sampler(
         flow=flow,
         resumed_steps=tuple(resumed),
     )
+
+
+def _weighted_covariance(x: Tensor, log_weights: Tensor) -> Tensor:
+    """The covariance of ``x`` under the normalised weights ``exp(log_weights)``."""
+    w = torch.softmax(torch.where(torch.isfinite(log_weights), log_weights.to(x.dtype),
+                                  x.new_tensor(-math.inf)), 0)
+    centred = x - (w[:, None] * x).sum(0)
+    return (w[:, None] * centred).T @ centred
+
+
+def _coordinates(target: LogProb, res1: PrescaleResult, config: SamplerConfig,
+                 support: Tensor | None, dtype: torch.dtype, level: int,
+                 names: Sequence[str]) -> Standardised:
+    """The flow's coordinates: the pre-scaling moments, whitened, with the logit map on the
+    coordinates whose posterior comes close to an edge of ``support``."""
+    samples = res1.samples.to(torch.float64)
+    mean, std = res1.mean.to(torch.float64), res1.std.to(torch.float64)
+    bounded = None
+    if support is not None and config.support_map == "logit":
+        box = support.to(device=samples.device, dtype=torch.float64)
+        k = config.support_nsigma
+        bounded = (mean - k * std < box[:, 0]) | (mean + k * std > box[:, 1])
+        if bool(bounded.any()):
+            log.log(level, "logit map onto the prior box for %d coefficient(s) near its edges: %s",
+                    int(bounded.sum()), ", ".join(n for n, b in zip(names, bounded.tolist(), strict=True) if b))
+            u = unbounded(samples, box, bounded, eps=Standardised.EDGE_EPS)
+            w = torch.softmax(torch.where(torch.isfinite(res1.log_weights),
+                                          res1.log_weights.to(torch.float64),
+                                          samples.new_tensor(-math.inf)), 0)
+            mean = (w[:, None] * u).sum(0)
+            std = torch.sqrt((w[:, None] * (u - mean) ** 2).sum(0))
+            samples = u
+        else:
+            bounded = None
+    factor = None
+    if config.whitening == "full":
+        factor = weighted_cholesky(samples, res1.log_weights.to(torch.float64)).to(dtype)
+    return standardise(target, mean.to(dtype), std.to(dtype), factor,
+                       support=None if bounded is None else support.to(dtype), bounded=bounded)
 
 
 def _n_pretrain_steps(config: PretrainConfig, n_available: int) -> int:

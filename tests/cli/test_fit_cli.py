@@ -63,7 +63,7 @@ def test_missing_runcard_exit_2(tmp_path):
 
 
 def fake_sampler(log_prob, *, names, ranges, config, seed, checkpoint_dir, progress,
-                 init_scale, init_mean):
+                 init_scale, init_mean, support=None):
     d = len(names)
     centres = torch.linspace(-1, 1, 40)
     grid = (centres[:, None] - torch.zeros(d)).T  # (d, 40)

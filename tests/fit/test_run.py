@@ -36,7 +36,7 @@ class FakeSampler:
         self.fail = fail
 
     def __call__(self, log_prob, *, names, ranges, config, seed, checkpoint_dir, progress,
-                 init_scale, init_mean):
+                 init_scale, init_mean, support=None):
         self.calls += 1
         if self.fail:
             raise AssertionError("the sampler must not run again after a resume")
