@@ -10,6 +10,15 @@ The data flow (see the README):
 
 from __future__ import annotations
 
+import os as _os
+
+# Torch's OpenMP threads spin while they wait for work. On a machine whose cores other
+# processes also use (a login node, a batch slot, a laptop) they then take turns spinning
+# instead of computing: a flow-training step of the top fit ran 10 times slower beside other
+# CPU-bound processes. Passive waiting costs little on a quiet machine. It takes effect only
+# if torch has not been imported yet; an explicit setting of the user's wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .exceptions import (
     ConfigError,
     DataError,
