@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--analyse", action="store_true")
     parser.add_argument("--keep", type=int, default=500_000, help="samples kept for --analyse")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--support-map", choices=["logit", "none"], default=None,
+                        help="override the sampler's support_map")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -143,6 +145,8 @@ def main() -> None:
     print(f"{args.runcard.name}: {len(names)} coefficients, likelihood built in "
           f"{time.perf_counter() - t0:.1f} s; {torch.get_num_threads()} torch threads")
     config = build_sampler_config(rc.sampler)
+    if args.support_map:
+        config = dataclasses.replace(config, support_map=args.support_map)
     if args.analyse:
         config = dataclasses.replace(
             config, sample=dataclasses.replace(config.sample, keep_samples=args.keep))
@@ -152,7 +156,8 @@ def main() -> None:
         t0 = time.perf_counter()
         res = run_sampler(target.log_prob, names=names, config=config, seed=seed,
                           progress=args.verbose, init_scale=target.init_scale,
-                          init_mean=target.init_mean, ranges=target.ranges)
+                          init_mean=target.init_mean, ranges=target.ranges,
+                          support=target.ranges)
         total = time.perf_counter() - t0
         ranges = {n: tuple(rc.ranges[n]) for n in names}
         fit = make_fit_result(names=names, **from_sampler_result(res, names=tuple(names),
