@@ -3,6 +3,11 @@
 The Gaussian test uses a Gaussian proposal 1.1 times wider than the target (analytic ESS/N),
 4 batches of 50k samples (200k in total), 80 marginal bins over +-5 sigma, 40 1D profile bins and
 4x4 2D profile bins (231 pairs, ~4k L-BFGS start points).
+
+Its bounds are standard errors computed in the test, or the spread over "the 24 runs": seeds 0-7
+of the sampling generator under each of ATEN_CPU_CAPABILITY=default, =avx2 and the native avx512
+(1 CPU thread; the three gave identical draws here), as mean +- sd; a bound is |mean| + 5 sd
+rounded up.
 """
 
 from __future__ import annotations
@@ -74,16 +79,22 @@ def test_gaussian22_ess_and_evidence(gaussian22) -> None:
     # E_q[w^2] = prod_k s^2 / sqrt(2 s^2 - 1) for a proposal s times wider than the target
     expect = (math.sqrt(2 * scale**2 - 1) / scale**2) ** d
     assert sr.n_samples == 200_000
-    assert sr.ess_fraction == pytest.approx(expect, abs=0.02)  # MC error of ESS/N ~ 0.003
-    assert abs(sr.log_evidence) < 4 * sr.log_evidence_error + 1e-3  # target is normalised
-    assert sr.outside_fraction < 1e-3
+    # ESS/N - expected over the 24 runs: 0.0003 +- 0.0007 (sd), at most 0.0017
+    assert sr.ess_fraction == pytest.approx(expect, abs=0.005)
+    # the target is normalised: 4 standard errors sqrt(1/ESS - 1/N) (the 24 runs: <= 1.2 SE)
+    assert abs(sr.log_evidence) < 4 * sr.log_evidence_error + 1e-3
+    # outside +-5 sigma: 22 x 2 x Phi(-5) = 1.3e-5 expected; over the 24 runs 1.3e-5 +- 0.4e-5
+    # (sd), at most 2.3e-5
+    assert sr.outside_fraction < 4e-5
 
 
 def test_gaussian22_marginal_intervals(gaussian22) -> None:
     target, _, sr, _ = gaussian22
     edges = bin_edges(sr.ranges, 80).numpy()
     mu, sd = target.mean.numpy(), target.std.numpy()
-    # quantile MC error at ESS ~ 1.4e5: ~0.004 sigma (68%), ~0.007 sigma (95%)
+    # quantile MC error at ESS ~ 1.4e5: ~0.004 sigma (68%), ~0.007 sigma (95%), plus binning;
+    # the largest deviation of the 44 ends over the 24 runs, in sigma: 68 %: 0.009 +- 0.001
+    # (sd), at most 0.011; 95 %: 0.015 +- 0.002, at most 0.019
     for i in range(target.dim):
         prob = sr.marginal1d[i].numpy()
         for z, level, tol in ((Z68, 0.6827, 0.02), (Z95, 0.95, 0.03)):
@@ -97,8 +108,10 @@ def test_gaussian22_marginal_intervals(gaussian22) -> None:
     err = sr.marginal1d_error
     ok = exact > 1e-3
     pulls = ((sr.marginal1d - exact) / err)[ok]
+    # ~1300 bins: the largest |pull| of 1300 normal ones is ~3.3 (the 24 runs: 3.29 +- 0.18
+    # (sd)); mean square pull 0.977 +- 0.031 (sd), at most 1.018
     assert float(pulls.abs().max()) < 5
-    assert float((pulls**2).mean()) < 1.5
+    assert float((pulls**2).mean()) < 1.2
 
 
 def test_gaussian22_marginal2d_correlations(gaussian22) -> None:
@@ -116,6 +129,7 @@ def test_gaussian22_marginal2d_correlations(gaussian22) -> None:
         vj = (h.sum(0) * (cj - mj) ** 2).sum()
         rho = float(cij / torch.sqrt(vi * vj))
         rho_true = float(cov[i, j] / torch.sqrt(cov[i, i] * cov[j, j]))
+        # largest |rho - true| of the three over the 24 runs: 0.003 +- 0.0015 (sd), <= 0.005
         assert rho == pytest.approx(rho_true, abs=0.02)
 
 

@@ -4,6 +4,11 @@ Sizes: the spiral density is checked against a brute-force discretised curve at 
 and against adaptive quadrature at and beyond the spiral ends;
 the pipeline run uses :meth:`SamplerConfig.reduced` with 40k weighted samples kept for the mode
 masses (exact mass 10/14 central, 1/14 per corner; MC error ~0.002).
+
+Bounds on random or iterative results are 5 standard errors computed in the test from the
+weights, or the spread over "the runs": seeds of ``run_sampler`` (the target kept; how many is
+said at each test) under each of ATEN_CPU_CAPABILITY=default, =avx2 and the native avx512 (1 CPU
+thread), as mean +- sd; a bound is |mean| + 5 sd rounded up (to the safe side).
 """
 
 from __future__ import annotations
@@ -132,7 +137,18 @@ def test_correlated_gaussian_profiles() -> None:
     assert torch.allclose(g.profile2d(0, 1, v, x2), direct)
 
 
+def _masses_and_errors(mix: GaussianMixture, x: torch.Tensor, w: torch.Tensor):
+    """Weighted mode masses and their delta-method standard errors (fresh flow draws):
+    ``sqrt(sum_i w_i^2 (r_ik - m_k)^2)`` for normalised weights ``w`` and responsibilities ``r``.
+    """
+    w = w / w.sum()
+    r = mix.double().responsibilities(x.double())
+    m = (w[:, None] * r).sum(0)
+    return m, torch.sqrt((w[:, None] ** 2 * (r - m) ** 2).sum(0))
+
+
 def test_mixture_d4_pipeline_finds_all_modes() -> None:
+    """Spread over seeds 0-7 x 3 ATEN settings (24 runs)."""
     mix = GaussianMixture(4.0)
     cfg = SamplerConfig.reduced()
     cfg = cfg.replace(sample=cfg.sample.replace(n_batches=2, keep_samples=40_000))
@@ -140,18 +156,23 @@ def test_mixture_d4_pipeline_finds_all_modes() -> None:
                     progress=False, init_scale=mix.init_scale)
     sr = r.sample_result
     w = torch.softmax(sr.samples_log_weight.double(), 0)
-    masses = (w[:, None] * mix.responsibilities(sr.samples.double())).sum(0)
-    # every mode found, masses within 0.015 (absolute) of 10/14 and 1/14
-    assert torch.allclose(masses, mix.weights.double(), atol=0.015), masses
-    assert r.ess_fraction > 0.3
-    assert r.log_evidence == pytest.approx(0.0, abs=0.05)
+    masses, errors = _masses_and_errors(mix, sr.samples, w)
+    # every mode found, masses within 5 standard errors (~0.0025) of 10/14 and 1/14 (the 24
+    # runs: largest pull of the five 1.7 +- 0.6 (sd), at most 2.7)
+    assert bool(((masses - mix.weights.double()).abs() < 5 * errors).all()), (masses, errors)
+    # ESS/N over the 24 runs: 0.860 +- 0.017 (sd), at least 0.830
+    assert r.ess_fraction > 0.77
+    # normalised target: log Z = 0 within 5 of its standard errors sqrt(1/ESS - 1/N) (~0.002)
+    assert abs(r.log_evidence) < 5 * sr.log_evidence_error
     # profile: smooth and equal to the brute-force maximum over y on a fine grid
     c = r.profile_result.centres1d[0].double()
     y = torch.linspace(-8, 8, 16001, dtype=torch.float64)
     exact = torch.stack([mix.double().log_prob(torch.stack([ci.expand_as(y), y], 1)).max()
                          for ci in c])
     fin = torch.isfinite(r.profile1d[0])
-    assert (r.profile1d[0][fin].double() - exact[fin]).abs().max() < 2e-3
+    # 4.7e-7 on all 24 runs (the float32 target's resolution, and the reference grid's
+    # spacing); 1e-5 leaves room for a few float32 ulps more on another machine
+    assert (r.profile1d[0][fin].double() - exact[fin]).abs().max() < 1e-5
 
 
 def _toy_config(*, train_batches: int = 30, sample_batches: int = 2, sample_size: int = 20_000,
@@ -181,16 +202,20 @@ def _weights(result) -> tuple[torch.Tensor, torch.Tensor]:
 def test_mixture_d10_pipeline_finds_all_modes() -> None:
     """Paper's d = 10 mixture with the widened initial spread: masses 10/14 and 1/14 each.
 
-    Measured (seed 1): 0.7123, 0.0697, 0.0723, 0.0713, 0.0743; ESS/N 0.94 of 40k (MC error of
-    a corner mass ~0.0015).
+    Seed 1: 0.7123, 0.0697, 0.0723, 0.0713, 0.0743; ESS/N 0.94 of 40k (MC error of a corner mass
+    ~0.0015). Spread over seeds 0-5 x 3 ATEN settings (18 runs; 9 s each).
     """
     mix = GaussianMixture(10.0)
     r = run_sampler(mix, names=["x", "y"], ranges=mix.ranges, config=_toy_config(), seed=1,
                     progress=False, init_scale=mix.init_scale)
     x, w = _weights(r)
-    masses = mix.double().mode_masses(x, w)
-    assert torch.allclose(masses, mix.weights.double(), atol=0.01), masses
-    assert r.ess_fraction > 0.5
+    masses, errors = _masses_and_errors(mix, x, w)
+    torch.testing.assert_close(masses, mix.double().mode_masses(x, w))
+    # within 5 standard errors (~0.0024; the 18 runs: largest pull of the five 2.0 +- 0.6
+    # (sd), at most 3.1)
+    assert bool(((masses - mix.weights.double()).abs() < 5 * errors).all()), (masses, errors)
+    # ESS/N over the 18 runs: 0.929 +- 0.011 (sd), at least 0.903
+    assert r.ess_fraction > 0.87
 
 
 @pytest.mark.slow
