@@ -386,6 +386,13 @@ class TrainConfig:
             this (0: never, as in FAB).
         max_grad_norm: clip the gradient norm (``None``: no clipping; not in the paper).
         chunk_size: evaluate the target in chunks of at most this many points.
+        stop_window: stop training before ``n_batches`` once it has converged (0: never, the
+            paper's fixed count): after every online batch the mean ``ESS/N`` of the last
+            ``stop_window`` batches is compared with that of the ``stop_window`` before; when it
+            improved by less than ``stop_tolerance`` (relative), or reached ``stop_ess``, the
+            flow has learnt what this configuration can learn.
+        stop_tolerance: relative improvement below which training counts as converged.
+        stop_ess: windowed ``ESS/N`` at which training stops at once.
     """
 
     learning_rate: float = 1e-3
@@ -404,8 +411,14 @@ class TrainConfig:
     ais_resample_threshold: float = 0.0
     max_grad_norm: float | None = None
     chunk_size: int | None = None
+    stop_window: int = 0
+    stop_tolerance: float = 0.02
+    stop_ess: float = 0.95
 
     def __post_init__(self) -> None:
+        check_field(self.stop_window >= 0, self, "stop_window", "must be >= 0 (0: never stop early)")
+        check_field(self.stop_tolerance >= 0, self, "stop_tolerance", "must be >= 0")
+        check_field(0 < self.stop_ess <= 1, self, "stop_ess", "must lie in (0, 1]")
         check_field(self.learning_rate > 0, self, "learning_rate", "must be > 0")
         check_field(self.batch_size >= 2, self, "batch_size", "must be >= 2")
         check_field(self.n_batches >= 0, self, "n_batches", "must be >= 0")

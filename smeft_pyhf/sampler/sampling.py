@@ -106,6 +106,8 @@ class SampleConfig:
         eval_chunk: re-evaluate the re-centred profile points in chunks of at most this many.
         accumulate: ``"float64"`` accumulators (default; float32 on MPS), or ``"input"`` for the
             dtype of the samples.
+        target_ess: stop drawing batches once the effective sample size reaches this (0: draw
+            all ``n_batches``, the paper's fixed count); ``n_batches`` stays the ceiling.
     """
 
     n_batches: int = 100
@@ -121,8 +123,10 @@ class SampleConfig:
     weight_range: tuple[float, float] = (-8.0, 4.0)
     eval_chunk: int = 100_000
     accumulate: Literal["float64", "input"] = "float64"
+    target_ess: float = 0.0
 
     def __post_init__(self) -> None:
+        check_field(self.target_ess >= 0, self, "target_ess", "must be >= 0 (0: all batches)")
         for name in ("n_batches", "batch_size", "bins_1d", "bins_2d", "profile_bins_1d",
                      "profile_bins_2d", "n_best", "weight_bins", "eval_chunk"):
             check_field(getattr(self, name) >= 1, self, name, "must be >= 1")
@@ -540,10 +544,14 @@ def sample_and_histogram(
             kept_x.append(x[:take].clone())
             kept_lw.append(log_w[:take].to(x.dtype))
             n_kept += take
-        if log.isEnabledFor(logging.DEBUG):
+        if config.target_ess > 0 or log.isEnabledFor(logging.DEBUG):
             ess = float(state["s1"] ** 2 / state["s2"]) if float(state["s2"]) > 0 else 0.0
             log.debug("sampling batch %d/%d: ESS/N %.4f", batch + 1, config.n_batches,
                       ess / n_total)
+            if 0 < config.target_ess <= ess:
+                log.info("sampling reached ESS %.0f >= %.0f after %d of %d batches", ess,
+                         config.target_ess, batch + 1, config.n_batches)
+                break
 
     nonfinite = log_prob.report()
     s1, s2 = float(state["s1"]), float(state["s2"])

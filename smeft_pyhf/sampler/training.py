@@ -239,6 +239,29 @@ def _fraction(log_w: Tensor) -> float:
     return float(log_ess(log_w).exp()) / log_w.shape[0]
 
 
+def training_converged(ess_history: Sequence[float], config: TrainConfig) -> str:
+    """Why training may stop now (see ``TrainConfig.stop_window``), or ``""`` to go on.
+
+    Example:
+        >>> cfg = TrainConfig(stop_window=3, stop_tolerance=0.05)
+        >>> training_converged([0.1, 0.2, 0.3, 0.50, 0.51, 0.50], cfg)
+        ''
+        >>> training_converged([0.5, 0.5, 0.5, 0.50, 0.51, 0.50], cfg)
+        'mean ESS/N of the last 3 batches 0.503 after 0.5 (less than 5% better)'
+    """
+    k = config.stop_window
+    if k <= 0 or len(ess_history) < 2 * k:
+        return ""
+    last = sum(ess_history[-k:]) / k
+    before = sum(ess_history[-2 * k:-k]) / k
+    if last >= config.stop_ess:
+        return f"mean ESS/N of the last {k} batches {last:.3g} >= {config.stop_ess:g}"
+    if last < before * (1 + config.stop_tolerance):
+        return (f"mean ESS/N of the last {k} batches {last:.3g} after {before:.3g} "
+                f"(less than {100 * config.stop_tolerance:g}% better)")
+    return ""
+
+
 def train(
     flow: CouplingFlow,
     log_prob: Callable[[Tensor], Tensor],
@@ -417,7 +440,8 @@ def train(
                             time.perf_counter() - start,
                         )
                     )
-        if batch % max(1, config.n_batches // 10) == 0 or batch == config.n_batches - 1:
+        stop = training_converged(ess_history, config)
+        if stop or batch % max(1, config.n_batches // 10) == 0 or batch == config.n_batches - 1:
             log.info(
                 "training batch %d/%d: ESS/N %.3f, AIS ESS/N %.3f, acceptance %.2f, loss %.4g",
                 batch + 1,
@@ -427,6 +451,10 @@ def train(
                 acceptance,
                 losses[-1] if losses else math.nan,
             )
+        if stop:
+            log.info("training converged after %d of %d batches: %s", batch + 1,
+                     config.n_batches, stop)
+            break
     nonfinite = log_prob.report()
     seconds = time.perf_counter() - start
     return TrainResult(
