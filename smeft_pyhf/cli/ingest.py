@@ -56,6 +56,16 @@ __all__ = ["ingest_command"]
 @click.option("--n-scans", type=click.IntRange(min=0), default=10, show_default=True,
               help="Leading NPs to scan (1D profile likelihood).")
 @click.option("--no-prefit", is_flag=True, default=False, help="Skip pre-fit impacts.")
+@click.option("--starts", "n_starts", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Start points of the best fit: the nominal one and seeded random draws "
+              "within the NP constraints (the lowest minimum wins).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random start points.")
+@click.option(
+    "--rootdir", type=click.Path(path_type=Path), default=None,
+    help="For HistFactory XML: the folder the <Input> paths are relative to (default: the "
+    "XML's folder or a parent that holds them, else the working folder).",
+)
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print the card as JSON instead of the table.")
 def ingest_command(
@@ -74,6 +84,9 @@ def ingest_command(
     n_impacts: int,
     n_scans: int,
     no_prefit: bool,
+    n_starts: int,
+    seed: int,
+    rootdir: Path | None,
     as_json: bool,
 ) -> None:
     """Fit WORKSPACE, break its POI uncertainty down into SFitter categories, write a card.
@@ -81,7 +94,8 @@ def ingest_command(
     Accepts .json, .json.gz and HistFactory .xml (+ROOT). Every nuisance parameter must be
     assigned to a category by the mapping (or ignored there); the printed table compares the
     reproduced uncertainty groups with the paper's, then lists the per-category breakdown,
-    stat, total, leading NP impacts, NP scans and the fit diagnostics.
+    stat, total, leading NP impacts, NP scans and the fit diagnostics. Every output path
+    (the default <card name>.card.yaml too) is checked before the fit.
     """
     if output is not None and no_write:
         raise InputError("--output and --no-write exclude each other", where="command line")
@@ -95,21 +109,19 @@ def ingest_command(
         measurement=measurement,
         combine=combine,
         mapping=mapping,
-        output=None,
+        output=output,
         name=name,
         minimizer=minimizer,  # type: ignore[arg-type]
         breakdown=breakdown,  # type: ignore[arg-type]
         n_impacts=n_impacts,
         n_scans=n_scans,
         prefit=not no_prefit,
+        n_starts=n_starts,
+        seed=seed,
+        rootdir=rootdir,
+        default_output=not no_write,
     )
     card = result.card
-    if not no_write:
-        from ..ingest.card import card_from_dict, write_card
-
-        path = output if output is not None else Path(f"{card.name}.card.yaml")
-        write_card(card, path)
-        card = card_from_dict(card.to_dict(), source=str(path))
     if as_json:
         click.echo(report_json(card))
     else:

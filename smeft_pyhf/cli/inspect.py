@@ -49,13 +49,19 @@ __all__ = ["inspect_command"]
     help="Do not look up a shipped mapping: show suggested categories only.",
 )
 @click.option(
+    "--rootdir", type=click.Path(path_type=Path), default=None,
+    help="For HistFactory XML: the folder the <Input> paths are relative to (default: the "
+    "XML's folder or a parent that holds them, else the working folder).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, default=False, help="Print JSON instead of a table."
 )
 @click.option(
     "--suggest",
     is_flag=True,
     default=False,
-    help="Print a draft mapping YAML (one rule per NP, suggested categories marked) instead of a table.",
+    help="Print a draft mapping YAML (one rule per NP, suggested and guessed categories "
+    "marked; it loads as it is) instead of a table.",
 )
 @click.option(
     "--all",
@@ -73,6 +79,7 @@ def inspect_command(
     combine: tuple[Path, ...],
     mapping: str | None,
     no_auto_mapping: bool,
+    rootdir: Path | None,
     as_json: bool,
     suggest: bool,
     show_all: bool,
@@ -95,6 +102,7 @@ def inspect_command(
         combine=combine,
         mapping=mapping,
         auto_mapping=not no_auto_mapping,
+        rootdir=rootdir,
     )
     if suggest:
         click.echo(draft_mapping(result), nl=False)

@@ -8,6 +8,12 @@ backend is not NumPy it is switched for the duration of a call and restored afte
   L-BFGS-B takes over (and Hesse is still attempted at its minimum). A converged fit whose Hesse
   step is flagged (e.g. a barely constrained free normalisation) is returned with
   ``hesse_valid=False`` and a warning, not an error.
+* several starts: ``fit(..., n_random_starts=k)`` minimises from the nominal point, from any
+  ``extra_starts`` (e.g. lower points that impact refits or scans came across) and from ``k``
+  seeded random draws within the NP constraints; the lowest minimum wins, Hesse runs once
+  there, and the result records how many starts agreed with it (within
+  :data:`START_AGREEMENT` in ``2NLL``). A minimum where ``2NLL`` is not finite, or a fit that
+  never left a start point where the gradient does not vanish, is never ``valid``.
 * :func:`refit`: a constrained re-minimisation (some parameters fixed at given values) started
   from a good point, by Newton steps with the Hessian of the best fit (central-difference
   gradients, backtracking line search); falls back to Migrad when it does not converge. This
@@ -37,18 +43,46 @@ import pyhf
 from .autodiff import compile_objective
 
 __all__ = [
+    "LOWER_POINT_TOLERANCE",
+    "START_AGREEMENT",
     "FitResult",
     "Objective",
     "RefitResult",
+    "StartResult",
     "fit",
     "numpy_backend",
     "parameter_indices",
+    "random_starts",
     "refit",
 ]
 
 log = logging.getLogger(__name__)
 
 Minimizer = Literal["minuit", "scipy"]
+
+#: Two starts agree when their minima differ by less than this in ``2NLL``.
+START_AGREEMENT = 0.01
+#: A later evaluation lower than the best fit by more than this (in ``2NLL``) means the best fit
+#: is not the global minimum.
+LOWER_POINT_TOLERANCE = 0.01
+#: Objectives map non-finite values to 1e30; anything above this is "not finite".
+_NON_FINITE = 1e29
+
+
+class StartResult(NamedTuple):
+    """Where the minimisation from one start point ended.
+
+    Attributes:
+        label: ``"nominal"``, ``"given"``, the key of an extra start, or ``"random k"``.
+        twice_nll: ``-2 log L`` at the minimum it reached (``inf`` if not finite).
+        poi: the POI there (``nan`` without POI).
+        valid: the minimiser converged to a finite minimum.
+    """
+
+    label: str
+    twice_nll: float
+    poi: float
+    valid: bool
 
 
 class FitResult(NamedTuple):
@@ -69,6 +103,9 @@ class FitResult(NamedTuple):
         warnings: human-readable diagnostics.
         n_evaluations: objective evaluations used.
         seconds: wall time.
+        starts: where each start point's minimisation ended (the chosen one first).
+        n_agreeing: how many starts (the chosen one included) reached the chosen minimum
+            within :data:`START_AGREEMENT` in ``2NLL``.
     """
 
     bestfit: np.ndarray
@@ -84,6 +121,8 @@ class FitResult(NamedTuple):
     warnings: tuple[str, ...]
     n_evaluations: int
     seconds: float
+    starts: tuple[StartResult, ...] = ()
+    n_agreeing: int = 1
 
 
 class RefitResult(NamedTuple):
@@ -142,7 +181,10 @@ class Objective:
     """``-2 log L(x)`` of a model on fixed data, counting evaluations.
 
     Non-finite values (outside the physical region of an interpolation) are mapped to a large
-    finite number so the minimisers back off instead of crashing.
+    finite number so the minimisers back off instead of crashing. The lowest value seen so far
+    and its point are kept (:attr:`lowest_value`, :attr:`lowest_point`): a constrained refit
+    that comes across a point below the best fit shows that the best fit is not the global
+    minimum.
 
     Example:
         >>> from smeft_pyhf._resources import shipped_dir
@@ -166,26 +208,41 @@ class Objective:
         self.labels = tuple(model.config.par_names)
         self.init = np.asarray(model.config.suggested_init(), dtype=float)
         self.suggested_fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
+        self.lowest_value = float("inf")
+        self.lowest_point: np.ndarray | None = None
 
     @property
     def exact_gradient(self) -> bool:
         """Whether gradients are exact (compiled with JAX) rather than finite differences."""
         return self.compiled is not None
 
+    def reset_lowest(self) -> None:
+        """Forget the lowest point seen so far."""
+        self.lowest_value = float("inf")
+        self.lowest_point = None
+
+    def _seen(self, x: Sequence[float] | np.ndarray, value: float) -> float:
+        if value < self.lowest_value:
+            self.lowest_value = value
+            self.lowest_point = np.array(x, dtype=float)
+        return value
+
     def __call__(self, x: Sequence[float] | np.ndarray) -> float:
         self.n_evaluations += 1
         if self.compiled is not None:
-            return self.compiled.value(x)
+            return self._seen(x, self.compiled.value(x))
         with numpy_backend(), np.errstate(all="ignore"):
             value = -2.0 * float(self.model.logpdf(np.asarray(x, dtype=float), self.data)[0])
-        return value if np.isfinite(value) else 1e30
+        return self._seen(x, value if np.isfinite(value) else 1e30)
 
     def full_gradient(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
         """Exact gradient over all parameters (requires :attr:`exact_gradient`)."""
         if self.compiled is None:
             raise RuntimeError("full_gradient needs the compiled (JAX) objective")
         self.n_evaluations += 1
-        return self.compiled.value_and_grad(x)[1]
+        value, grad = self.compiled.value_and_grad(x)
+        self._seen(x, value)
+        return grad
 
     def gradient(
         self,
@@ -203,7 +260,9 @@ class Objective:
         """
         if self.compiled is not None:
             self.n_evaluations += 1
-            return self.compiled.value_and_grad(x)[1][np.asarray(free, dtype=int)]
+            value, grad = self.compiled.value_and_grad(x)
+            self._seen(x, value)
+            return grad[np.asarray(free, dtype=int)]
         grad = np.zeros(len(free))
         f0 = self(x) if (value is None and not central) else value
         for j, i in enumerate(free):
@@ -258,18 +317,23 @@ def _hessian_from_covariance(covariance: np.ndarray, fixed: np.ndarray) -> np.nd
 
 def _exact_covariance(
     objective: Objective, point: np.ndarray, fixed: np.ndarray
-) -> tuple[np.ndarray, bool, list[str]]:
+) -> tuple[np.ndarray | None, bool, list[str]]:
     """Covariance ``2 H^-1`` from the exact (JAX) Hessian of ``-2 log L`` at ``point``.
 
-    Returns the covariance (zero rows and columns for fixed parameters), whether it is valid
-    (Hessian positive definite and estimated distance to the minimum below Minuit's goal for
-    tolerance 0.1) and notes.
+    Returns the covariance (zero rows and columns for fixed parameters; ``None`` when the
+    Hessian is not finite there), whether it is valid (Hessian positive definite and estimated
+    distance to the minimum below Minuit's goal for tolerance 0.1) and notes.
     """
     assert objective.compiled is not None
     notes: list[str] = []
     free = np.flatnonzero(~fixed)
     npars = len(point)
     hessian = objective.compiled.hessian(point)[np.ix_(free, free)]
+    if not np.all(np.isfinite(hessian)):
+        return None, False, [
+            "Hesse failed: the Hessian of 2NLL is not finite at the minimum (a yield at the "
+            "edge of the physical region?)"
+        ]
     eigenvalues, eigenvectors = np.linalg.eigh(hessian)
     valid = bool(np.all(np.isfinite(eigenvalues))) and bool(eigenvalues.min(initial=1.0) > 0)
     if not valid:
@@ -291,61 +355,80 @@ def _exact_covariance(
     return covariance, valid, notes
 
 
-def fit(
+def random_starts(
     model: pyhf.pdf.Model,
-    data: Sequence[float],
+    n: int,
     *,
-    minimizer: Minimizer = "minuit",
-    fixed: Mapping[int, float] | None = None,
-    init: Sequence[float] | None = None,
-    hesse: bool = True,
-    strategy: int = 0,
-    tolerance: float = 0.1,
-    fallback: bool = True,
-    autodiff: bool = True,
-) -> FitResult:
-    """Fit ``model`` to ``data`` (observed + auxiliary), with Hesse uncertainties.
+    seed: int = 0,
+    center: Sequence[float] | None = None,
+) -> np.ndarray:
+    """``n`` seeded random start points within the parameters' constraints.
+
+    Constrained parameters are drawn uniformly within one constraint width of ``center``
+    (``center +- width``); free parameters (normalisation factors, the POI) uniformly within
+    ``center +- max(|center|, 1) / 2``; fixed parameters keep their value. All points lie
+    within the parameter bounds.
 
     Args:
-        model: a pyhf model (NumPy backend).
-        data: observed data followed by auxiliary data.
-        minimizer: ``"minuit"`` (default) or ``"scipy"`` (L-BFGS-B).
-        fixed: parameter index -> value to hold fixed (in addition to ``suggested_fixed``).
-        init: starting point (default ``suggested_init``).
-        hesse: compute the covariance matrix.
-        strategy: Minuit strategy (0 is fast and enough for these models).
-        tolerance: Minuit tolerance.
-        fallback: try the other minimiser if the first one fails.
-        autodiff: use exact gradients and the exact Hessian compiled with JAX (see
-            :mod:`smeft_pyhf.ingest.autodiff`) when available; ``False`` forces finite
-            differences and Minuit's numerical Hesse.
+        model: the model.
+        n: number of points.
+        seed: seed of the random generator.
+        center: the point to draw around (default ``suggested_init``).
 
     Returns:
-        A :class:`FitResult`; ``valid`` is ``False`` only if no minimiser converged.
+        An ``(n, npars)`` array.
 
     Example:
         >>> from smeft_pyhf._resources import shipped_dir
         >>> from smeft_pyhf.ingest.workspace import load_workspace
-        >>> ws = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json")
-        >>> r = fit(ws.model, ws.data, minimizer="scipy")
-        >>> r.minimizer, round(float(r.uncertainty[ws.model.config.poi_index]), 2)
-        ('scipy', 0.16)
+        >>> m = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json").model
+        >>> random_starts(m, 3, seed=1).shape == (3, m.config.npars)
+        True
     """
-    t0 = time.perf_counter()
-    objective = Objective(model, data, autodiff=autodiff)
-    start = objective.init.copy() if init is None else np.asarray(init, dtype=float).copy()
-    fix = objective.suggested_fixed.copy()
-    for index, value in (fixed or {}).items():
-        fix[index] = True
-        start[index] = value
-    notes: list[str] = []
-    order: list[Minimizer] = [minimizer]
-    if fallback:
-        order.append("scipy" if minimizer == "minuit" else "minuit")
+    config = model.config
+    x0 = np.asarray(config.suggested_init() if center is None else center, dtype=float)
+    bounds = np.asarray(config.suggested_bounds(), dtype=float)
+    fixed = np.asarray(config.suggested_fixed(), dtype=bool)
+    width = np.zeros_like(x0)
+    for name in config.par_order:
+        slc = config.par_slice(name)
+        pset = config.param_set(name)
+        if getattr(pset, "constrained", False):
+            width[slc] = np.asarray(pset.width(), dtype=float)
+        else:
+            width[slc] = 0.5 * np.maximum(np.abs(x0[slc]), 1.0)
+    rng = np.random.default_rng(seed)
+    points = np.empty((max(int(n), 0), len(x0)))
+    for k in range(len(points)):
+        point = x0 + width * rng.uniform(-1.0, 1.0, len(x0))
+        point[fixed] = x0[fixed]
+        points[k] = np.clip(point, bounds[:, 0], bounds[:, 1])
+    return points
 
+
+class _Minimum(NamedTuple):
+    best: np.ndarray
+    fval: float
+    minimizer: str
+    valid: bool
+    minuit: object | None
+    notes: list[str]
+
+
+def _minimize(
+    objective: Objective,
+    start: np.ndarray,
+    fix: np.ndarray,
+    order: Sequence[Minimizer],
+    *,
+    strategy: int,
+    tolerance: float,
+) -> _Minimum:
+    """Minimise from ``start``: the first minimiser of ``order``, the others as fallbacks."""
+    notes: list[str] = []
     best: np.ndarray | None = None
     fval = float("nan")
-    used = minimizer
+    used = order[0]
     valid = False
     minuit = None
     for method in order:
@@ -368,7 +451,7 @@ def fit(
                     notes.append(f"Migrad minimum flagged invalid (edm {minuit.fmin.edm:.2g})")
                 break
             notes.append(f"Migrad failed (edm {minuit.fmin.edm:.2g}, fval {minuit.fval:.3f})")
-            log.warning("Migrad did not converge; trying the fallback")
+            log.debug("Migrad did not converge; trying the fallback")
         else:
             from scipy.optimize import minimize
 
@@ -400,7 +483,61 @@ def fit(
                 break
             notes.append(f"scipy L-BFGS-B did not converge: {res.message}")
     assert best is not None
+    if not np.isfinite(fval) or fval >= _NON_FINITE:
+        valid = False
+        notes.append(
+            "2NLL is not finite at the minimum (the model predicts a negative or undefined "
+            "yield there, or the data are unusable)"
+        )
+    elif valid:
+        free = np.flatnonzero(~fix)
+        if len(free) and np.array_equal(best[free], start[free]):
+            steps = 1e-5 * np.maximum(1.0, np.abs(start))
+            grad = objective.gradient(start, free, steps, central=True)
+            # at a bound only the component pointing into the allowed range counts
+            grad = np.where((start[free] <= objective.lower[free]) & (grad > 0), 0.0, grad)
+            grad = np.where((start[free] >= objective.upper[free]) & (grad < 0), 0.0, grad)
+            size = float(np.max(np.abs(grad))) if np.all(np.isfinite(grad)) else float("inf")
+            if size > 1e-3:
+                valid = False
+                notes.append(
+                    "the fit never left its start point although the gradient there does "
+                    f"not vanish (largest component {size:.3g})"
+                )
+    return _Minimum(best, fval, used, valid, minuit, notes)
 
+
+class _Finished(NamedTuple):
+    best: np.ndarray
+    fval: float
+    minimizer: str
+    valid: bool
+    covariance: np.ndarray | None
+    hessian: np.ndarray | None
+    uncertainty: np.ndarray
+    hesse_valid: bool
+    fixed: np.ndarray
+    notes: list[str]
+
+    def result(self, labels: tuple[str, ...]) -> FitResult:
+        return FitResult(
+            self.best, self.uncertainty, labels, self.fval, self.covariance, self.hessian,
+            self.minimizer, self.valid, self.hesse_valid, self.fixed, tuple(self.notes), 0, 0.0,
+        )
+
+
+def _finish(
+    objective: Objective,
+    found: _Minimum,
+    fix: np.ndarray,
+    *,
+    hesse: bool,
+    strategy: int,
+    tolerance: float,
+) -> _Finished:
+    """Hesse at a minimum, then a Newton polish with its Hessian (covariance redone there)."""
+    best, fval, used, valid, minuit = found.best, found.fval, found.minimizer, found.valid, found.minuit
+    notes = list(found.notes)
     npars = len(best)
     covariance = None
     exact_notes: list[str] = []
@@ -408,7 +545,9 @@ def fit(
     hessian = None
     hesse_valid = False
     uncertainty = np.full(npars, np.nan)
-    if hesse and objective.exact_gradient:
+    if hesse and not fval < _NON_FINITE:
+        pass  # no covariance where 2NLL is not finite
+    elif hesse and objective.exact_gradient:
         covariance, hesse_valid, exact_notes = _exact_covariance(objective, best, fix)
     elif hesse:
         hesser = minuit if (used == "minuit" and minuit is not None) else None
@@ -448,21 +587,9 @@ def fit(
     if hessian is not None:
         # Migrad with strategy 0 stops at edm ~ 1e-3; a few Newton steps with the exact Hessian
         # land on the minimum so that every refit is measured from the right reference.
-        draft = FitResult(
-            best,
-            uncertainty,
-            objective.labels,
-            fval,
-            covariance,
-            hessian,
-            used,
-            valid,
-            hesse_valid,
-            fix,
-            (),
-            0,
-            0.0,
-        )
+        draft = _Finished(
+            best, fval, used, valid, covariance, hessian, uncertainty, hesse_valid, fix, []
+        ).result(objective.labels)
         polished = refit(
             objective, draft, {}, start=best, tolerance=1e-5, max_iterations=30, fallback=False
         )
@@ -471,33 +598,169 @@ def fit(
             best, fval = polished.values, polished.twice_nll
             if objective.exact_gradient:  # covariance at the polished minimum
                 covariance, hesse_valid, exact_notes = _exact_covariance(objective, best, fix)
-                uncertainty = np.sqrt(np.clip(np.diag(covariance), 0, None))
+                if covariance is None:
+                    uncertainty, hessian = np.full(npars, np.nan), None
+                else:
+                    uncertainty = np.sqrt(np.clip(np.diag(covariance), 0, None))
+                    hessian = _hessian_from_covariance(covariance, fix)
                 uncertainty[fix] = 0.0
-                hessian = _hessian_from_covariance(covariance, fix)
     if exact_notes:
         notes.extend(exact_notes)
     if wide and objective.exact_gradient:
         # the exact Hessian is fine, but its Gaussian reaches the parameter bounds
         hesse_valid = False
         notes.append("Hesse: covariance flagged, its Gaussian leaves the allowed range")
+    return _Finished(
+        best, fval, used, valid, covariance, hessian, uncertainty, hesse_valid, fix, notes
+    )
+
+
+def fit(
+    model: pyhf.pdf.Model,
+    data: Sequence[float],
+    *,
+    minimizer: Minimizer = "minuit",
+    fixed: Mapping[int, float] | None = None,
+    init: Sequence[float] | None = None,
+    hesse: bool = True,
+    strategy: int = 0,
+    tolerance: float = 0.1,
+    fallback: bool = True,
+    autodiff: bool = True,
+    n_random_starts: int = 0,
+    seed: int = 0,
+    extra_starts: Mapping[str, Sequence[float]] | None = None,
+) -> FitResult:
+    """Fit ``model`` to ``data`` (observed + auxiliary), with Hesse uncertainties.
+
+    Args:
+        model: a pyhf model (NumPy backend).
+        data: observed data followed by auxiliary data.
+        minimizer: ``"minuit"`` (default) or ``"scipy"`` (L-BFGS-B).
+        fixed: parameter index -> value to hold fixed (in addition to ``suggested_fixed``).
+        init: starting point (default ``suggested_init``).
+        hesse: compute the covariance matrix.
+        strategy: Minuit strategy (0 is fast and enough for these models).
+        tolerance: Minuit tolerance.
+        fallback: try the other minimiser if the first one fails.
+        autodiff: use exact gradients and the exact Hessian compiled with JAX (see
+            :mod:`smeft_pyhf.ingest.autodiff`) when available; ``False`` forces finite
+            differences and Minuit's numerical Hesse.
+        n_random_starts: seeded random start points (:func:`random_starts`) minimised from
+            as well as ``init``.
+        seed: seed of the random start points.
+        extra_starts: more start points, by label (e.g. a lower point a scan came across).
+
+    Returns:
+        A :class:`FitResult` at the lowest minimum the starts reached; ``valid`` is ``False``
+        if no minimiser converged to a finite minimum.
+
+    Example:
+        >>> from smeft_pyhf._resources import shipped_dir
+        >>> from smeft_pyhf.ingest.workspace import load_workspace
+        >>> ws = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json")
+        >>> r = fit(ws.model, ws.data, minimizer="scipy")
+        >>> r.minimizer, round(float(r.uncertainty[ws.model.config.poi_index]), 2)
+        ('scipy', 0.16)
+        >>> r = fit(ws.model, ws.data, n_random_starts=2)
+        >>> len(r.starts), r.n_agreeing
+        (3, 3)
+    """
+    t0 = time.perf_counter()
+    objective = Objective(model, data, autodiff=autodiff)
+    fix = objective.suggested_fixed.copy()
+    first = objective.init.copy() if init is None else np.asarray(init, dtype=float).copy()
+    candidates: list[tuple[str, np.ndarray]] = [("nominal" if init is None else "given", first)]
+    for label, point in (extra_starts or {}).items():
+        candidates.append((str(label), np.asarray(point, dtype=float).copy()))
+    if n_random_starts > 0:
+        for k, point in enumerate(random_starts(model, n_random_starts, seed=seed), start=1):
+            candidates.append((f"random {k}", point))
+    for index in fixed or {}:
+        fix[index] = True
+    for _, point in candidates:
+        for index, value in (fixed or {}).items():
+            point[index] = value
+        np.clip(point, objective.lower, objective.upper, out=point)
+    order: list[Minimizer] = [minimizer]
+    if fallback:
+        order.append("scipy" if minimizer == "minuit" else "minuit")
+
+    poi = model.config.poi_index
+    minima: list[tuple[str, _Minimum]] = []
+    for label, point in candidates:
+        found = _minimize(objective, point, fix, order, strategy=strategy, tolerance=tolerance)
+        minima.append((label, found))
+        log.debug("start %s: 2NLL %.4f (valid %s)", label, found.fval, found.valid)
+        if not found.valid:
+            log.debug("start %s did not converge: %s", label, "; ".join(found.notes))
+    minima.sort(
+        key=lambda item: (not item[1].valid, item[1].fval if np.isfinite(item[1].fval) else np.inf)
+    )
+    chosen_label, chosen = minima[0]
+    finished = _finish(objective, chosen, fix, hesse=hesse, strategy=strategy, tolerance=tolerance)
+    # Migrad with strategy 0 stops early along flat directions (0.01-0.02 in 2NLL above the
+    # minimum on the ATLAS ttZ workspaces): a start whose minimum looks higher is polished with
+    # Newton steps from the chosen minimum's Hessian before it counts as another minimum; if
+    # it ends lower, it becomes the chosen one.
+    final = {label: float(found.fval) for label, found in minima}
+    final[chosen_label] = finished.fval
+    for label, found in minima[1:]:
+        if not found.valid or not found.fval < _NON_FINITE or finished.hessian is None:
+            continue
+        if found.fval - finished.fval <= START_AGREEMENT:
+            continue
+        polished = refit(
+            objective, finished.result(objective.labels), {}, start=found.best,
+            tolerance=1e-5, max_iterations=30, fallback=False,
+        )
+        final[label] = min(found.fval, polished.twice_nll)
+        if final[label] < finished.fval - LOWER_POINT_TOLERANCE:
+            log.debug("start %s polished below the %s minimum", label, chosen_label)
+            chosen_label = label
+            chosen = found._replace(best=polished.values, fval=final[label], minuit=None)
+            finished = _finish(
+                objective, chosen, fix, hesse=hesse, strategy=strategy, tolerance=tolerance
+            )
+            final[label] = finished.fval
+    fval, valid = finished.fval, finished.valid
+    notes = list(finished.notes)
+
+    starts = [
+        StartResult(
+            label,
+            float(final[label]) if final[label] < _NON_FINITE else float("inf"),
+            float((finished.best if label == chosen_label else found.best)[poi])
+            if poi is not None else float("nan"),
+            bool(found.valid),
+        )
+        for label, found in minima
+    ]
+    starts.sort(key=lambda item: item.label != chosen_label)
+    n_agreeing = sum(
+        1 for item in starts if item.valid and item.twice_nll - fval <= START_AGREEMENT
+    ) if valid else 0
+    higher = [item for item in starts if item.valid and item.twice_nll - fval > START_AGREEMENT]
+    if higher:
+        rises = ", ".join(f"+{item.twice_nll - fval:.3g}" for item in higher[:5])
+        where = "" if poi is None else ", POI " + ", ".join(f"{item.poi:.4g}" for item in higher[:5])
+        notes.append(
+            f"{len(higher)} of {len(starts)} start points ended at a higher minimum (2NLL "
+            f"{rises}{where}): the likelihood has more than one minimum; the lowest "
+            f"(from the {chosen_label} start) is used"
+        )
+        log.warning("%s", notes[-1])
     seconds = time.perf_counter() - t0
     log.debug(
-        "fit with %s: 2NLL %.4f in %.2fs (%d calls)", used, fval, seconds, objective.n_evaluations
+        "fit with %s: 2NLL %.4f in %.2fs (%d calls, %d starts, %d agree)",
+        finished.minimizer, fval, seconds, objective.n_evaluations, len(starts), n_agreeing,
     )
-    return FitResult(
-        bestfit=best,
-        uncertainty=uncertainty,
-        labels=objective.labels,
-        twice_nll=fval,
-        covariance=covariance,
-        hessian=hessian,
-        minimizer=used,
-        valid=valid,
-        hesse_valid=hesse_valid,
-        fixed=fix,
+    return finished.result(objective.labels)._replace(
         warnings=tuple(notes),
         n_evaluations=objective.n_evaluations,
         seconds=seconds,
+        starts=tuple(starts),
+        n_agreeing=n_agreeing,
     )
 
 

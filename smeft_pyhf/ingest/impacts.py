@@ -51,7 +51,7 @@ import numpy as np
 import pyhf
 
 from ..exceptions import WorkspaceError
-from .fitting import FitResult, Objective, parameter_indices, refit
+from .fitting import LOWER_POINT_TOLERANCE, FitResult, Objective, parameter_indices, refit
 
 __all__ = [
     "Breakdown",
@@ -235,7 +235,14 @@ def _profile_sides(
             fits += 1
             q = result.twice_nll - best.twice_nll
             if not math.isfinite(q) or q <= 1e-9:
-                log.warning("profile scan: Delta 2NLL = %.3g at mu = %.4g; keeping the guess", q, target)
+                if math.isfinite(q) and q < -LOWER_POINT_TOLERANCE:
+                    log.warning(
+                        "profile scan: Delta 2NLL = %.3g at mu = %.4g, below the best fit: the "
+                        "best fit is not the global minimum", q, target,
+                    )
+                else:
+                    log.debug("profile scan: Delta 2NLL = %.3g at mu = %.4g; keeping the guess",
+                              q, target)
                 break
             distance = step / math.sqrt(q)
         room = (upper - mu_hat) if sign > 0 else (mu_hat - lower)
@@ -258,6 +265,7 @@ def total_uncertainty(
     best: FitResult,
     *,
     iterations: int = 2,
+    objective: Objective | None = None,
 ) -> TotalUncertainty:
     """Total POI uncertainty: Hesse (symmetric) and profile-likelihood crossings (asymmetric).
 
@@ -266,6 +274,8 @@ def total_uncertainty(
         data: observed + auxiliary data.
         best: the best fit (with Hessian).
         iterations: secant refinements per side (each one refit).
+        objective: reuse an :class:`~smeft_pyhf.ingest.fitting.Objective` (it keeps the lowest
+            point the refits came across).
 
     Example:
         >>> from smeft_pyhf._resources import shipped_dir
@@ -278,7 +288,7 @@ def total_uncertainty(
     """
     poi = _require_poi(model)
     _require_hessian(best)
-    objective = Objective(model, data)
+    objective = objective or Objective(model, data)
     sym = float(best.uncertainty[poi])
     up, down, fits = _profile_sides(objective, best, poi, (), sym, iterations=iterations)
     return TotalUncertainty(float(best.bestfit[poi]), up, down, sym, fits)
@@ -292,6 +302,7 @@ def grouped_breakdown(
     *,
     kinds: Mapping[str, str] | None = None,
     method: Method = "profile",
+    objective: Objective | None = None,
 ) -> Breakdown:
     """Impact of each group of parameters on the POI, plus the stat-only uncertainty.
 
@@ -302,6 +313,7 @@ def grouped_breakdown(
         groups: label -> parameter-set names (e.g. SFitter category -> NPs).
         kinds: label -> kind recorded in the result (default ``"group"``).
         method: ``"profile"`` (refits, default) or ``"hesse"`` (see the module docstring).
+        objective: reuse an :class:`~smeft_pyhf.ingest.fitting.Objective`.
 
     Returns:
         A :class:`Breakdown`.
@@ -318,7 +330,7 @@ def grouped_breakdown(
     """
     poi = _require_poi(model)
     _require_hessian(best)
-    objective = Objective(model, data)
+    objective = objective or Objective(model, data)
     kinds = dict(kinds or {})
     n_total = len(groups) + 2
     fits = 0
@@ -380,6 +392,7 @@ def parameter_impacts(
     n: int = 20,
     prefit: bool = True,
     exclude: Sequence[str] = (),
+    objective: Objective | None = None,
 ) -> tuple[ParameterImpact, ...]:
     """Per-NP impacts on the POI for the leading ``n`` parameters (cabinetry-style ranking).
 
@@ -390,6 +403,7 @@ def parameter_impacts(
         n: how many parameters to refit (ranked by the linear estimate first).
         prefit: also compute pre-fit impacts for constrained parameters.
         exclude: parameter-set names to skip (e.g. ignored ones).
+        objective: reuse an :class:`~smeft_pyhf.ingest.fitting.Objective`.
 
     Returns:
         Impacts sorted by ``max(|postfit_up|, |postfit_down|)``, largest first.
@@ -407,7 +421,7 @@ def parameter_impacts(
     _require_hessian(best)
     if n <= 0:
         return ()
-    objective = Objective(model, data)
+    objective = objective or Objective(model, data)
     cov = best.covariance
     assert cov is not None
     skip = {i for name in exclude for i in parameter_indices(model, name)}

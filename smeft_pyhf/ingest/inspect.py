@@ -128,6 +128,7 @@ class InspectResult(NamedTuple):
         ignored: parameters the mapping ignores on purpose.
         unmapped: parameters the mapping does not cover -> suggested category.
         warnings: remarks from loading and mapping.
+        parameter_samples: parameter-set name -> the samples its modifiers act on.
     """
 
     source: str
@@ -151,6 +152,16 @@ class InspectResult(NamedTuple):
     ignored: tuple[str, ...]
     unmapped: dict[str, str]
     warnings: tuple[str, ...]
+    parameter_samples: dict[str, tuple[str, ...]] | None = None
+
+
+def _parameter_samples(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, dict[str, None]] = defaultdict(dict)
+    for channel in spec["channels"]:
+        for sample in channel["samples"]:
+            for modifier in sample["modifiers"]:
+                found[modifier["name"]][sample["name"]] = None
+    return {name: tuple(samples) for name, samples in found.items()}
 
 
 def _modifier_table(spec: dict[str, Any]) -> tuple[ModifierSummary, ...]:
@@ -299,6 +310,7 @@ def inspect_loaded(
         ignored=ignored,
         unmapped=unmapped,
         warnings=tuple(warnings),
+        parameter_samples=_parameter_samples(spec),
     )
     log.debug("inspected %s: %d parameters", loaded.source, result.n_parameters)
     return result
@@ -314,6 +326,7 @@ def inspect_workspace(
     combine: Sequence[str | os.PathLike[str]] = (),
     mapping: str | os.PathLike[str] | Mapping | None = None,
     auto_mapping: bool = True,
+    rootdir: str | os.PathLike[str] | None = None,
 ) -> InspectResult:
     """Load a workspace (no fit) and summarise it.
 
@@ -326,6 +339,7 @@ def inspect_workspace(
         combine: further workspaces combined with ``path`` (parameters correlated by name).
         mapping: mapping (object, path or shipped name); None to look one up.
         auto_mapping: look up a shipped mapping when ``mapping`` is None.
+        rootdir: for HistFactory XML inputs, the folder their ``<Input>`` paths are relative to.
 
     Returns:
         An :class:`InspectResult`. A background-only workspace (POI used by no sample) is
@@ -351,6 +365,7 @@ def inspect_workspace(
             measurement=measurement,
             combine=combine,
             require_poi=False,
+            rootdir=rootdir,
         )
     except SmeftPyhfError:
         raise
@@ -477,14 +492,33 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _guess_category(parameter: str, result: InspectResult) -> str:
+    """The category a draft gives a parameter no naming rule places.
+
+    A parameter acting on one background sample goes to ``Background:<sample>``, one acting
+    only on the POI's (signal) samples to the flat ``modelling`` category, anything else to the
+    plain ``Background`` category.
+    """
+    samples = (result.parameter_samples or {}).get(parameter, ())
+    signal = set((result.parameter_samples or {}).get(result.poi or "", ()))
+    if len(samples) == 1 and samples[0] not in signal:
+        process = re.sub(r"[^A-Za-z0-9_.+-]", "_", samples[0])
+        return f"Background:{process}"
+    if samples and set(samples) <= signal:
+        return "modelling"
+    return "Background"
+
+
 def draft_mapping(result: InspectResult, *, analysis: str | None = None) -> str:
     """A draft mapping YAML for the inspected workspace: one exact-name rule per NP.
 
     Categories come from the mapping used (if any) or from :func:`suggest_category`; rules
-    with a suggested category are marked ``# SUGGESTED`` and names the heuristics cannot place
-    get category ``'?'``, which :func:`~smeft_pyhf.ingest.mapping.load_mapping` rejects until
-    it is replaced. Fixed parameters go to ``ignore``. Edit the draft (merge rules into regexes,
-    add groups and metadata) before using it.
+    with a suggested category are listed under a ``SUGGESTED`` comment. Names the naming
+    heuristics cannot place get a best guess from the samples they act on
+    (``Background:<sample>``, ``modelling`` for signal-only ones, else ``Background``) and a
+    ``# GUESS`` comment, so the draft loads as it is. Fixed parameters go to ``ignore``. Edit the
+    draft (check the guesses, merge rules into regexes, add groups and metadata) before using
+    it.
 
     Args:
         result: an inspected workspace.
@@ -498,14 +532,24 @@ def draft_mapping(result: InspectResult, *, analysis: str | None = None) -> str:
     """
     name = analysis or Path(result.source).name.split(".")[0]
     name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name) or "analysis"
-    used = [c.category for c in result.categories if c.category != "?"]
+    ignore = list(result.ignored) + [
+        p for p in result.fixed if p != result.poi and p not in result.ignored
+    ]
+    guesses = {
+        parameter: _guess_category(parameter, result)
+        for category in result.categories
+        if category.category == "?"
+        for parameter in category.parameters
+        if parameter not in ignore
+    }
+    used = [c.category for c in result.categories if c.category != "?"] + list(guesses.values())
     theory = sorted(
         {c for c in used if c not in SYSTEMATIC_CATEGORIES and not c.startswith("Background:")}
     )
     lines = [
         f"# Draft mapping written by `smeft-pyhf inspect --suggest` for {result.source}",
-        "# Check every rule; SUGGESTED categories are naming heuristics and '?' must be replaced.",
-        "# Merge rules into regexes and add `group` labels (the paper's uncertainty groups).",
+        "# Check every rule: SUGGESTED categories are naming heuristics, GUESS ones a guess from",
+        "# the samples a parameter acts on. Merge rules into regexes, add `group` labels.",
         "mapping_version: 1",
         f"analysis: {_quote(name)}",
         "metadata:",
@@ -515,13 +559,20 @@ def draft_mapping(result: InspectResult, *, analysis: str | None = None) -> str:
     lines.append(f"  workspace_sha256: {_quote(result.sha256)}")
     lines.append(f"  n_parameters: {result.n_parameters}")
     lines.append(f"theory_categories: [{', '.join(theory)}]")
-    ignore = list(result.ignored) + [
-        p for p in result.fixed if p != result.poi and p not in result.ignored
-    ]
     lines.append("ignore:" if ignore else "ignore: []")
     lines.extend(f"  - {_quote(re.escape(p))}" for p in dict.fromkeys(ignore))
     lines.append("rules:")
     for category in result.categories:
+        if category.category == "?":
+            listed = [p for p in category.parameters if p not in ignore]
+            if listed:
+                lines.append("  # no naming rule places these: GUESSED from the samples they act on")
+            for parameter in listed:
+                lines.append(
+                    f"  - {{pattern: {_quote(re.escape(parameter))}, "
+                    f"category: {_quote(guesses[parameter])}}}  # GUESS: check it"
+                )
+            continue
         source = "SUGGESTED" if category.kind == "suggested" else f"from mapping {result.mapping}"
         lines.append(f"  # {category.category} ({source})")
         for parameter in category.parameters:

@@ -5,12 +5,20 @@ Steps (each timed; progress is logged at INFO level):
 1. load the workspace (patch, combination, POI) — :mod:`.workspace`;
 2. map every NP to a category — :mod:`.mapping` (a shipped mapping is looked up when none is
    given; unmapped NPs are an error listing each with a suggestion);
-3. fit (Migrad + Hesse, scipy fallback) — :mod:`.fitting`;
+3. fit (Migrad + Hesse, scipy fallback) from several starts: the nominal point and seeded
+   random draws within the NP constraints; the lowest minimum wins — :mod:`.fitting`;
 4. total uncertainty (Hesse and profile crossings), stat-only, per-category and per-paper-group
    breakdown — :mod:`.impacts`;
 5. per-NP impacts of the leading NPs and 1D scans of the leading ones — :mod:`.impacts`,
    :mod:`.scans`;
 6. the card, validated and written atomically — :mod:`.card`.
+
+Every refit of steps 4-5 evaluates the same objective, which keeps the lowest point it came
+across. When that point lies below the best fit (by more than
+:data:`~smeft_pyhf.ingest.fitting.LOWER_POINT_TOLERANCE` in ``2NLL``) the best fit was a local
+minimum: the fit is redone with that point as an extra start and steps 4-5 start again. The
+card records how many starts reached the minimum used (``diagnostics.starts``), any such
+refit, and a POI at its bound (``diagnostics.poi_at_bound`` and a warning).
 
 Example:
     >>> from smeft_pyhf._resources import shipped_dir
@@ -39,7 +47,7 @@ from .._io import check_writable_parent
 from ..exceptions import InputError, MappingError, WorkspaceError
 from . import mapping as _mapping
 from .card import CARD_VERSION, MeasurementCard, card_from_dict, validate_card, write_card
-from .fitting import FitResult, fit
+from .fitting import LOWER_POINT_TOLERANCE, START_AGREEMENT, FitResult, Objective, fit
 from .impacts import (
     Breakdown,
     ParameterImpact,
@@ -157,6 +165,8 @@ def _build_card(
     patch_name: str | None,
     combine: Sequence[str],
     n_fits: int,
+    extra_notes: Sequence[str] = (),
+    extra_diagnostics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     meta = mapping.metadata
     model = loaded.model
@@ -220,7 +230,7 @@ def _build_card(
 
     quadrature = math.sqrt(stat**2 + sum(e.impact**2 for e in categories.groups))
     closure = quadrature / categories.total if categories.total > 0 else None
-    notes = list(loaded.warnings) + list(best.warnings)
+    notes = list(loaded.warnings) + list(best.warnings) + list(extra_notes)
     if unmatched:
         notes.append(f"paper_breakdown rows without a mapping group: {', '.join(unmatched)}")
     negative = [e.name for e in categories.groups + groups.groups if e.negative]
@@ -306,6 +316,7 @@ def _build_card(
             "breakdown_method": categories.method,
             "closure": _nullable(closure),
             "timings": {k: round(float(v), 3) for k, v in timings.items()},
+            **dict(extra_diagnostics or {}),
         },
         "provenance": {
             "input": str(loaded.source),
@@ -333,6 +344,16 @@ def _slice(model: Any, name: str) -> tuple[int, int]:
     return (slc.start, slc.stop)
 
 
+def _require_valid(best: FitResult, workspace: str | os.PathLike[str]) -> None:
+    if not best.valid:
+        raise WorkspaceError(
+            "the fit did not reach a valid minimum with minuit or scipy: "
+            + "; ".join(best.warnings),
+            where=str(workspace),
+            hint="check the workspace (e.g. with `smeft-pyhf inspect`)",
+        )
+
+
 def check_output_path(path: str | os.PathLike[str]) -> None:
     """Fail early (before any fit) if a card cannot be written to ``path``.
 
@@ -355,6 +376,139 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+#: How often the fit is redone from a lower point that a later refit came across.
+MAX_LOWER_POINT_REFITS = 3
+
+
+class _LowerPoint(Exception):
+    """A refit of ``stage`` came across a point below the best fit."""
+
+    def __init__(self, stage: str, point: np.ndarray, value: float) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.point = point
+        self.value = value
+
+
+class _Stages(NamedTuple):
+    total: TotalUncertainty
+    categories: Breakdown
+    groups: Breakdown
+    impacts: tuple[ParameterImpact, ...]
+    scans: tuple[ScanResult, ...]
+
+
+def _run_stages(
+    model: Any,
+    data: Sequence[float],
+    best: FitResult,
+    assignment: _mapping.Assignment,
+    *,
+    breakdown: Literal["hesse", "profile"],
+    n_impacts: int,
+    n_scans: int,
+    prefit: bool,
+    timings: dict[str, float],
+    guard: Objective,
+    check: bool,
+) -> _Stages:
+    """Steps 4-5 of :func:`ingest`; raises :class:`_LowerPoint` (when ``check``) as soon as a
+    stage came across a point below the best fit."""
+    poi_index = model.config.poi_index
+    guard.reset_lowest()
+
+    def done(stage: str, key: str, t0: float) -> None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        if check and guard.lowest_value < best.twice_nll - LOWER_POINT_TOLERANCE:
+            assert guard.lowest_point is not None
+            raise _LowerPoint(stage, guard.lowest_point.copy(), guard.lowest_value)
+
+    t0 = time.perf_counter()
+    log.info("total uncertainty: profile-likelihood crossings ...")
+    total = total_uncertainty(model, data, best, objective=guard)
+    done("total uncertainty", "total", t0)
+
+    t0 = time.perf_counter()
+    by_category: dict[str, list[str]] = {}
+    for parameter, category in assignment.category.items():
+        by_category.setdefault(category, []).append(parameter)
+    by_group: dict[str, list[str]] = {}
+    for parameter, group in assignment.group.items():
+        by_group.setdefault(group, []).append(parameter)
+    categories = grouped_breakdown(
+        model, data, best, by_category, kinds=assignment.kinds, method=breakdown, objective=guard
+    )
+    groups = grouped_breakdown(model, data, best, by_group, method=breakdown, objective=guard)
+    done("breakdown", "breakdown", t0)
+
+    t0 = time.perf_counter()
+    impacts = parameter_impacts(
+        model, data, best, n=n_impacts, prefit=prefit, exclude=assignment.ignored,
+        objective=guard,
+    )
+    done("impact", "impacts", t0)
+
+    t0 = time.perf_counter()
+    leading = [item for item in impacts if np.isfinite(item.postfit_up)][: max(n_scans, 0)]
+    if len(leading) < n_scans:
+        assert best.covariance is not None
+        weight = np.abs(best.covariance[poi_index]) / np.where(
+            best.uncertainty > 0, best.uncertainty, np.inf
+        )
+        extra = [
+            best.labels[i]
+            for i in np.argsort(-np.nan_to_num(weight))
+            if i != poi_index and not best.fixed[i]
+            and best.labels[i] not in {item.parameter for item in leading}
+        ]
+        scan_names = [item.parameter for item in leading] + extra[: n_scans - len(leading)]
+    else:
+        scan_names = [item.parameter for item in leading]
+    bounds = model.config.suggested_bounds()
+    known = {
+        item.parameter: {1.0: item.twice_nll_up, -1.0: item.twice_nll_down}
+        for item in impacts
+        if item.bestfit + item.postfit_sigma <= bounds[item.index][1]
+        and item.bestfit - item.postfit_sigma >= bounds[item.index][0]
+    }
+    scans = (
+        scan_parameters(model, data, best, scan_names, known=known, objective=guard)
+        if scan_names else ()
+    )
+    done("scan", "scans", t0)
+    return _Stages(total, categories, groups, impacts, scans)
+
+
+def _bound_notes(model: Any, best: FitResult, total: TotalUncertainty) -> tuple[str | None, list[str]]:
+    """Whether the POI sits at a bound, and warnings about intervals cut at a bound."""
+    poi = model.config.poi_index
+    name = model.config.poi_name
+    lower, upper = (float(b) for b in model.config.suggested_bounds()[poi])
+    mu = float(best.bestfit[poi])
+    sigma = float(best.uncertainty[poi]) if np.isfinite(best.uncertainty[poi]) else 0.0
+    closeness = 1e-3 * max(sigma, 1e-9)
+    at_bound = "lower" if mu - lower <= closeness else "upper" if upper - mu <= closeness else None
+    notes = []
+    if at_bound is not None:
+        bound = lower if at_bound == "lower" else upper
+        notes.append(
+            f"the POI {name} = {mu:.4g} is at its {at_bound} bound {bound:g}: the profile "
+            f"interval is cut at the bound and uncertainties relative to the best fit are "
+            "meaningless (the report does not print them)"
+        )
+    else:
+        for side, room, distance, bound in (
+            ("below", mu - lower, total.down, lower),
+            ("above", upper - mu, total.up, upper),
+        ):
+            if distance >= room * (1 - 1e-9):
+                notes.append(
+                    f"the Delta 2NLL = 1 crossing {side} {name} = {mu:.4g} lies beyond the POI "
+                    f"bound {bound:g}; the interval is cut there"
+                )
+    return at_bound, notes
+
+
 def ingest(
     workspace: str | os.PathLike[str],
     *,
@@ -371,6 +525,10 @@ def ingest(
     n_impacts: int = 20,
     n_scans: int = 10,
     prefit: bool = True,
+    n_starts: int = 4,
+    seed: int = 0,
+    rootdir: str | os.PathLike[str] | None = None,
+    default_output: bool = False,
 ) -> IngestResult:
     """Turn a published workspace into a measurement card.
 
@@ -383,7 +541,7 @@ def ingest(
         combine: more workspaces to combine with this one (parameters correlated by name).
         mapping: mapping YAML path, shipped mapping name, or a loaded mapping; ``None``
             looks for a shipped mapping that fits.
-        output: where to write the card (``None``: do not write).
+        output: where to write the card (``None``: do not write, unless ``default_output``).
         name: card name (default: ``metadata.card_name`` of the mapping, else its analysis).
         minimizer: ``"minuit"`` (default) or ``"scipy"``.
         breakdown: ``"hesse"`` (default, instantaneous) or ``"profile"`` (two constrained
@@ -391,6 +549,12 @@ def ingest(
         n_impacts: number of leading NPs whose impacts are refit.
         n_scans: number of leading NPs (by impact) to scan.
         prefit: compute pre-fit impacts too.
+        n_starts: start points of the best fit: the nominal point and ``n_starts - 1`` seeded
+            random draws within the NP constraints (see :func:`~.fitting.fit`).
+        seed: seed of the random start points.
+        rootdir: for HistFactory XML inputs, the folder their ``<Input>`` paths are relative to.
+        default_output: with ``output=None``, write the card to ``<card name>.card.yaml`` in
+            the working folder (checked before the fit).
 
     Returns:
         An :class:`IngestResult`; the card is also written to ``output`` if given.
@@ -408,12 +572,15 @@ def ingest(
     """
     if output is not None:
         check_output_path(output)
+    if n_starts < 1:
+        raise InputError(f"n_starts must be at least 1, not {n_starts}", where="ingest",
+                         hint="1 fits from the nominal point only")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     log.info("loading %s ...", workspace)
     loaded = load_workspace(
         workspace, patch=patch, patch_name=patch_name, poi=poi, measurement=measurement,
-        combine=combine,
+        combine=combine, rootdir=rootdir,
     )
     model = loaded.model
     if model.config.poi_index is None:
@@ -424,74 +591,89 @@ def ingest(
     t0 = time.perf_counter()
     used_mapping = _resolve_mapping(mapping, loaded, names)
     assignment = _mapping.assign(used_mapping, names)
+    card_name = name or used_mapping.metadata.get("card_name") or used_mapping.analysis
+    if output is None and default_output:
+        output = Path(f"{card_name}.card.yaml")
+        check_output_path(output)
     timings["mapping"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log.info("fitting %d parameters with %s ...", model.config.npars, minimizer)
-    best = fit(model, loaded.data, minimizer=minimizer)
-    if not best.valid:
-        raise WorkspaceError(
-            "the fit did not converge with minuit or scipy: " + "; ".join(best.warnings),
-            where=str(workspace),
-            hint="check the workspace (e.g. with `smeft-pyhf inspect`)",
-        )
+    log.info(
+        "fitting %d parameters with %s from %d start point(s) ...",
+        model.config.npars, minimizer, n_starts,
+    )
+    best = fit(model, loaded.data, minimizer=minimizer, n_random_starts=n_starts - 1, seed=seed)
+    _require_valid(best, workspace)
     timings["fit"] = time.perf_counter() - t0
     poi_index = model.config.poi_index
     log.info(
-        "best fit %s = %.4f +- %.4f (Hesse), 2NLL = %.3f",
-        model.config.poi_name, best.bestfit[poi_index], best.uncertainty[poi_index], best.twice_nll,
+        "best fit %s = %.4f +- %.4f (Hesse), 2NLL = %.3f; %d of %d start(s) agree",
+        model.config.poi_name, best.bestfit[poi_index], best.uncertainty[poi_index],
+        best.twice_nll, best.n_agreeing, len(best.starts),
     )
 
-    t0 = time.perf_counter()
-    log.info("total uncertainty: profile-likelihood crossings ...")
-    total = total_uncertainty(model, loaded.data, best)
-    timings["total"] = time.perf_counter() - t0
+    guard = Objective(model, loaded.data)
+    lower_points: dict[str, np.ndarray] = {}
+    refit_notes: list[str] = []
+    extra_fits = 0
+    for attempt in range(MAX_LOWER_POINT_REFITS + 1):
+        try:
+            stages = _run_stages(
+                model, loaded.data, best, assignment, breakdown=breakdown, n_impacts=n_impacts,
+                n_scans=n_scans, prefit=prefit, timings=timings, guard=guard,
+                check=attempt < MAX_LOWER_POINT_REFITS,
+            )
+            break
+        except _LowerPoint as found:
+            t0 = time.perf_counter()
+            previous = best
+            log.warning(
+                "a %s refit came across 2NLL %.4f, %.3g below the best fit: redoing the fit "
+                "from that point", found.stage, found.value, previous.twice_nll - found.value,
+            )
+            lower_points[f"lower point {len(lower_points) + 1} ({found.stage})"] = found.point
+            best = fit(
+                model, loaded.data, minimizer=minimizer, n_random_starts=n_starts - 1,
+                seed=seed, extra_starts=lower_points,
+            )
+            _require_valid(best, workspace)
+            extra_fits += 1
+            refit_notes.append(
+                f"a {found.stage} refit came across 2NLL {found.value:.4f}, "
+                f"{previous.twice_nll - found.value:.3g} below the best fit "
+                f"({model.config.poi_name} = {previous.bestfit[poi_index]:.4g}, 2NLL "
+                f"{previous.twice_nll:.4f}): the fit was redone from that point "
+                f"({model.config.poi_name} = {best.bestfit[poi_index]:.4g}, 2NLL "
+                f"{best.twice_nll:.4f})"
+            )
+            log.warning("%s", refit_notes[-1])
+            timings["refit"] = timings.get("refit", 0.0) + time.perf_counter() - t0
+    else:  # pragma: no cover - the last attempt runs with check=False
+        raise AssertionError("unreachable")
+    if guard.lowest_value < best.twice_nll - LOWER_POINT_TOLERANCE:
+        refit_notes.append(
+            f"after {MAX_LOWER_POINT_REFITS} refits a later evaluation still found 2NLL "
+            f"{guard.lowest_value:.4f} below the best fit's {best.twice_nll:.4f}: the fit "
+            "may not be at the global minimum"
+        )
+        log.warning("%s", refit_notes[-1])
+    total, categories, groups, impacts, scans = stages
+    at_bound, bound_notes = _bound_notes(model, best, total)
+    for note in bound_notes:
+        log.warning("%s", note)
 
     t0 = time.perf_counter()
-    by_category: dict[str, list[str]] = {}
-    for parameter, category in assignment.category.items():
-        by_category.setdefault(category, []).append(parameter)
-    by_group: dict[str, list[str]] = {}
-    for parameter, group in assignment.group.items():
-        by_group.setdefault(group, []).append(parameter)
-    categories = grouped_breakdown(
-        model, loaded.data, best, by_category, kinds=assignment.kinds, method=breakdown
-    )
-    groups = grouped_breakdown(model, loaded.data, best, by_group, method=breakdown)
-    timings["breakdown"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    impacts = parameter_impacts(
-        model, loaded.data, best, n=n_impacts, prefit=prefit, exclude=assignment.ignored
-    )
-    timings["impacts"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    leading = [item for item in impacts if np.isfinite(item.postfit_up)][: max(n_scans, 0)]
-    if len(leading) < n_scans:
-        extra = [
-            best.labels[i]
-            for i in np.argsort(-np.nan_to_num(np.abs(best.covariance[poi_index]) / np.where(best.uncertainty > 0, best.uncertainty, np.inf)))  # type: ignore[index]
-            if i != poi_index and not best.fixed[i]
-            and best.labels[i] not in {item.parameter for item in leading}
-        ]
-        scan_names = [item.parameter for item in leading] + extra[: n_scans - len(leading)]
-    else:
-        scan_names = [item.parameter for item in leading]
-    known = {
-        item.parameter: {1.0: item.twice_nll_up, -1.0: item.twice_nll_down}
-        for item in impacts
-        if item.bestfit + item.postfit_sigma <= model.config.suggested_bounds()[item.index][1]
-        and item.bestfit - item.postfit_sigma >= model.config.suggested_bounds()[item.index][0]
-    }
-    scans = scan_parameters(model, loaded.data, best, scan_names, known=known) if scan_names else ()
-    timings["scans"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    card_name = name or used_mapping.metadata.get("card_name") or used_mapping.analysis
-    n_fits = 1 + total.n_fits + categories.n_fits + groups.n_fits
+    n_fits = len(best.starts) * (1 + extra_fits) + total.n_fits + categories.n_fits
+    n_fits += groups.n_fits
     n_fits += sum(2 + (2 if item.prefit_up is not None else 0) for item in impacts)
     n_fits += sum(max(len(s.values) - 1, 0) for s in scans)
+    starts = {
+        "n": len(best.starts),
+        "agreeing": int(best.n_agreeing),
+        "tolerance_twice_nll": START_AGREEMENT,
+        "seed": int(seed),
+        "refits_from_lower_points": extra_fits,
+    }
     document = _build_card(
         name=str(card_name),
         loaded=loaded,
@@ -508,6 +690,8 @@ def ingest(
         patch_name=patch_name,
         combine=[str(c) for c in combine],
         n_fits=n_fits,
+        extra_notes=[*refit_notes, *bound_notes],
+        extra_diagnostics={"starts": starts, "poi_at_bound": at_bound},
     )
     path = None
     if output is not None:

@@ -7,7 +7,11 @@
 2. the SFitter breakdown per category (absolute and relative), stat, total (Hesse and
    profile-likelihood crossings) and the quadrature closure;
 3. the leading per-NP impacts and the NP scans (non-Gaussianity);
-4. fit diagnostics and timings.
+4. fit diagnostics (start points that agreed, warnings) and timings.
+
+Relative numbers (percent of the best fit) are left out, shown as ``-``, when the best fit is
+~0: at a bound of the POI (``diagnostics.poi_at_bound``) or closer to 0 than
+:data:`NEAR_ZERO` times its total uncertainty; they would be arbitrarily large there.
 
 :func:`report_json` is the machine-readable equivalent (the card as JSON).
 
@@ -25,7 +29,26 @@ from typing import Any
 
 from .card import MeasurementCard
 
-__all__ = ["format_report", "report_json"]
+__all__ = ["NEAR_ZERO", "format_report", "relative_meaningful", "report_json"]
+
+#: A best fit within this fraction of its total uncertainty from 0 counts as ~0.
+NEAR_ZERO = 0.05
+
+
+def relative_meaningful(card: MeasurementCard) -> bool:
+    """Whether uncertainties relative to the best fit mean something (best fit not ~0).
+
+    Example:
+        >>> from smeft_pyhf.ingest.card import example_card
+        >>> relative_meaningful(example_card())
+        True
+    """
+    m = card.measurement
+    mu = float(m["best_fit"])
+    scale = float(m["total"].get("symmetric", 0.0))
+    if card.diagnostics.get("poi_at_bound"):
+        return False
+    return abs(mu) > NEAR_ZERO * scale and mu != 0.0
 
 
 def _pct(value: Any) -> str:
@@ -58,6 +81,11 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
     m = card.measurement
     mu = float(m["best_fit"])
     total = m["total"]
+    relative = relative_meaningful(card)
+
+    def pct(value: Any) -> str:
+        return _pct(value) if relative else "-"
+
     lines = [
         f"{card.name}: {card.observable['poi']} = {mu:.4g} +{total['up']:.2g} -{total['down']:.2g} "
         f"(Hesse +-{total['symmetric']:.3g})"
@@ -75,7 +103,7 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
 
         for row in sorted(card.groups, key=key):
             lines.append(
-                f"{row['group']:<{width}}{_pct(row['reproduced_percent']):>15}"
+                f"{row['group']:<{width}}{pct(row['reproduced_percent']):>15}"
                 f"{_pct(row['paper_percent']):>11}   {row['category']}"
             )
     entries = [
@@ -91,19 +119,25 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         flag = "  (negative: set to 0)" if entry.get("negative") else ""
         lines.append(
             f"{name:<{width}}{kind:<12}{entry.get('n_parameters', ''):>5}"
-            f"{_num(entry['absolute']):>11}{_pct(100 * entry['relative']):>14}{flag}"
+            f"{_num(entry['absolute']):>11}{pct(100 * entry['relative']):>14}{flag}"
         )
     stat = m["stat"]
     lines.append(
         f"{'Stat':<{width}}{'':<12}{'':>5}{_num(stat['absolute']):>11}"
-        f"{_pct(100 * stat['relative']):>14}"
+        f"{pct(100 * stat['relative']):>14}"
     )
     breakdown_total = total.get("breakdown", total["symmetric"])
     lines.append(
         f"{'Total':<{width}}{'':<12}{'':>5}{_num(breakdown_total):>11}"
-        f"{_pct(100 * breakdown_total / abs(mu) if mu else None):>14}"
+        f"{pct(100 * breakdown_total / abs(mu) if mu else None):>14}"
         f"   (profile +{_num(total['up'], 3)} / -{_num(total['down'], 3)})"
     )
+    if not relative:
+        lines.append(
+            f"relative numbers not shown: the best fit {mu:.3g} is ~0 "
+            + ("(at the POI's bound)" if card.diagnostics.get("poi_at_bound")
+               else f"(within {NEAR_ZERO:g} of its uncertainty)")
+        )
     diag = card.diagnostics
     if diag.get("closure") is not None:
         lines.append(
@@ -131,6 +165,14 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         f"2NLL {diag['twice_nll']:.3f}, {diag.get('n_parameters', '?')} parameters, "
         f"{diag.get('fits', '?')} fits, {diag.get('seconds', 0.0):.1f} s",
     ]
+    starts = diag.get("starts")
+    if isinstance(starts, dict) and starts.get("n"):
+        lines.append(
+            f"start points: {starts.get('agreeing', '?')} of {starts['n']} reached this minimum "
+            f"(within {starts.get('tolerance_twice_nll', '?')} in 2NLL)"
+            + (f"; refit {starts['refits_from_lower_points']}x from lower points found later"
+               if starts.get("refits_from_lower_points") else "")
+        )
     for warning in diag.get("warnings", []):
         lines.append(f"warning: {warning}")
     if diag.get("timings"):

@@ -204,8 +204,12 @@ def scan_parameters(
     *,
     points: Sequence[float] = DEFAULT_POINTS,
     known: Mapping[str, Mapping[float, float]] | None = None,
+    objective: Objective | None = None,
 ) -> tuple[ScanResult, ...]:
     """Scan several parameters (see :func:`scan_parameter`), logging progress.
+
+    ``objective`` reuses an :class:`~smeft_pyhf.ingest.fitting.Objective` (it keeps the lowest
+    point the scans came across).
 
     Example:
         >>> from smeft_pyhf._resources import shipped_dir
@@ -217,7 +221,7 @@ def scan_parameters(
         >>> [s.parameter for s in scans]
         ['ttZ_muR', 'lumi']
     """
-    objective = Objective(model, data)
+    objective = objective or Objective(model, data)
     known = known or {}
     out = []
     for counter, parameter in enumerate(parameters, start=1):

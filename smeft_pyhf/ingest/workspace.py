@@ -15,13 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import hashlib
 import json
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -195,33 +197,274 @@ def _check_duplicate_modifiers(spec: dict[str, Any], where: str) -> list[str]:
     ]
 
 
-def _find_xml_rootdir(xml: Path) -> Path:
+def _bad_number(value: Any, *, allow_negative: bool) -> str | None:
+    """What is wrong with one number of the workspace (``None`` if nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # wrong types are the schema's job
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return f"{value}"
+    if value < 0 and not allow_negative:
+        return f"negative ({value:g})"
+    return None
+
+
+def _bins(values: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(values)) if isinstance(values, list) else []
+
+
+def _check_values(spec: dict[str, Any], where: str) -> list[str]:
+    """Reject non-finite or impossible numbers before any model is built or fitted.
+
+    Rejected (a :class:`WorkspaceError` naming the file, channel, sample, modifier and bin):
+    NaN or infinite observations, sample yields and modifier data; negative observed counts;
+    negative ``staterror``/``shapesys`` uncertainties and ``normsys`` factors; a bin whose
+    nominal yields (summed over the samples) are negative; a channel without observations or
+    with a different number of observed bins. Negative yields of single samples or ``histosys``
+    templates in a bin whose total stays positive are legal HistFactory (negative Monte Carlo
+    weights; published workspaces have them) and give a warning instead.
+
+    Returns:
+        Warnings about legal but unusual numbers.
+    """
+    problems: list[str] = []
+    layout: list[str] = []
+    notes: list[str] = []
+    observed = {
+        obs.get("name"): obs.get("data")
+        for obs in spec.get("observations", [])
+        if isinstance(obs, dict)
+    }
+    for channel in spec.get("channels", []):
+        cname = channel.get("name")
+        samples = [s for s in channel.get("samples", []) if isinstance(s, dict)]
+        nbins = max((len(s.get("data") or []) for s in samples), default=0)
+        data = observed.get(cname)
+        if data is None:
+            layout.append(f"channel '{cname}' has no observations")
+        elif len(data) != nbins:
+            layout.append(
+                f"channel '{cname}' has {len(data)} observed bin(s) but its samples have {nbins}"
+            )
+        for i, value in _bins(data):
+            bad = _bad_number(value, allow_negative=False)
+            if bad:
+                problems.append(f"channel '{cname}', observations, bin {i + 1} of {len(data)}: {bad}")
+        totals = [0.0] * nbins
+        for sample in samples:
+            sname = sample.get("name")
+            values = sample.get("data")
+            if isinstance(values, list) and len(values) != nbins:
+                layout.append(
+                    f"channel '{cname}', sample '{sname}' has {len(values)} bin(s), other "
+                    f"samples of the channel {nbins}"
+                )
+            for i, value in _bins(values):
+                bad = _bad_number(value, allow_negative=True)
+                if bad:
+                    problems.append(
+                        f"channel '{cname}', sample '{sname}', bin {i + 1} of {len(values)}: {bad}"
+                    )
+                elif isinstance(value, (int, float)) and i < nbins:
+                    totals[i] += value
+                    if value < 0:
+                        notes.append(f"channel '{cname}', sample '{sname}', bin {i + 1}")
+            for modifier in sample.get("modifiers", []):
+                if not isinstance(modifier, dict):
+                    continue
+                mtype, mname, mdata = modifier.get("type"), modifier.get("name"), modifier.get("data")
+                place = f"channel '{cname}', sample '{sname}', {mtype} '{mname}'"
+                if mtype == "histosys" and isinstance(mdata, dict):
+                    for key in ("hi_data", "lo_data"):
+                        for i, value in _bins(mdata.get(key)):
+                            bad = _bad_number(value, allow_negative=True)
+                            if bad:
+                                problems.append(f"{place} {key}, bin {i + 1}: {bad}")
+                            elif isinstance(value, (int, float)) and value < 0:
+                                notes.append(f"{place} {key}, bin {i + 1}")
+                elif mtype == "normsys" and isinstance(mdata, dict):
+                    for key in ("hi", "lo"):
+                        bad = _bad_number(mdata.get(key), allow_negative=False)
+                        if bad:
+                            problems.append(f"{place} {key}: {bad}")
+                elif mtype in ("staterror", "shapesys"):
+                    for i, value in _bins(mdata):
+                        bad = _bad_number(value, allow_negative=False)
+                        if bad:
+                            problems.append(f"{place} data, bin {i + 1}: {bad}")
+        for i, total in enumerate(totals):
+            if total < 0:
+                problems.append(
+                    f"channel '{cname}', bin {i + 1} of {nbins}: the samples' nominal yields sum "
+                    f"to {total:g} (a negative expected count)"
+                )
+    if layout:
+        raise WorkspaceError(
+            "the observations do not match the channels: " + "; ".join(layout[:8])
+            + (f" (and {len(layout) - 8} more)" if len(layout) > 8 else ""),
+            where=where,
+            hint="give every channel one observed count per bin of its samples",
+        )
+    if problems:
+        listed = "; ".join(problems[:8])
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise WorkspaceError(
+            f"has numbers no likelihood can use: {listed}{more}",
+            where=where,
+            hint="fix these entries of the workspace (observed counts must be finite and "
+            "non-negative, yields and modifier data finite, uncertainties non-negative)",
+        )
+    if not notes:
+        return []
+    return [
+        f"{len(notes)} negative yield(s) in single samples or histosys templates (legal while "
+        f"each bin's total stays positive): {'; '.join(notes[:5])}"
+        + (f" (and {len(notes) - 5} more)" if len(notes) > 5 else "")
+    ]
+
+
+def _xml_inputs(xml: Path) -> list[str]:
     import xml.etree.ElementTree as ET
 
     try:
-        inputs = [node.text.strip() for node in ET.parse(xml).getroot().iter("Input") if node.text]
+        root = ET.parse(xml).getroot()
     except ET.ParseError as err:
         raise InputError(f"is not valid XML: {err}", where=str(xml)) from None
-    candidates = [xml.parent.parent, xml.parent, Path.cwd()]
+    except OSError as err:
+        raise InputError(f"cannot read file ({err})", where=str(xml)) from None
+    return [node.text.strip() for node in root.iter("Input") if node.text and node.text.strip()]
+
+
+def _find_xml_rootdir(xml: Path, rootdir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder the ``<Input>`` paths of a top-level HistFactory XML are relative to.
+
+    With ``rootdir`` given, it must hold every input; otherwise the XML's folder and each of
+    its parents, then the working folder, are tried in turn.
+    """
+    inputs = _xml_inputs(xml)
+    if rootdir is not None:
+        base = Path(rootdir)
+        if not base.is_dir():
+            raise InputError(
+                "--rootdir is not a folder", where=str(base), hint="give the folder the XML's "
+                "<Input> paths are relative to"
+            )
+        missing = [item for item in inputs if not (base / item).exists()]
+        if missing:
+            raise InputError(
+                f"the <Input> file(s) {', '.join(missing[:5])} do not exist under --rootdir {base}",
+                where=str(xml),
+                hint="give the folder the <Input> paths are relative to",
+            )
+        return base
+    candidates = [*xml.resolve().parents, Path.cwd()]
     for candidate in candidates:
-        if inputs and all((candidate / item).exists() for item in inputs):
+        if all((candidate / item).exists() for item in inputs):
             return candidate
-    return candidates[0]
+    raise InputError(
+        f"the <Input> file(s) {', '.join(inputs[:5])} are found neither next to the XML, in "
+        "one of its parent folders nor in the working folder",
+        where=str(xml),
+        hint="pass the folder they are relative to with --rootdir",
+    )
 
 
-def _load_xml(path: Path) -> dict[str, Any]:
+def _multidim_histograms(xml: Path, rootdir: Path) -> list[str]:
+    """Histograms of the XML's channels that are not one-dimensional (``TH2``/``TH3``)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        import uproot
+    except ImportError:  # pragma: no cover - uproot comes with pyhf[xmlio]
+        return []
+    found = []
+    for item in _xml_inputs(xml):
+        try:
+            channel = ET.parse(rootdir / item).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        default_file = channel.attrib.get("InputFile")
+        for node in channel.iter():
+            name = node.attrib.get("HistoName")
+            filename = node.attrib.get("InputFile", default_file)
+            if not name or not filename:
+                continue
+            key = "/".join(p for p in (node.attrib.get("HistoPath", "").strip("/"), name) if p)
+            try:
+                with uproot.open(rootdir / filename) as handle:
+                    classname = handle[key].classname
+            except Exception:  # a diagnosis only; the reader's own error is reported anyway
+                continue
+            if classname.startswith(("TH2", "TH3")):
+                found.append(f"{filename}:{key} ({classname})")
+    return sorted(set(found))
+
+
+class _Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _captured_pyhf_log() -> Iterator[_Captured]:
+    """Keep pyhf's log records (and their tracebacks) off stderr while a call runs.
+
+    The caller decides what to do with them: re-log the warnings after a success, or only
+    keep them at debug level when the failure is reported as a clean error.
+    """
+    logger = logging.getLogger("pyhf")
+    handler = _Captured()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _load_xml(
+    path: Path, rootdir: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     import pyhf.readxml
 
-    rootdir = _find_xml_rootdir(path)
-    log.info("reading HistFactory XML %s (rootdir %s)", path, rootdir)
-    try:
-        return pyhf.readxml.parse(str(path), str(rootdir), track_progress=False)
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
-        raise InputError(
-            f"cannot read the HistFactory XML/ROOT inputs ({type(err).__name__}: {err})",
-            where=str(path),
-            hint="check the <Input> paths and ROOT files next to the XML",
-        ) from None
+    base = _find_xml_rootdir(path, rootdir)
+    log.info("reading HistFactory XML %s (rootdir %s)", path, base)
+    with _captured_pyhf_log() as captured:
+        try:
+            spec = pyhf.readxml.parse(str(path), str(base), track_progress=False)
+        except Exception as err:  # any failure of the third-party reader
+            for record in captured.records:
+                log.debug("pyhf.readxml: %s", record.getMessage())
+            log.debug("pyhf.readxml failed", exc_info=True)
+            multidim = _multidim_histograms(path, base)
+            if multidim:
+                more = f" (and {len(multidim) - 5} more)" if len(multidim) > 5 else ""
+                raise InputError(
+                    "cannot read the HistFactory inputs: pyhf.readxml reads one-dimensional "
+                    f"histograms only; not one-dimensional: {', '.join(multidim[:5])}{more}",
+                    where=str(path),
+                    hint="unroll the 2D/3D histograms into 1D ones (one bin after the other) in "
+                    "the ROOT file, or give the workspace as pyhf JSON",
+                ) from None
+            raise InputError(
+                f"cannot read the HistFactory XML/ROOT inputs ({type(err).__name__}: {err})",
+                where=str(path),
+                hint=f"check the <Input> paths and ROOT files (read relative to {base}; "
+                "another folder can be given with --rootdir)",
+            ) from None
+    notes = []
+    for record in captured.records:
+        if record.levelno >= logging.WARNING:
+            notes.append(f"pyhf.readxml: {record.getMessage()}")
+            log.warning("pyhf.readxml: %s", record.getMessage())
+    return spec, notes
 
 
 def _select_patch(document: Any, patch_name: str | None, where: str) -> tuple[list[Any], str]:
@@ -307,10 +550,18 @@ def _choose_measurement(workspace: pyhf.Workspace, measurement: str | None, wher
     return measurement
 
 
-def _read_spec(path: Path) -> dict[str, Any]:
+def _read_spec(
+    path: Path, rootdir: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The workspace document of ``path`` and the notes its reading left (XML only)."""
     name = path.name.lower()
     if name.endswith(".xml"):
-        return _load_xml(path)
+        return _load_xml(path, rootdir)
+    if rootdir is not None:
+        raise InputError(
+            "--rootdir applies to HistFactory XML inputs only", where=str(path),
+            hint="drop --rootdir for a JSON workspace",
+        )
     document = read_json(path)
     if isinstance(document, list) or (
         isinstance(document, dict) and ("patches" in document or "patch" in document)
@@ -320,7 +571,29 @@ def _read_spec(path: Path) -> dict[str, Any]:
             where=str(path),
             hint="give the background-only workspace and pass this file with --patch",
         )
-    return document
+    return document, []
+
+
+def _check_combine_distinct(path: Path, others: Sequence[Path], sha: str) -> None:
+    """Refuse to combine a workspace with itself (pyhf's outer join would drop the copy)."""
+    seen = {path.resolve(): str(path)}
+    hashes = {sha: str(path)}
+    for other in others:
+        if not other.exists():
+            raise InputError("file does not exist", where=str(other), hint="check the path")
+        resolved = other.resolve()
+        digest = sha256_file(other)
+        first = seen.get(resolved) or hashes.get(digest)
+        if first is not None:
+            same = "is the same file as" if resolved in seen else "has the same content as"
+            raise WorkspaceError(
+                f"{same} {first}; a workspace combined with itself adds nothing (its channels "
+                "are identical, so pyhf keeps one copy)",
+                where=str(other),
+                hint="give each workspace to combine once",
+            )
+        seen[resolved] = str(other)
+        hashes[digest] = str(other)
 
 
 def load_workspace(
@@ -332,6 +605,7 @@ def load_workspace(
     measurement: str | None = None,
     combine: Sequence[str | os.PathLike[str]] = (),
     require_poi: bool = True,
+    rootdir: str | os.PathLike[str] | None = None,
 ) -> LoadedWorkspace:
     """Load, patch, validate and build a HistFactory workspace.
 
@@ -345,14 +619,19 @@ def load_workspace(
             by name); their measurements are renamed to the chosen measurement first.
         require_poi: when ``False``, a workspace whose POI no sample uses is built with
             ``poi_name=None`` (and a warning) instead of raising.
+        rootdir: for HistFactory XML inputs, the folder their ``<Input>`` paths are relative
+            to (``pyhf.readxml``'s ``rootdir``); by default the XML's folder, its parents and
+            the working folder are tried.
 
     Returns:
         A :class:`LoadedWorkspace`.
 
     Raises:
         InputError: missing file, malformed JSON (line/column) or unreadable XML/ROOT.
-        WorkspaceError: schema violation (JSON path and value), duplicated modifiers, a patch
-            that does not apply, unknown measurement, missing/unknown POI (with candidates).
+        WorkspaceError: schema violation (JSON path and value), duplicated modifiers, NaN,
+            infinite or negative counts (file, channel, sample and bin named), observations
+            missing or of the wrong length, a patch that does not apply, unknown measurement,
+            missing/unknown POI (with candidates), a file combined with itself.
 
     Example:
         >>> from smeft_pyhf._resources import shipped_dir
@@ -365,7 +644,8 @@ def load_workspace(
     warnings: list[str] = []
     if not path.exists():
         raise InputError("file does not exist", where=where, hint="check the path")
-    spec = _read_spec(path)
+    spec, read_notes = _read_spec(path, rootdir)
+    warnings.extend(read_notes)
     sha = sha256_file(path)
 
     patch_sha = None
@@ -384,15 +664,19 @@ def load_workspace(
 
     warnings.extend(_check_duplicate_modifiers(spec, where))
     workspace = _validate_spec(spec, where)
+    warnings.extend(_check_values(spec, where))
     chosen = _choose_measurement(workspace, measurement, where)
 
     if combine:
+        _check_combine_distinct(path, [Path(c) for c in combine], sha)
         extra_hashes = []
         for other_path in combine:
             other_path = Path(other_path)
-            other_spec = _read_spec(other_path)
+            other_spec, read_notes = _read_spec(other_path, rootdir)
+            warnings.extend(read_notes)
             warnings.extend(_check_duplicate_modifiers(other_spec, str(other_path)))
             other = _validate_spec(other_spec, str(other_path))
+            warnings.extend(_check_values(other_spec, str(other_path)))
             renames = {name: chosen for name in other.measurement_names if name != chosen}
             if len(other.measurement_names) > 1:
                 other = other.prune(measurements=other.measurement_names[1:])
@@ -440,17 +724,25 @@ def load_workspace(
         warnings.append(f"measurement POI '{meas_poi}' is used by no sample; model has no POI")
 
     try:
-        model = workspace.model(
-            measurement_name=chosen,
-            poi_name=chosen_poi,
-        )
-        data = [float(x) for x in workspace.data(model)]
+        with _captured_pyhf_log():
+            model = workspace.model(
+                measurement_name=chosen,
+                poi_name=chosen_poi,
+            )
+            data = [float(x) for x in workspace.data(model)]
     except (pyhf.exceptions.InvalidModel, pyhf.exceptions.InvalidSpecification) as err:
         raise WorkspaceError(f"cannot build a model: {err}", where=where) from None
     except KeyError as err:
         raise WorkspaceError(
             f"cannot build the observed data: no observation for channel {err}", where=where
         ) from None
+    if len(data) != model.config.nmaindata + model.config.nauxdata:
+        raise WorkspaceError(
+            f"the observations have {len(data) - model.config.nauxdata} bin(s) but the model "
+            f"{model.config.nmaindata}",
+            where=where,
+            hint="give every channel's observations with one count per bin",
+        )
     log.info(
         "loaded %s: %d channels, %d bins, %d parameters, POI %s",
         where,

@@ -112,3 +112,92 @@ def test_old_pyhf_fixture_with_channels_as_dict_is_a_clean_error(
     assert "Traceback" not in result.output
     assert "fails the pyhf workspace schema at channels" in result.output.replace("\n", " ")
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ inputs refused before any fit
+def _edited(tmp_path: Path, edit) -> str:
+    spec = json.loads(Path(EXAMPLE).read_text())
+    edit(spec)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def _shapesys_nan(spec: dict) -> None:
+    spec["channels"][0]["samples"][1]["modifiers"].append(
+        {"name": "WZ_shape", "type": "shapesys", "data": [2.0, float("nan")]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "edit", "words"),
+    [
+        ("nan observation", lambda s: s["observations"][1]["data"].__setitem__(1, float("nan")),
+         ["channel 'SR_3l_1b4j'", "observations", "bin 2 of 2", "NaN"]),
+        ("inf sample", lambda s: s["channels"][2]["samples"][0]["data"].__setitem__(0, float("inf")),
+         ["channel 'CR_WZ'", "sample 'ttZ'", "bin 1 of 2", "inf"]),
+        ("negative observation", lambda s: s["observations"][0]["data"].__setitem__(0, -1.0),
+         ["channel 'SR_3l_2b3j'", "observations", "bin 1 of 2", "negative"]),
+        ("nan shapesys", _shapesys_nan,
+         ["channel 'SR_3l_2b3j'", "sample 'WZ'", "shapesys 'WZ_shape'", "bin 2", "NaN"]),
+        ("observation count", lambda s: s["observations"][2]["data"].append(7.0),
+         ["channel 'CR_WZ' has 3 observed bin(s)"]),
+    ],
+)  # fmt: skip
+def test_bad_inputs_exit_2_naming_the_place(tmp_path: Path, case: str, edit, words: list[str]) -> None:
+    ws = _edited(tmp_path, edit)
+    out = tmp_path / "card.yaml"
+    result = CliRunner().invoke(cli, ["ingest", ws, "--mapping", str(MAPPING), "-o", str(out), *FAST])
+    assert result.exit_code == 2, result.output
+    text = result.output.replace("\n", " ")
+    assert "Traceback" not in text and "ERROR" not in text
+    assert text.startswith(f"Error (WorkspaceError): {ws}:"), text
+    for word in words:
+        assert word in text, (case, word, text)
+    assert "best fit" not in text  # stopped at load time
+    assert not out.exists()
+
+
+def test_combine_with_itself_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["ingest", EXAMPLE, "--combine", EXAMPLE, "--mapping", str(MAPPING), "--no-write"]
+    )
+    assert result.exit_code == 2
+    assert "is the same file as" in result.output.replace("\n", " ")
+
+
+def test_default_output_path_checked_before_the_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "example_ttZ_like.card.yaml").mkdir()
+    result = CliRunner().invoke(cli, ["ingest", EXAMPLE, "--mapping", str(MAPPING), *FAST])
+    assert result.exit_code == 2
+    assert "example_ttZ_like.card.yaml: is a folder" in result.output
+    assert "best fit" not in result.output
+    (tmp_path / "example_ttZ_like.card.yaml").rmdir()
+    result = CliRunner().invoke(cli, ["ingest", EXAMPLE, "--mapping", str(MAPPING), *FAST])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "example_ttZ_like.card.yaml").is_file()
+    assert "card written to example_ttZ_like.card.yaml" in result.output
+
+
+@pytest.mark.shared_data
+def test_xml_inputs(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = shared_data / "pyhf_validation" / "validation" / "xmlimport_input"
+    monkeypatch.chdir(tmp_path)
+    mapping = tmp_path / "all.yaml"
+    mapping.write_text(
+        "mapping_version: 1\nanalysis: all\nrules: [{pattern: '.*', category: 'Background:x'}]\n"
+    )
+    xml = base / "config" / "examples" / "example_ShapeSys.xml"
+    args = ["ingest", str(xml), "--mapping", str(mapping), "--no-write", *FAST]
+    good = CliRunner().invoke(cli, [*args, "--rootdir", str(base)])
+    assert good.exit_code == 0, good.output
+    wrong = CliRunner().invoke(cli, [*args, "--rootdir", str(tmp_path)])
+    assert wrong.exit_code == 2 and "do not exist under --rootdir" in wrong.output
+    flat = CliRunner().invoke(cli, ["ingest", str(xml).replace("ShapeSys", "ShapeSys2D"),
+                                    "--mapping", str(mapping), "--no-write"])
+    assert flat.exit_code == 2
+    text = flat.output.replace("\n", " ")
+    assert "Traceback" not in text and "one-dimensional histograms only" in text

@@ -151,23 +151,42 @@ def test_inspect_suggest_writes_a_loadable_draft(tmp_path: Path) -> None:
     spec["channels"][0]["samples"][1]["modifiers"].append(
         {"name": "weird_np", "type": "normsys", "data": {"hi": 1.02, "lo": 0.98}}
     )
+    spec["channels"][0]["samples"][0]["modifiers"].append(
+        {"name": "odd_signal_np", "type": "normsys", "data": {"hi": 1.02, "lo": 0.98}}
+    )
     path = tmp_path / "ws.json"
     path.write_text(json.dumps(spec))
     result = run(str(path), "--suggest")
     assert result.exit_code == 0, result.output
     draft = tmp_path / "draft.yaml"
     draft.write_text(result.stdout)
-    assert "{pattern: 'weird_np', category: '?'}" in result.stdout
+    # names no heuristic places get a guess from their samples, marked as such; no '?' left
+    assert "category: '?'" not in result.stdout
+    assert "{pattern: 'weird_np', category: 'Background:background'}  # GUESS" in result.stdout
+    assert "{pattern: 'odd_signal_np', category: 'modelling'}  # GUESS" in result.stdout
     assert "# Background:bkg (from mapping generic_atlas)" in result.stdout
-    # the '?' is rejected until a person decides
-    failed = run(str(path), "--mapping", str(draft))
-    assert failed.exit_code == 2 and "unknown category '?'" in failed.output
-    draft.write_text(result.stdout.replace("category: '?'", "category: 'Background:bkg'"))
+    # the draft loads as it is, in the mapping loader and in inspect/ingest
     mapping = load_mapping(draft)
-    assert mapping.analysis == "ws"
-    assigned = assign(mapping, ["JES_1", "bkg_xsec", "weird_np"])
+    assert mapping.analysis == "ws" and mapping.theory_categories == ("modelling",)
+    assigned = assign(mapping, ["JES_1", "bkg_xsec", "weird_np", "odd_signal_np"])
     assert assigned.category == {
         "JES_1": "Jets",
         "bkg_xsec": "Background:bkg",
-        "weird_np": "Background:bkg",
+        "weird_np": "Background:background",
+        "odd_signal_np": "modelling",
     }
+    used = run(str(path), "--mapping", str(draft))
+    assert used.exit_code == 0, used.output
+
+
+@pytest.mark.shared_data
+def test_inspect_xml_rootdir(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = shared_data / "pyhf_validation" / "validation" / "xmlimport_input"
+    xml = base / "config" / "examples" / "example_ShapeSys.xml"
+    monkeypatch.chdir(tmp_path)
+    result = run(str(xml), "--rootdir", str(base), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_parameters"] == 7  # mu, lumi, syst1, 2 x 2 shapesys bins
+    wrong = CliRunner().invoke(cli, ["inspect", str(xml), "--rootdir", str(tmp_path)])
+    assert wrong.exit_code == 2
+    assert "example_ShapeSys_channel.xml do not exist under --rootdir" in wrong.output.replace("\n", " ")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 
+import pyhf
 import pytest
 import yaml
 
 from smeft_pyhf._io import sha256_file
 from smeft_pyhf._resources import shipped_dir
-from smeft_pyhf.exceptions import InputError, UnmappedParametersError
+from smeft_pyhf.exceptions import InputError, UnmappedParametersError, WorkspaceError
+from smeft_pyhf.ingest import pipeline
 from smeft_pyhf.ingest.card import load_card
 from smeft_pyhf.ingest.pipeline import ingest
 from smeft_pyhf.ingest.report import format_report, report_json
@@ -74,3 +78,102 @@ def test_unmapped_parameters_and_no_card(tmp_path: Path) -> None:
 def test_unwritable_output_fails_before_fitting(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         ingest(EXAMPLE, mapping=MAPPING, output=tmp_path / "no" / "card.yaml")
+
+
+# ------------------------------------------------------------------ local minima, bounds, inputs
+CATCH_ALL = """mapping_version: 1
+analysis: catch_all
+theory_categories: []
+rules:
+  - {pattern: '.*', category: 'Background:other'}
+"""
+COUPLED = "pyhf_validation/validation/multichan_coupledhistosys_histfactory/config/example.xml"
+
+
+def _catch_all(tmp_path: Path) -> Path:
+    path = tmp_path / "catch_all.yaml"
+    path.write_text(CATCH_ALL)
+    return path
+
+
+def _pyhf_reference(model, data, start: list[float]) -> tuple[float, float]:
+    """pyhf's own fit (scipy) started near the true minimum: (POI, 2NLL)."""
+    before = pyhf.get_backend()
+    try:
+        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+        pars, twice_nll = pyhf.infer.mle.fit(data, model, init_pars=start, return_fitted_val=True)
+    finally:
+        pyhf.set_backend(*before)
+    return float(pars[model.config.poi_index]), float(twice_nll)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("n_starts", [1, 4])
+def test_coupled_histosys_ends_at_the_global_minimum(
+    shared_data: Path, tmp_path: Path, n_starts: int
+) -> None:
+    """One start: the total-uncertainty scan comes across a lower point and the fit is redone
+    from there; four starts: a random start finds the lower minimum directly."""
+    result = ingest(shared_data / COUPLED, mapping=_catch_all(tmp_path), n_impacts=1, n_scans=1,
+                    n_starts=n_starts)
+    model, data = result.loaded.model, result.loaded.data
+    mu_ref, nll_ref = _pyhf_reference(model, data, [0.4, 1.0, 0.43])
+    card = result.card
+    assert card.best_fit == pytest.approx(mu_ref, abs=2e-3)
+    assert card.best_fit == pytest.approx(0.427, abs=2e-3)
+    assert card.diagnostics["twice_nll"] == pytest.approx(nll_ref, abs=1e-3)
+    starts = card.diagnostics["starts"]
+    warnings = " ".join(card.diagnostics["warnings"])
+    assert "higher minimum (2NLL +1.47" in warnings
+    assert starts["agreeing"] < starts["n"]
+    if n_starts == 1:
+        assert starts["refits_from_lower_points"] == 1 and starts["n"] == 2
+        assert "total uncertainty refit came across" in warnings and "fit was redone" in warnings
+    else:
+        assert starts["refits_from_lower_points"] == 0 and starts["n"] == 4
+    # every later refit is at or above the minimum used
+    assert min(q for s in result.scans for q in s.delta_twice_nll) >= -1e-3
+    assert result.total.down > 0 and result.total.up > 0
+
+
+@pytest.mark.shared_data
+def test_poi_at_its_bound_is_a_card_warning(shared_data: Path, tmp_path: Path) -> None:
+    """pyhf's 2-bin example: mu fits to its lower bound 0; relative numbers are not printed."""
+    source = shared_data / "pyhf_validation/docs/examples/json/2-bin_1-channel.json"
+    result = ingest(source, mapping=_catch_all(tmp_path), n_impacts=1, n_scans=0,
+                    output=tmp_path / "card.yaml")
+    card = load_card(result.path)
+    assert card.best_fit < 1e-2
+    assert card.diagnostics["poi_at_bound"] == "lower"
+    assert any("at its lower bound 0" in w for w in card.diagnostics["warnings"])
+    assert card.measurement["total"]["down"] == pytest.approx(card.best_fit, abs=1e-9)
+    text = format_report(card)
+    assert "relative numbers not shown" in text and "at its lower bound" in text
+    tokens = text.split("relative numbers")[0].replace("(", " ").split()
+    numbers = [float(t.strip("+-/)")) for t in tokens if re.fullmatch(r"[-+/]*\d[\d.]*(e[-+]?\d+)?\)?", t)]
+    assert numbers and max(numbers) < 10.0, text  # no 9,206,024 % rows
+    assert card.diagnostics["starts"]["agreeing"] == card.diagnostics["starts"]["n"] == 4
+
+
+def test_default_output_checked_before_the_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "example_ttZ_like.card.yaml").mkdir()  # the default card path is a folder
+    calls = []
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: calls.append(1))
+    with pytest.raises(InputError, match=r"example_ttZ_like\.card\.yaml: is a folder"):
+        ingest(EXAMPLE, mapping=MAPPING, default_output=True)
+    assert calls == []
+
+
+def test_bad_numbers_stop_before_the_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = json.loads(EXAMPLE.read_text())
+    spec["channels"][1]["samples"][3]["data"][0] = float("nan")
+    source = tmp_path / "nan.json"
+    source.write_text(json.dumps(spec))
+    calls = []
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: calls.append(1))
+    with pytest.raises(WorkspaceError, match=r"nan.json: .*channel 'SR_3l_1b4j', sample 'tWZ', bin 1"):
+        ingest(source, mapping=MAPPING, output=tmp_path / "card.yaml")
+    assert calls == [] and not (tmp_path / "card.yaml").exists()

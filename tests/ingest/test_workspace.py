@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,130 @@ def test_combine_3l_4l(shared_data: Path) -> None:
     assert loaded.model.config.npars == 231  # PROVENANCE 7a: 197 + 182 - 148 shared
     assert loaded.workspace.measurement_names == ["ttZ_paper_v200320"]
     assert len(loaded.model.config.channels) == 8
+
+
+# ------------------------------------------------------------------ numbers checked at load time
+def _edited(tmp_path: Path, edit) -> Path:
+    """A copy of the shipped example workspace, edited by ``edit(spec)``, as a real file."""
+    spec = json.loads(EXAMPLE.read_text())
+    edit(spec)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(spec))  # NaN and Infinity written as JSON extensions
+    return path
+
+
+def _set(values: list, index: int, value: float) -> None:
+    values[index] = value
+
+
+def _modifier(spec: dict, channel: int, sample: int, kind: str) -> dict:
+    return next(m for m in spec["channels"][channel]["samples"][sample]["modifiers"] if m["type"] == kind)
+
+
+SHAPESYS = {"name": "WZ_shape_stat", "type": "shapesys", "data": [float("nan"), 3.0]}
+
+BAD_VALUES = [
+    # (edit, words the message must contain)
+    (lambda s: _set(s["observations"][0]["data"], 1, float("nan")),
+     ["channel 'SR_3l_2b3j'", "observations", "bin 2 of 2", "NaN"]),
+    (lambda s: _set(s["observations"][2]["data"], 0, float("inf")),
+     ["channel 'CR_WZ'", "observations", "bin 1 of 2", "inf"]),
+    (lambda s: _set(s["observations"][1]["data"], 0, -3.0),
+     ["channel 'SR_3l_1b4j'", "observations", "bin 1 of 2", "negative (-3)"]),
+    (lambda s: _set(s["channels"][0]["samples"][1]["data"], 1, float("nan")),
+     ["channel 'SR_3l_2b3j'", "sample 'WZ'", "bin 2 of 2", "NaN"]),
+    (lambda s: s["channels"][2]["samples"][1]["modifiers"].append(dict(SHAPESYS)),
+     ["channel 'CR_WZ'", "sample 'WZ'", "shapesys 'WZ_shape_stat'", "bin 1", "NaN"]),
+    (lambda s: _set(_modifier(s, 1, 0, "staterror")["data"], 0, -0.5),
+     ["channel 'SR_3l_1b4j'", "sample 'ttZ'", "staterror 'staterror_SR_3l_1b4j'", "bin 1",
+      "negative"]),
+    (lambda s: _set(_modifier(s, 0, 0, "histosys")["data"]["hi_data"], 1, float("-inf")),
+     ["channel 'SR_3l_2b3j'", "sample 'ttZ'", "histosys 'JES_EffectiveNP_1' hi_data", "bin 2",
+      "-inf"]),
+    (lambda s: _modifier(s, 0, 2, "normsys")["data"].update(lo=-0.9),
+     ["channel 'SR_3l_2b3j'", "sample 'ttW'", "normsys 'JER_EffectiveNP_1' lo", "negative"]),
+    (lambda s: [_set(x["data"], 0, -100.0) for x in s["channels"][2]["samples"][:2]],
+     ["channel 'CR_WZ'", "bin 1 of 2", "negative expected count"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(len(BAD_VALUES)))
+def test_bad_numbers_are_rejected_at_load_naming_the_place(tmp_path: Path, case: int) -> None:
+    edit, words = BAD_VALUES[case]
+    path = _edited(tmp_path, edit)
+    with pytest.raises(WorkspaceError) as info:
+        load_workspace(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_negative_yield_of_one_sample_is_a_warning(tmp_path: Path) -> None:
+    """Negative MC weights: legal while the bin's total stays positive (published files do it)."""
+    path = _edited(tmp_path, lambda s: _set(s["channels"][2]["samples"][4]["data"], 1, -2.0))
+    loaded = load_workspace(path)
+    assert any("channel 'CR_WZ', sample 'Fakes', bin 2" in w for w in loaded.warnings)
+
+
+@pytest.mark.parametrize("kind", ["extra bin", "missing channel"])
+def test_observations_that_do_not_match_the_channels(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if kind == "extra bin":
+        path = _edited(tmp_path, lambda s: s["observations"][0]["data"].append(5.0))
+        words = ["channel 'SR_3l_2b3j' has 3 observed bin(s) but its samples have 2"]
+    else:
+        path = _edited(tmp_path, lambda s: s["observations"].pop(2))
+        words = ["channel 'CR_WZ' has no observations"]
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(WorkspaceError) as info:
+        load_workspace(path)
+    for word in words:
+        assert word in str(info.value)
+    # no third-party log lines (pyhf's ERROR with a KeyError traceback) before the clean error
+    assert not [r for r in caplog.records if r.name.startswith("pyhf") and r.levelno >= logging.WARNING]
+
+
+def test_combining_a_file_with_itself_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match="is the same file as"):
+        load_workspace(EXAMPLE, combine=[EXAMPLE])
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(EXAMPLE.read_bytes())
+    with pytest.raises(WorkspaceError, match="has the same content as") as info:
+        load_workspace(EXAMPLE, combine=[copy])
+    assert str(copy) in str(info.value)
+
+
+@pytest.mark.shared_data
+def test_xml_rootdir_from_another_working_folder(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = shared_data / "pyhf_validation" / "validation" / "xmlimport_input"
+    xml = base / "config" / "examples" / "example_ShapeSys.xml"
+    monkeypatch.chdir(tmp_path)
+    found = load_workspace(xml)  # the parent two levels above the XML holds its <Input> files
+    given = load_workspace(xml, rootdir=base)
+    assert found.model.config.npars == given.model.config.npars
+    assert found.data == given.data
+    with pytest.raises(InputError, match="do not exist under --rootdir"):
+        load_workspace(xml, rootdir=tmp_path)
+    with pytest.raises(InputError, match="applies to HistFactory XML inputs only"):
+        load_workspace(EXAMPLE, rootdir=base)
+
+
+@pytest.mark.shared_data
+def test_xml_with_2d_histograms_is_a_clean_error(
+    shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pyhf.readxml fails on TH2 inputs with a TypeError deep inside; name the histograms."""
+    base = shared_data / "pyhf_validation" / "validation" / "xmlimport_input"
+    xml = base / "config" / "examples" / "example_ShapeSys2D.xml"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(InputError) as info:
+        load_workspace(xml)
+    message = str(info.value)
+    assert message.startswith(str(xml))
+    assert "one-dimensional histograms only" in message
+    assert "ShapeSys2D.root:background1 (TH2F)" in message
+    assert not [r for r in caplog.records if r.name.startswith("pyhf") and r.levelno >= logging.WARNING]
