@@ -48,15 +48,22 @@ def test_marginalised_intervals_match_smefit_nested_sampling(shared_data, tmp_pa
     }
     run_fit(runcard.replace(sampler=small), output=tmp_path / "peer", progress=False)
     results = read_results(tmp_path / "peer")
-    assert results.ess is not None and results.ess > 0.5 * results.n_samples
+    # Spread over seeds 1-4 of the runcard under each of ATEN_CPU_CAPABILITY=default, =avx2 and
+    # the native avx512 (12 runs, 1 CPU thread; a run takes ~25 s, hence 4 seeds), as mean +- sd.
+    # ESS/N: 0.915 +- 0.019 (sd), at least 0.872
+    assert results.ess is not None and results.ess > 0.8 * results.n_samples
     for name, ((low, high), std) in SMEFIT_HDR95.items():
         (segment,) = results.interval(name, method="marginalised", level="95").segments
-        # SMEFiT's own MC error on a 95 % end is ~0.05 sigma; our histogram bin ~0.1 sigma
+        # SMEFiT's own MC error on a 95 % end is ~0.05 sigma, a fixed offset here; our histogram
+        # bin ~0.1 sigma. The largest deviation of the eight ends over the 12 runs: 0.072 +- 0.010
+        # (sd) sigma, at most 0.089 (c3pQ3); 0.15 is 8 sd above the mean
         assert segment[0] == pytest.approx(low, abs=0.15 * std), (name, segment)
         assert segment[1] == pytest.approx(high, abs=0.15 * std), (name, segment)
-    # cpt: both modes found, the 68 % region is the same union of two intervals
+    # cpt: both modes found (12 of 12 runs), the 68 % region is the same union of two intervals;
+    # the largest of the four ends' deviations: 0.50 +- 0.03 (sd), at most 0.55 (SMEFiT's regions
+    # come from a kernel density estimate); bound mean + 5 sd, rounded up
     segments = results.interval("cpt", method="marginalised", level="68").segments
     assert len(segments) == 2, segments
     for (low, high), (ref_low, ref_high) in zip(segments, SMEFIT_CPT_68, strict=True):
-        assert low == pytest.approx(ref_low, abs=1.0)
-        assert high == pytest.approx(ref_high, abs=1.0)
+        assert low == pytest.approx(ref_low, abs=0.7)
+        assert high == pytest.approx(ref_high, abs=0.7)
