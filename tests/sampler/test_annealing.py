@@ -47,12 +47,14 @@ def test_prescale_2d_shifted_scaled_gaussian(dtype):
     assert res.mean.dtype == dtype and res.samples.shape == (4096, 2)
     # ESS/N is high for a Gaussian; resampling duplicates points, so take n_eff = ESS / 4 and
     # allow 5 standard errors sigma / sqrt(n_eff) on the mean and ~5 on the width (sigma/sqrt(2n)).
-    assert res.ess > 0.4 * config.n_samples
+    # ESS/N over the 24 runs: 0.986 +- 0.006 (sd), at least 0.978
+    assert res.ess > 0.95 * config.n_samples
     n_eff = res.ess / 4
+    # 5 standard errors with n_eff = ESS / 4 (over the 24 runs both pulls are <= 0.86 in these
+    # units)
     assert torch.all((res.mean - mean).abs() < 5 * std / math.sqrt(n_eff))
     assert torch.all((res.std / std - 1).abs() < 5 / math.sqrt(2 * n_eff))
-    # (5 standard errors with n_eff = ESS / 4; over the 24 runs both pulls are <= 0.86 in
-    # these units). The base is normalised, so the mean AIS weight estimates Z = 1 of the target. The
+    # the base is normalised, so the mean AIS weight estimates Z = 1 of the target. The
     # weights' own SE sqrt(1/ESS - 1/N) (~0.002) misses the resamplings, so the bound is from
     # the spread: over the 24 runs log Z = 0.002 +- 0.008 (sd), at most 0.0105; 0.05 = 6 sd
     log_z = torch.logsumexp(res.log_weights, 0) - math.log(config.n_samples)
@@ -331,12 +333,18 @@ def test_full_whitening_maps_a_correlated_gaussian_to_a_standard_normal():
     zlog = standardise(dist.log_prob, x.mean(0), x.std(0), factor)
     z = zlog.to_standardised(x)
     torch.testing.assert_close(zlog.to_original(z), x)
-    # whitened sample covariance is the identity up to sampling noise (1/sqrt(20000) ~ 0.007)
-    torch.testing.assert_close(torch.cov(z.T), torch.eye(2, dtype=torch.float64), atol=0.03, rtol=0)
-    # the density stays normalised: log p_z equals the standard-normal density up to the small
-    # mismatch between the estimated and the true covariance
+    # whitening with the samples' own (1/n-normalised) covariance: torch.cov (1/(n - 1)) of
+    # the whitened samples is the identity times n / (n - 1), exactly (5e-5 off on every run of
+    # seeds 0-7 x ATEN default/avx2/avx512)
+    eye = torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(torch.cov(z.T), eye, atol=2e-4, rtol=0)
+    # the density stays normalised: log p_z equals the standard-normal density up to the
+    # mismatch between the estimated and the true mean and covariance (a quadratic in z of
+    # size ~ sqrt(2 / n) z^2). Largest difference at the first 100 points over seeds 0-7 (same
+    # on all three ATEN settings): 0.068 +- 0.035 (sd), at most 0.138 (seed 5: 0.023); bound
+    # mean + 5 sd. A dropped log|det A| would be off by 0.47
     std_normal = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    assert (zlog(z[:100]) - std_normal[:100]).abs().max() < 0.1
+    assert (zlog(z[:100]) - std_normal[:100]).abs().max() < 0.25
 
 
 def test_annealing_schedules():
