@@ -276,6 +276,11 @@ def _initialise(flow: CouplingFlow, generator: torch.Generator | None) -> None:
                 linears[-1].weight.zero_()
                 if linears[-1].bias is not None:
                     linears[-1].bias.zero_()
+            elif flow.config.identity_init:
+                # one dimension: zuko's coupling block is an element-wise spline whose
+                # parameters are plain tensors (no subnet); zero is the identity there too
+                for param in block.parameters():
+                    param.zero_()
 
 
 def build_flow(

@@ -167,3 +167,13 @@ def test_cpu_chunks_give_the_same_numbers() -> None:
     xg = x.clone().requires_grad_(True)
     chunked.log_prob(xg).sum().backward()
     assert xg.grad is not None and xg.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_untrained_flow_is_the_standard_normal_in_any_dimension(dim):
+    # one dimension has no subnets (zuko's element-wise spline): it starts at identity too
+    flow = build_flow(dim, config=FlowConfig(n_blocks=4, hidden_features=16),
+                      generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1000, dim, generator=torch.Generator().manual_seed(1))
+    normal = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    assert torch.allclose(flow.log_prob(x).detach(), normal, atol=1e-5)
