@@ -4,6 +4,7 @@ Example (shell):
     smeft-pyhf ingest 3L_workspace.json --mapping atlas_ttZ_3L --output ttZ_3L.yaml
     smeft-pyhf ingest 3L_workspace.json --combine 4L_workspace.json --mapping atlas_ttZ_3L4L
     smeft-pyhf ingest BkgOnly.json --patch patchset.json --patch-name NAME --json
+    smeft-pyhf ingest workspace.json --mapping atlas_schannel --stat-convention all-fixed --no-plots
 """
 
 from __future__ import annotations
@@ -49,8 +50,23 @@ __all__ = ["ingest_command"]
 )
 @click.option(
     "--breakdown", type=click.Choice(["hesse", "profile"]), default="hesse", show_default=True,
-    help="Reduced uncertainties from the Hessian (instant) or from constrained profile refits.",
+    help="How the paper-comparable fix-and-refit impacts are made: from the Hessian (instant) "
+    "or from constrained profile refits. The card's stat and categories are the variance split "
+    "by source either way.",
 )
+@click.option(
+    "--stat-convention", type=click.Choice(["free-floating", "all-fixed"]), default=None,
+    help="Stat with the free normalisations floating (they count as statistical) or with every "
+    "other parameter fixed (they go to their categories). Default: the mapping's "
+    "stat_convention, else free-floating.",
+)
+@click.option(
+    "--plots/--no-plots", "plots", default=None,
+    help="Write pulls, impact ranking, pre/post-fit yields per region and the breakdown chart "
+    "beside the card (default: on when a card file is written).",
+)
+@click.option("--plot-format", type=click.Choice(["pdf", "png"]), default="pdf",
+              show_default=True, help="File format of the plots.")
 @click.option("--n-impacts", type=click.IntRange(min=0), default=20, show_default=True,
               help="Leading NPs whose impacts are refit.")
 @click.option("--n-scans", type=click.IntRange(min=0), default=10, show_default=True,
@@ -81,6 +97,9 @@ def ingest_command(
     name: str | None,
     minimizer: str,
     breakdown: str,
+    stat_convention: str | None,
+    plots: bool | None,
+    plot_format: str,
     n_impacts: int,
     n_scans: int,
     no_prefit: bool,
@@ -94,11 +113,16 @@ def ingest_command(
     Accepts .json, .json.gz and HistFactory .xml (+ROOT). Every nuisance parameter must be
     assigned to a category by the mapping (or ignored there); the printed table compares the
     reproduced uncertainty groups with the paper's, then lists the per-category breakdown,
-    stat, total, leading NP impacts, NP scans and the fit diagnostics. Every output path
-    (the default <card name>.card.yaml too) is checked before the fit.
+    stat, total, leading NP impacts, NP scans and the fit diagnostics. The card's stat and
+    categories split the POI's variance by source, so they add up in quadrature to the total;
+    the fix-and-refit impacts a paper quotes are printed beside them. Every output path (the
+    default <card name>.card.yaml too) is checked before the fit; the plots go beside the card.
     """
     if output is not None and no_write:
         raise InputError("--output and --no-write exclude each other", where="command line")
+    if plots and no_write:
+        raise InputError("--plots are written beside the card, and --no-write writes none",
+                         where="command line", hint="drop --plots or --no-write")
     if output is not None:
         check_output_path(output)
     result = ingest(
@@ -113,6 +137,9 @@ def ingest_command(
         name=name,
         minimizer=minimizer,  # type: ignore[arg-type]
         breakdown=breakdown,  # type: ignore[arg-type]
+        stat_convention=stat_convention,  # type: ignore[arg-type]
+        plots=plots,
+        plot_format=plot_format,  # type: ignore[arg-type]
         n_impacts=n_impacts,
         n_scans=n_scans,
         prefit=not no_prefit,
@@ -123,9 +150,13 @@ def ingest_command(
     )
     card = result.card
     if as_json:
-        click.echo(report_json(card))
+        click.echo(report_json(card, plots=result.plots))
     else:
         click.echo(format_report(card))
         if card.source:
             click.echo(f"card written to {card.source}")
+        if result.plots:
+            click.echo(f"plots written ({len(result.plots)}):")
+            for path in result.plots:
+                click.echo(f"  {path}")
 

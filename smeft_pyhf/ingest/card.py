@@ -14,8 +14,12 @@ Layout (``card_version: 1``, schema ``smeft_pyhf/schemas/measurement_card.schema
       best_fit: 1.166
       total: {up: 0.141, down: 0.128, symmetric: 0.134}   # absolute; down as a positive number
       stat: {absolute: 0.060, relative: 0.052}            # relative = absolute / |best_fit|
-    systematics: {Jets: {absolute: ..., relative: ..., n_parameters: 41}, ...}   # Gaussian
+    systematics: {Jets: {absolute: ..., relative: ..., n_parameters: 41,    # Gaussian
+                         constraint: ..., data: ...}, ...}
     theory: {scale: {absolute: ..., relative: ..., n_parameters: 3}}   # flat, absolute = half-width
+    decomposition: {method: variance-by-source, stat_convention: all-fixed, total: ...,
+                    closure: 1.0, ...}     # stat^2 + sum of categories^2 = total^2
+    impact_breakdown: {method: hesse, stat: {...}, categories: {...}, closure: 1.2}  # paper-style
     parameters: {JES_EffectiveNP_1: Jets, ...}                          # NP -> category
     ignored: [lumi]
     groups: [{group, category, reproduced_percent, paper_percent}, ...]
@@ -24,8 +28,11 @@ Layout (``card_version: 1``, schema ``smeft_pyhf/schemas/measurement_card.schema
     diagnostics: {minimizer, fit_valid, hesse_valid, twice_nll, warnings, ...}
     provenance: {input, input_sha256, patch_sha256, mapping, mapping_sha256, created, versions}
 
-Theory entries keep the impact of the category's NPs (their +/-1 sigma effect) as the half-width
-of the flat SFitter uncertainty. Cards are validated against the schema when written and when
+``measurement.stat``, ``systematics`` and ``theory`` split the POI's Hesse variance by source
+(:mod:`smeft_pyhf.ingest.decomposition`): their squares add up to ``total.symmetric``, which is
+what the combined likelihood needs. Theory entries keep the category's share as the half-width
+of the flat SFitter uncertainty. The fix-and-refit impacts that a paper's table quotes are under
+``impact_breakdown`` and in ``groups``. Cards are validated against the schema when written and when
 read; writing is atomic (:func:`smeft_pyhf._io.atomic_write_text`).
 
 Example:
@@ -98,6 +105,11 @@ class MeasurementCard(NamedTuple):
         diagnostics: fit diagnostics.
         provenance: inputs, hashes, tool versions, creation time.
         source: the file the card was read from (``None`` if built in memory).
+        decomposition: how ``measurement.stat``, ``systematics`` and ``theory`` were made (the
+            variance split by source, its stat convention and closure); ``None`` in cards
+            written by hand.
+        impact_breakdown: the fix-and-refit impacts to compare with the paper (not read by
+            the likelihood); ``None`` when absent.
     """
 
     card_version: int
@@ -119,6 +131,8 @@ class MeasurementCard(NamedTuple):
     diagnostics: dict[str, Any]
     provenance: dict[str, Any]
     source: str | None = None
+    decomposition: dict[str, Any] | None = None
+    impact_breakdown: dict[str, Any] | None = None
 
     @property
     def best_fit(self) -> float:
@@ -134,6 +148,9 @@ class MeasurementCard(NamedTuple):
         """The card as the plain mapping written to YAML (without ``source``)."""
         out = self._asdict()
         out.pop("source")
+        for key in ("decomposition", "impact_breakdown"):
+            if out[key] is None:
+                out.pop(key)
         return out
 
 
@@ -345,6 +362,7 @@ def card_from_dict(document: Mapping[str, Any], *, source: str | None = None) ->
     defaults: dict[str, Any] = {
         "experiment": None, "sqrt_s_TeV": None, "luminosity_fb": None, "arxiv": None,
         "prediction": None, "ignored": [], "groups": [], "impacts": [], "scans": [],
+        "decomposition": None, "impact_breakdown": None,
     }
     values = {**defaults, **dict(document)}
     fields = {name: values[name] for name in MeasurementCard._fields if name != "source"}

@@ -8,8 +8,13 @@ Definitions (all uncertainties absolute, on the POI):
 * **reduced(G)**: the POI uncertainty of a fit in which the parameters of group ``G`` are fixed
   at their best-fit values. **impact(G) = sqrt(total^2 - reduced(G)^2)**; when the difference is
   negative (numerical noise, strong anti-correlations) the impact is 0 and the fact is recorded.
-* **stat**: the POI uncertainty with *all constrained* parameters fixed (free normalisation
-  factors such as ``mu_WZ`` stay free).
+* **stat**: the POI uncertainty with *all constrained* parameters fixed and the free
+  normalisation factors such as ``mu_WZ`` floating (``stat_convention="free-floating"``), or
+  with every parameter but the POI fixed (``"all-fixed"``).
+
+These are the rows to put beside a paper's table. Correlated groups share variance, so their
+squares do not add up to the total; the breakdown whose squares do is
+:mod:`smeft_pyhf.ingest.decomposition`.
 
 Two methods for ``reduced``:
 
@@ -303,6 +308,7 @@ def grouped_breakdown(
     kinds: Mapping[str, str] | None = None,
     method: Method = "profile",
     objective: Objective | None = None,
+    stat_convention: Literal["free-floating", "all-fixed"] = "free-floating",
 ) -> Breakdown:
     """Impact of each group of parameters on the POI, plus the stat-only uncertainty.
 
@@ -314,6 +320,8 @@ def grouped_breakdown(
         kinds: label -> kind recorded in the result (default ``"group"``).
         method: ``"profile"`` (refits, default) or ``"hesse"`` (see the module docstring).
         objective: reuse an :class:`~smeft_pyhf.ingest.fitting.Objective`.
+        stat_convention: which parameters the stat-only fit fixes: the constrained ones
+            (``"free-floating"``) or all but the POI (``"all-fixed"``).
 
     Returns:
         A :class:`Breakdown`.
@@ -362,8 +370,13 @@ def grouped_breakdown(
         impact = math.sqrt(max(difference, 0.0))
         return GroupImpact(label, kind, tuple(names), reduced, up, down, impact, bool(negative))
 
-    stat_names = constrained_parameters(model)
-    stat_entry = make("Stat (all constrained NPs fixed)", "stat", stat_names, 2)
+    if stat_convention == "all-fixed":
+        stat_names = [p for p in model.config.par_order if p != model.config.poi_name]
+        stat_label = "Stat (all other parameters fixed)"
+    else:
+        stat_names = constrained_parameters(model)
+        stat_label = "Stat (all constrained NPs fixed)"
+    stat_entry = make(stat_label, "stat", stat_names, 2)
     stat_entry = stat_entry._replace(name="Stat", impact=stat_entry.reduced, negative=False)
     entries = [
         make(label, kinds.get(label, "group"), tuple(names), counter)

@@ -114,6 +114,9 @@ class Mapping(NamedTuple):
         paper_breakdown: the paper's uncertainty table, group -> percent of the POI.
         source: where the mapping was read from.
         sha256: sha256 of the mapping file bytes.
+        stat_convention: the paper's stat convention (``"free-floating"``: free
+            normalisations floating, ``"all-fixed"``: every parameter but the POI fixed), or
+            ``None`` when the mapping does not say.
     """
 
     analysis: str
@@ -124,6 +127,7 @@ class Mapping(NamedTuple):
     paper_breakdown: dict[str, float]
     source: str
     sha256: str
+    stat_convention: str | None = None
 
 
 class Assignment(NamedTuple):
@@ -480,6 +484,7 @@ def parse_mapping(document: Any, *, source: str = "<mapping>", sha256: str = "")
         },
         source=source,
         sha256=sha256,
+        stat_convention=document.get("stat_convention"),
     )
 
 

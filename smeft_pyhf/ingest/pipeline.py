@@ -7,11 +7,19 @@ Steps (each timed; progress is logged at INFO level):
    given; unmapped NPs are an error listing each with a suggestion);
 3. fit (Migrad + Hesse, scipy fallback) from several starts: the nominal point and seeded
    random draws within the NP constraints; the lowest minimum wins — :mod:`.fitting`;
-4. total uncertainty (Hesse and profile crossings), stat-only, per-category and per-paper-group
-   breakdown — :mod:`.impacts`;
+4. total uncertainty (Hesse and profile crossings); the variance split by source into stat and
+   one share per category, the numbers the combined likelihood reads (they add up to the
+   total) — :mod:`.decomposition`; the fix-and-refit stat, per-category and per-paper-group
+   impacts to compare with the paper's table — :mod:`.impacts`;
 5. per-NP impacts of the leading NPs and 1D scans of the leading ones — :mod:`.impacts`,
    :mod:`.scans`;
-6. the card, validated and written atomically — :mod:`.card`.
+6. the card, validated and written atomically — :mod:`.card`; with ``plots``, the pulls, the
+   impact ranking, pre- and post-fit yields per region (cabinetry) and the breakdown beside the
+   paper's rows, next to the card — :mod:`.plots`.
+
+The stat convention (free normalisations floating or everything fixed, see
+:mod:`.decomposition`) comes from ``stat_convention``, else from the mapping, else
+:data:`~smeft_pyhf.ingest.decomposition.DEFAULT_STAT_CONVENTION`; the card records it.
 
 Every refit of steps 4-5 evaluates the same objective, which keeps the lowest point it came
 across. When that point lies below the best fit (by more than
@@ -47,6 +55,14 @@ from .._io import check_writable_parent
 from ..exceptions import InputError, MappingError, WorkspaceError
 from . import mapping as _mapping
 from .card import CARD_VERSION, MeasurementCard, card_from_dict, validate_card, write_card
+from .decomposition import (
+    DEFAULT_STAT_CONVENTION,
+    METHOD,
+    STAT_CONVENTIONS,
+    Decomposition,
+    StatConvention,
+    variance_decomposition,
+)
 from .fitting import LOWER_POINT_TOLERANCE, START_AGREEMENT, FitResult, Objective, fit
 from .impacts import (
     Breakdown,
@@ -59,7 +75,7 @@ from .impacts import (
 from .scans import ScanResult, scan_parameters
 from .workspace import LoadedWorkspace, load_workspace
 
-__all__ = ["IngestResult", "check_output_path", "ingest", "tool_versions"]
+__all__ = ["IngestResult", "check_output_path", "ingest", "plot_stem", "tool_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +90,13 @@ class IngestResult(NamedTuple):
         mapping: the mapping used.
         fit: the best fit.
         total: total uncertainty (Hesse and profile crossings).
-        categories: breakdown per SFitter category.
-        groups: breakdown per paper group.
+        categories: fix-and-refit breakdown per SFitter category (paper-comparable).
+        groups: fix-and-refit breakdown per paper group.
         impacts: per-NP impacts.
         scans: per-NP scans.
         timings: seconds per step.
+        decomposition: the variance split by source (the card's stat and categories).
+        plots: the plot files written beside the card.
     """
 
     card: MeasurementCard
@@ -92,6 +110,8 @@ class IngestResult(NamedTuple):
     impacts: tuple[ParameterImpact, ...]
     scans: tuple[ScanResult, ...]
     timings: dict[str, float]
+    decomposition: Decomposition | None = None
+    plots: tuple[Path, ...] = ()
 
 
 def tool_versions() -> dict[str, str]:
@@ -158,6 +178,8 @@ def _build_card(
     total: TotalUncertainty,
     categories: Breakdown,
     groups: Breakdown,
+    decomposition: Decomposition,
+    stat_convention_from: str,
     impacts: Sequence[ParameterImpact],
     scans: Sequence[ScanResult],
     timings: dict[str, float],
@@ -179,14 +201,20 @@ def _build_card(
 
     systematics: dict[str, Any] = {}
     theory: dict[str, Any] = {}
+    for share in decomposition.groups:
+        block = theory if assignment.kinds.get(share.name) == "theory" else systematics
+        block[share.name] = _entry(
+            share.absolute, mu, len(share.parameters),
+            constraint=float(share.constraint), data=float(share.data),
+        )
+    impact_rows: dict[str, Any] = {}
     for entry in categories.groups:
         extra: dict[str, Any] = {}
         if categories.method == "profile":
             extra = {"up": entry.reduced_up, "down": entry.reduced_down}
         if entry.negative:
             extra["negative"] = True
-        block = theory if assignment.kinds.get(entry.name) == "theory" else systematics
-        block[entry.name] = _entry(entry.impact, mu, len(entry.parameters), **extra)
+        impact_rows[entry.name] = _entry(entry.impact, mu, len(entry.parameters), **extra)
 
     group_rows = []
     paper = mapping.paper_breakdown
@@ -202,15 +230,15 @@ def _build_card(
                 "paper_percent": _nullable(paper.get(entry.name)),
             }
         )
-    stat = categories.stat.impact
+    impact_stat = categories.stat.impact
     for key in ("Stat", "stat", "Statistical", "Data statistics"):
         if key in paper:
             group_rows.append(
                 {
                     "group": key,
                     "category": "Stat",
-                    "absolute": float(stat),
-                    "reproduced_percent": float(100 * stat / abs(mu)) if mu else 0.0,
+                    "absolute": float(impact_stat),
+                    "reproduced_percent": float(100 * impact_stat / abs(mu)) if mu else 0.0,
                     "paper_percent": float(paper[key]),
                 }
             )
@@ -228,14 +256,18 @@ def _build_card(
             )
     unmatched = [g for g in paper if g not in {row["group"] for row in group_rows}]
 
-    quadrature = math.sqrt(stat**2 + sum(e.impact**2 for e in categories.groups))
-    closure = quadrature / categories.total if categories.total > 0 else None
+    impact_quadrature = math.sqrt(impact_stat**2 + sum(e.impact**2 for e in categories.groups))
+    impact_closure = impact_quadrature / categories.total if categories.total > 0 else None
     notes = list(loaded.warnings) + list(best.warnings) + list(extra_notes)
+    notes += list(decomposition.notes)
     if unmatched:
         notes.append(f"paper_breakdown rows without a mapping group: {', '.join(unmatched)}")
     negative = [e.name for e in categories.groups + groups.groups if e.negative]
     if negative:
-        notes.append(f"reduced uncertainty above the total (impact set to 0): {', '.join(negative)}")
+        notes.append(
+            "fix-and-refit: reduced uncertainty above the total (impact set to 0): "
+            + ", ".join(negative)
+        )
     free_ignored = [
         p for p in assignment.ignored
         if not all(best.fixed[i] for i in range(*_slice(model, p)))
@@ -244,6 +276,28 @@ def _build_card(
         notes.append(
             "ignored but floating (their impact is in no category): " + ", ".join(free_ignored)
         )
+    decomposition_block = {
+        "method": METHOD,
+        "reference": "arXiv:2307.04007",
+        "stat_convention": decomposition.stat_convention,
+        "stat_convention_from": stat_convention_from,
+        "total": float(decomposition.total),
+        "data": _nullable(decomposition.data),
+        "stat_hessian": float(decomposition.stat_hessian),
+        "in_situ": float(decomposition.in_situ),
+        "constraint": float(decomposition.constraint),
+        "free_normalisations": dict(decomposition.free_parameters),
+        "implied_total": float(decomposition.implied_total),
+        "closure": _nullable(decomposition.closure),
+    }
+    impact_block = {
+        "method": categories.method,
+        "stat_convention": decomposition.stat_convention,
+        "total": float(categories.total),
+        "stat": _entry(impact_stat, mu),
+        "categories": impact_rows,
+        "closure": _nullable(impact_closure),
+    }
 
     versions = tool_versions()
     document: dict[str, Any] = {
@@ -267,10 +321,12 @@ def _build_card(
                 "symmetric": float(total.symmetric),
                 "breakdown": float(categories.total),
             },
-            "stat": _entry(stat, mu),
+            "stat": _entry(decomposition.stat, mu),
         },
         "systematics": systematics,
         "theory": theory,
+        "decomposition": decomposition_block,
+        "impact_breakdown": impact_block,
         "parameters": dict(assignment.category),
         "ignored": list(assignment.ignored),
         "groups": group_rows,
@@ -314,7 +370,7 @@ def _build_card(
             "fits": int(n_fits),
             "seconds": float(sum(timings.values())),
             "breakdown_method": categories.method,
-            "closure": _nullable(closure),
+            "closure": _nullable(decomposition.closure),
             "timings": {k: round(float(v), 3) for k, v in timings.items()},
             **dict(extra_diagnostics or {}),
         },
@@ -394,6 +450,7 @@ class _Stages(NamedTuple):
     total: TotalUncertainty
     categories: Breakdown
     groups: Breakdown
+    decomposition: Decomposition
     impacts: tuple[ParameterImpact, ...]
     scans: tuple[ScanResult, ...]
 
@@ -405,6 +462,7 @@ def _run_stages(
     assignment: _mapping.Assignment,
     *,
     breakdown: Literal["hesse", "profile"],
+    stat_convention: StatConvention,
     n_impacts: int,
     n_scans: int,
     prefit: bool,
@@ -436,9 +494,16 @@ def _run_stages(
     for parameter, group in assignment.group.items():
         by_group.setdefault(group, []).append(parameter)
     categories = grouped_breakdown(
-        model, data, best, by_category, kinds=assignment.kinds, method=breakdown, objective=guard
+        model, data, best, by_category, kinds=assignment.kinds, method=breakdown, objective=guard,
+        stat_convention=stat_convention,
     )
-    groups = grouped_breakdown(model, data, best, by_group, method=breakdown, objective=guard)
+    groups = grouped_breakdown(
+        model, data, best, by_group, method=breakdown, objective=guard,
+        stat_convention=stat_convention,
+    )
+    decomposition = variance_decomposition(
+        model, data, best, by_category, kinds=assignment.kinds, stat_convention=stat_convention
+    )
     done("breakdown", "breakdown", t0)
 
     t0 = time.perf_counter()
@@ -476,7 +541,7 @@ def _run_stages(
         if scan_names else ()
     )
     done("scan", "scans", t0)
-    return _Stages(total, categories, groups, impacts, scans)
+    return _Stages(total, categories, groups, decomposition, impacts, scans)
 
 
 def _bound_notes(model: Any, best: FitResult, total: TotalUncertainty) -> tuple[str | None, list[str]]:
@@ -522,6 +587,7 @@ def ingest(
     name: str | None = None,
     minimizer: Literal["minuit", "scipy"] = "minuit",
     breakdown: Literal["hesse", "profile"] = "hesse",
+    stat_convention: StatConvention | None = None,
     n_impacts: int = 20,
     n_scans: int = 10,
     prefit: bool = True,
@@ -529,6 +595,8 @@ def ingest(
     seed: int = 0,
     rootdir: str | os.PathLike[str] | None = None,
     default_output: bool = False,
+    plots: bool | None = None,
+    plot_format: Literal["pdf", "png"] = "pdf",
 ) -> IngestResult:
     """Turn a published workspace into a measurement card.
 
@@ -544,8 +612,13 @@ def ingest(
         output: where to write the card (``None``: do not write, unless ``default_output``).
         name: card name (default: ``metadata.card_name`` of the mapping, else its analysis).
         minimizer: ``"minuit"`` (default) or ``"scipy"``.
-        breakdown: ``"hesse"`` (default, instantaneous) or ``"profile"`` (two constrained
-            refits per category); see :mod:`smeft_pyhf.ingest.impacts`.
+        breakdown: how the paper-comparable fix-and-refit rows are made: ``"hesse"``
+            (default, instantaneous) or ``"profile"`` (two constrained refits per category);
+            see :mod:`smeft_pyhf.ingest.impacts`. The card's stat and category numbers are
+            the variance split by source in both cases (:mod:`.decomposition`).
+        stat_convention: ``"free-floating"`` (free normalisations floating, statistical) or
+            ``"all-fixed"`` (every other parameter fixed); ``None``: the mapping's
+            ``stat_convention``, else ``"free-floating"``.
         n_impacts: number of leading NPs whose impacts are refit.
         n_scans: number of leading NPs (by impact) to scan.
         prefit: compute pre-fit impacts too.
@@ -555,6 +628,9 @@ def ingest(
         rootdir: for HistFactory XML inputs, the folder their ``<Input>`` paths are relative to.
         default_output: with ``output=None``, write the card to ``<card name>.card.yaml`` in
             the working folder (checked before the fit).
+        plots: write the plots beside the card (:func:`.plots.write_plots`); ``None``: when
+            a card file is written.
+        plot_format: ``"pdf"`` or ``"png"``.
 
     Returns:
         An :class:`IngestResult`; the card is also written to ``output`` if given.
@@ -575,6 +651,12 @@ def ingest(
     if n_starts < 1:
         raise InputError(f"n_starts must be at least 1, not {n_starts}", where="ingest",
                          hint="1 fits from the nominal point only")
+    if stat_convention is not None and stat_convention not in STAT_CONVENTIONS:
+        raise InputError(f"unknown stat convention {stat_convention!r}", where="stat_convention",
+                         hint="use one of " + ", ".join(STAT_CONVENTIONS))
+    if plot_format not in ("pdf", "png"):
+        raise InputError(f"unknown plot format {plot_format!r}", where="plot_format",
+                         hint="use pdf or png")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     log.info("loading %s ...", workspace)
@@ -592,9 +674,19 @@ def ingest(
     used_mapping = _resolve_mapping(mapping, loaded, names)
     assignment = _mapping.assign(used_mapping, names)
     card_name = name or used_mapping.metadata.get("card_name") or used_mapping.analysis
+    if stat_convention is not None:
+        convention, convention_from = stat_convention, "option"
+    elif used_mapping.stat_convention is not None:
+        convention, convention_from = used_mapping.stat_convention, "mapping"
+    else:
+        convention, convention_from = DEFAULT_STAT_CONVENTION, "default"
+    log.info("stat convention: %s (from the %s)", convention, convention_from)
     if output is None and default_output:
         output = Path(f"{card_name}.card.yaml")
         check_output_path(output)
+    if plots and output is None:
+        raise InputError("plots are written beside the card, and no card file is written",
+                         where="plots", hint="give an output path, or leave plots off")
     timings["mapping"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -619,8 +711,9 @@ def ingest(
     for attempt in range(MAX_LOWER_POINT_REFITS + 1):
         try:
             stages = _run_stages(
-                model, loaded.data, best, assignment, breakdown=breakdown, n_impacts=n_impacts,
-                n_scans=n_scans, prefit=prefit, timings=timings, guard=guard,
+                model, loaded.data, best, assignment, breakdown=breakdown,
+                stat_convention=convention,  # type: ignore[arg-type]
+                n_impacts=n_impacts, n_scans=n_scans, prefit=prefit, timings=timings, guard=guard,
                 check=attempt < MAX_LOWER_POINT_REFITS,
             )
             break
@@ -657,7 +750,7 @@ def ingest(
             "may not be at the global minimum"
         )
         log.warning("%s", refit_notes[-1])
-    total, categories, groups, impacts, scans = stages
+    total, categories, groups, decomposition, impacts, scans = stages
     at_bound, bound_notes = _bound_notes(model, best, total)
     for note in bound_notes:
         log.warning("%s", note)
@@ -683,6 +776,8 @@ def ingest(
         total=total,
         categories=categories,
         groups=groups,
+        decomposition=decomposition,
+        stat_convention_from=convention_from,
         impacts=impacts,
         scans=scans,
         timings=timings,
@@ -703,6 +798,18 @@ def ingest(
     else:
         validate_card(document)
     card = card_from_dict(document, source=None if path is None else str(path))
+    written: tuple[Path, ...] = ()
+    if plots is None:
+        plots = path is not None
+    if plots and path is not None:
+        from .plots import write_plots
+
+        t0 = time.perf_counter()
+        written = write_plots(
+            card, model, loaded.data, best, impacts, folder=path.parent,
+            stem=plot_stem(path), plot_format=plot_format,
+        )
+        timings["plots"] = time.perf_counter() - t0
     log.info("done in %.1f s", sum(timings.values()))
     return IngestResult(
         card=card,
@@ -716,4 +823,20 @@ def ingest(
         impacts=impacts,
         scans=scans,
         timings=timings,
+        decomposition=decomposition,
+        plots=written,
     )
+
+
+def plot_stem(card_path: str | os.PathLike[str]) -> str:
+    """The prefix of the plot files written beside a card (its name without ``.card.yaml``).
+
+    Example:
+        >>> plot_stem("cards/atlas_schannel.card.yaml"), plot_stem("ttZ.yaml")
+        ('atlas_schannel', 'ttZ')
+    """
+    name = Path(card_path).name
+    for suffix in (".card.yaml", ".card.yml", ".yaml", ".yml", ".json"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name

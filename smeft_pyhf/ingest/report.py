@@ -4,8 +4,9 @@
 
 1. the paper groups: reproduced impact in percent of the POI, the paper's number (when the
    mapping lists it) and the SFitter categories the group's NPs go to;
-2. the SFitter breakdown per category (absolute and relative), stat, total (Hesse and
-   profile-likelihood crossings) and the quadrature closure;
+2. the SFitter breakdown per category as the card holds it (the variance split by source:
+   absolute, relative, its constraint and data parts) beside the fix-and-refit impact, stat
+   under its convention, total (Hesse and profile-likelihood crossings) and both closures;
 3. the leading per-NP impacts and the NP scans (non-Gaussianity);
 4. fit diagnostics (start points that agreed, warnings) and timings.
 
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Sequence
 from typing import Any
 
 from .card import MeasurementCard
@@ -94,7 +97,8 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         width = max(len("Uncertainty"), *(len(row["group"]) for row in card.groups)) + 2
         lines += [
             "",
-            f"{'Uncertainty':<{width}}{'Reproduced [%]':>15}{'Paper [%]':>11}   SFitter category",
+            f"{'Uncertainty':<{width}}{'Reproduced [%]':>15}{'Paper [%]':>11}   SFitter category"
+            "   (fix-and-refit impacts, as papers quote them)",
         ]
 
         def key(row: dict[str, Any]) -> tuple[int, float]:
@@ -110,26 +114,36 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         (name, "systematic", entry) for name, entry in card.systematics.items()
     ] + [(name, "theory", entry) for name, entry in card.theory.items()]
     entries.sort(key=lambda item: -item[2]["absolute"])
+    impact = card.impact_breakdown or {}
+    impact_rows = impact.get("categories", {})
     width = max([len("SFitter category"), *(len(name) for name, _, _ in entries)]) + 2
+    decomposition = card.decomposition or {}
+    convention = decomposition.get("stat_convention")
     lines += [
         "",
-        f"{'SFitter category':<{width}}{'kind':<12}{'#NP':>5}{'absolute':>11}{'relative [%]':>14}",
+        f"{'SFitter category':<{width}}{'kind':<12}{'#NP':>5}{'absolute':>11}{'relative [%]':>14}"
+        f"{'constraint':>11}{'data':>11}{'fix-refit':>11}",
     ]
     for name, kind, entry in entries:
-        flag = "  (negative: set to 0)" if entry.get("negative") else ""
+        flag = "  (fix-and-refit negative: set to 0)" if impact_rows.get(name, {}).get(
+            "negative") else ""
         lines.append(
             f"{name:<{width}}{kind:<12}{entry.get('n_parameters', ''):>5}"
-            f"{_num(entry['absolute']):>11}{pct(100 * entry['relative']):>14}{flag}"
+            f"{_num(entry['absolute']):>11}{pct(100 * entry['relative']):>14}"
+            f"{_num(entry.get('constraint'), 3):>11}{_num(entry.get('data'), 3):>11}"
+            f"{_num(impact_rows.get(name, {}).get('absolute'), 3):>11}{flag}"
         )
     stat = m["stat"]
+    stat_label = f"Stat ({convention})" if convention else "Stat"
     lines.append(
-        f"{'Stat':<{width}}{'':<12}{'':>5}{_num(stat['absolute']):>11}"
-        f"{pct(100 * stat['relative']):>14}"
+        f"{stat_label:<{width + 17}}{_num(stat['absolute']):>11}"
+        f"{pct(100 * stat['relative']):>14}{'':>22}"
+        f"{_num(impact.get('stat', {}).get('absolute'), 3):>11}"
     )
     breakdown_total = total.get("breakdown", total["symmetric"])
     lines.append(
-        f"{'Total':<{width}}{'':<12}{'':>5}{_num(breakdown_total):>11}"
-        f"{pct(100 * breakdown_total / abs(mu) if mu else None):>14}"
+        f"{'Total':<{width}}{'':<12}{'':>5}{_num(total['symmetric']):>11}"
+        f"{pct(100 * total['symmetric'] / abs(mu) if mu else None):>14}"
         f"   (profile +{_num(total['up'], 3)} / -{_num(total['down'], 3)})"
     )
     if not relative:
@@ -139,7 +153,23 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
                else f"(within {NEAR_ZERO:g} of its uncertainty)")
         )
     diag = card.diagnostics
-    if diag.get("closure") is not None:
+    if decomposition:
+        free = decomposition.get("free_normalisations") or {}
+        lines.append(
+            f"closure: sqrt(stat^2 + sum of categories^2) / total = "
+            f"{decomposition.get('closure', float('nan')):.4f}   (variance by source; stat "
+            f"{convention}, from the {decomposition.get('stat_convention_from', '?')}"
+            + (", free normalisations: " + ", ".join(f"{k} -> {v}" for k, v in free.items())
+               if free else "")
+            + ")"
+        )
+        if impact.get("closure") is not None:
+            lines.append(
+                f"fix-and-refit impacts (paper-comparable, not additive): closure "
+                f"{impact['closure']:.3f} of the total {_num(breakdown_total)} "
+                f"(method: {impact.get('method', '?')})"
+            )
+    elif diag.get("closure") is not None:
         lines.append(
             f"closure: sqrt(stat^2 + sum of category impacts^2) / total = {diag['closure']:.3f}"
             f"   (breakdown method: {diag.get('breakdown_method', '?')})"
@@ -182,8 +212,8 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
     return "\n".join(lines)
 
 
-def report_json(card: MeasurementCard) -> str:
-    """The card as indented JSON (for ``--json``).
+def report_json(card: MeasurementCard, *, plots: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """The card as indented JSON (for ``--json``), with ``card_path`` and the ``plots`` written.
 
     Example:
         >>> from smeft_pyhf.ingest.card import example_card
@@ -192,4 +222,5 @@ def report_json(card: MeasurementCard) -> str:
     """
     document = card.to_dict()
     document["card_path"] = card.source
+    document["plots"] = [str(p) for p in plots]
     return json.dumps(document, indent=2, allow_nan=False, default=float)

@@ -2,7 +2,9 @@
 
 A card (``docs/design.md``, ``ingest/card.py``) is one measured signal strength ``mu`` with its
 statistical uncertainty, Gaussian systematic impacts per SFitter category (absolute) and flat
-theory impacts per theory category (absolute half-widths). Its prediction is the linked SMEFiT
+theory impacts per theory category (absolute half-widths); cards written by ``smeft-pyhf ingest``
+split the POI's variance by source, so ``stat^2 + sum of the categories^2`` is the workspace's
+total (``decomposition:`` in the card). Its prediction is the linked SMEFiT
 table normalised to the SM: ``mu(c) = sum_bins T(c) / sum_bins best_sm``.
 
 Correlations between cards (paper eq. 10):

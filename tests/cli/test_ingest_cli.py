@@ -26,6 +26,29 @@ def test_table_and_card(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Reproduced [%]" in result.output and "SFitter category" in result.output
     assert out.is_file()
+    # plots are on by default with a card file, listed after it
+    listed = result.output.split("plots written (")[1].splitlines()[1:]
+    paths = [Path(line.strip()) for line in listed if line.startswith("  ")]
+    assert len(paths) == 9 and all(p.parent == tmp_path and p.is_file() for p in paths)
+    assert all(p.read_bytes().startswith(b"%PDF-") for p in paths)
+    assert {p.name for p in paths} >= {"card.pulls.pdf", "card.ranking.pdf", "card.breakdown.pdf"}
+
+
+def test_stat_convention_and_no_plots(tmp_path: Path) -> None:
+    out = tmp_path / "card.yaml"
+    result = _run([EXAMPLE, "--mapping", str(MAPPING), "-o", str(out), "--no-plots",
+                   "--stat-convention", "all-fixed", "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["plots"] == [] and sorted(p.name for p in tmp_path.iterdir()) == ["card.yaml"]
+    assert document["decomposition"]["stat_convention"] == "all-fixed"
+    assert document["decomposition"]["stat_convention_from"] == "option"
+    assert document["decomposition"]["closure"] == pytest.approx(1.0, abs=1e-6)
+    refused = CliRunner().invoke(cli, ["ingest", EXAMPLE, "--mapping", str(MAPPING),
+                                       "--no-write", "--plots", *FAST])
+    assert refused.exit_code == 2 and "--no-write" in refused.output
+    wrong = CliRunner().invoke(cli, ["ingest", EXAMPLE, "--stat-convention", "fixed"])
+    assert wrong.exit_code == 2 and "all-fixed" in wrong.output
 
 
 def test_json(tmp_path: Path) -> None:

@@ -158,6 +158,10 @@ def test_missing_file_suggests_shipped_name() -> None:
             "mapping_version: 1\nanalysis: a\nrules: []\npaper_breakdown: {Jets: high}\n",
             ["paper_breakdown.Jets"],
         ),
+        (
+            "mapping_version: 1\nanalysis: a\nrules: []\nstat_convention: fixed\n",
+            ["stat_convention", "all-fixed"],
+        ),
     ],
 )
 def test_schema_errors_name_field_and_choices(
@@ -320,3 +324,12 @@ def test_find_mapping_by_coverage_and_fallback() -> None:
     assert generic is not None and generic.analysis == "generic_atlas"
     assert find_mapping(None, ["syst1", "syst2", "lumi"]) is None
     assert find_mapping(None, ["syst1"], fallback=False) is None
+
+
+def test_stat_convention(tmp_path: Path) -> None:
+    path = write(tmp_path, "mapping_version: 1\nanalysis: a\nrules: []\nstat_convention: all-fixed\n")
+    assert load_mapping(path).stat_convention == "all-fixed"
+    assert load_mapping(write(tmp_path, "mapping_version: 1\nanalysis: a\nrules: []\n")).stat_convention is None
+    # the curated s-channel mapping carries the paper's convention and its stat row
+    schannel = load_mapping("atlas_schannel")
+    assert schannel.stat_convention == "all-fixed" and schannel.paper_breakdown == {"Stat": 7.3}

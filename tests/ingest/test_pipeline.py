@@ -41,15 +41,31 @@ def test_card_contents(result) -> None:
     assert "Background:WZ" in card.systematics and "Jets" in card.systematics
     assert card.systematics["Background:WZ"]["n_parameters"] == 3
     assert len(card.parameters) == 23 and card.parameters["staterror_CR_WZ"] == "Background:MCstat"
+    # the card's numbers split the Hesse variance: they add up in quadrature to the total
     closure = card.diagnostics["closure"]
-    assert closure == pytest.approx(1.0, abs=0.1)
+    assert closure == pytest.approx(1.0, abs=1e-6)
     squares = m["stat"]["absolute"] ** 2 + sum(
         e["absolute"] ** 2 for block in (card.systematics, card.theory) for e in block.values()
     )
     assert math.sqrt(squares) / m["total"]["symmetric"] == pytest.approx(closure, rel=1e-4)
+    decomposition = card.decomposition
+    assert decomposition["method"] == "variance-by-source"
+    assert decomposition["stat_convention"] == "free-floating"
+    assert decomposition["stat_convention_from"] == "default"
+    assert decomposition["free_normalisations"] == {"mu_WZ": "Stat"}
+    for entry in card.systematics.values():
+        assert entry["absolute"] ** 2 == pytest.approx(  # 6 digits in the YAML
+            entry["constraint"] ** 2 + entry["data"] ** 2, rel=1e-4)
+    # the paper-comparable fix-and-refit rows are kept beside them
+    impact = card.impact_breakdown
+    assert impact["method"] == "hesse" and impact["stat_convention"] == "free-floating"
+    assert set(impact["categories"]) == set(card.systematics) | set(card.theory)
+    assert impact["closure"] > 1.0
     paper = {row["group"]: row for row in card.groups}
     assert paper["Luminosity"]["paper_percent"] == 1.7
-    assert paper["Stat"]["reproduced_percent"] == pytest.approx(100 * m["stat"]["relative"], rel=1e-4)
+    assert paper["Stat"]["reproduced_percent"] == pytest.approx(
+        100 * impact["stat"]["relative"], rel=1e-4)
+    assert paper["Stat"]["absolute"] == pytest.approx(m["stat"]["absolute"], rel=1e-6)
     assert len(card.impacts) == 4 and len(card.scans) == 2
     provenance = card.provenance
     assert provenance["input_sha256"] == sha256_file(EXAMPLE)
@@ -62,7 +78,66 @@ def test_report(result) -> None:
     text = format_report(result.card)
     assert "Reproduced [%]" in text and "Paper [%]" in text
     assert "Background:WZ" in text and "closure" in text
-    assert yaml.safe_load(report_json(result.card))["name"] == "example_ttZ_like"
+    assert "Stat (free-floating)" in text and "fix-and-refit" in text
+    document = yaml.safe_load(report_json(result.card, plots=result.plots))
+    assert document["name"] == "example_ttZ_like"
+    assert document["plots"] == [str(p) for p in result.plots]
+
+
+def _regions() -> list[str]:
+    return sorted(c["name"] for c in json.loads(EXAMPLE.read_text())["channels"])  # pyhf order
+
+
+def test_plots_written_beside_the_card(result) -> None:
+    folder = result.path.parent
+    names = [p.name for p in result.plots]
+    expected = ["card.pulls.pdf", "card.ranking.pdf"]
+    expected += [f"card.yields_{kind}_{region}.pdf" for kind in ("prefit", "postfit")
+                 for region in _regions()]
+    expected += ["card.breakdown.pdf"]
+    assert names == expected
+    for path in result.plots:
+        assert path.parent == folder and path.is_file()
+        content = path.read_bytes()
+        assert content.startswith(b"%PDF-") and content.rstrip().endswith(b"%%EOF")
+        assert len(content) > 5000, path
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*expected, "card.yaml"])
+
+
+def test_png_plots_and_no_plots(tmp_path: Path) -> None:
+    png = ingest(EXAMPLE, mapping=MAPPING, output=tmp_path / "ex.card.yaml", n_impacts=2,
+                 n_scans=0, n_starts=1, plot_format="png")
+    assert len(png.plots) == 3 + 2 * len(_regions())
+    for path in png.plots:
+        assert path.name.startswith("ex.") and path.suffix == ".png"
+        content = path.read_bytes()
+        assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) > 5000
+    bare = ingest(EXAMPLE, mapping=MAPPING, output=tmp_path / "sub.yaml", n_impacts=0,
+                  n_scans=0, n_starts=1, plots=False)
+    assert bare.plots == () and not list(tmp_path.glob("sub.*.p*"))
+    with pytest.raises(InputError, match="beside the card"):
+        ingest(EXAMPLE, mapping=MAPPING, n_impacts=0, n_scans=0, n_starts=1, plots=True)
+
+
+def test_stat_convention_from_option_and_mapping(tmp_path: Path) -> None:
+    fixed = ingest(EXAMPLE, mapping=MAPPING, n_impacts=0, n_scans=0, n_starts=1,
+                   stat_convention="all-fixed")
+    card = fixed.card
+    assert card.decomposition["stat_convention"] == "all-fixed"
+    assert card.decomposition["stat_convention_from"] == "option"
+    assert card.decomposition["free_normalisations"] == {"mu_WZ": "Background:WZ"}
+    assert card.decomposition["closure"] == pytest.approx(1.0, abs=1e-6)
+    assert card.impact_breakdown["stat_convention"] == "all-fixed"
+    assert card.stat < fixed.fit.uncertainty[fixed.loaded.model.config.poi_index]
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(MAPPING.read_text() + "stat_convention: all-fixed\n")
+    from_mapping = ingest(EXAMPLE, mapping=mapping, n_impacts=0, n_scans=0, n_starts=1)
+    assert from_mapping.card.decomposition["stat_convention_from"] == "mapping"
+    assert from_mapping.card.stat == pytest.approx(card.stat, rel=1e-6)
+    option_wins = ingest(EXAMPLE, mapping=mapping, n_impacts=0, n_scans=0, n_starts=1,
+                         stat_convention="free-floating")
+    assert option_wins.card.decomposition["stat_convention"] == "free-floating"
+    assert option_wins.card.stat > card.stat
 
 
 def test_unmapped_parameters_and_no_card(tmp_path: Path) -> None:

@@ -180,3 +180,29 @@ def test_background_categories_not_correlated_between_cards():
     # off-diagonal: only Jets is shared, 0.9 * 0.1 * 0.1
     assert cov[0, 1] == pytest.approx(0.009)
     assert cov[0, 0] == pytest.approx(0.1**2 + 0.1**2 + 0.2**2)
+
+
+# ------------------------------------------------------------------ the shipped cards
+SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "cards"
+
+
+@pytest.mark.parametrize("name", ["atlas_ttZ_3L4L", "atlas_schannel", "atlas_ttbar_lj"])
+def test_shipped_card_variance_equals_its_workspace_total(name):
+    """stat^2 + sum of categories^2, as card_covariance builds it, is the workspace's total:
+    the Hesse error of the fit and the mean distance to its profile-likelihood crossings
+    (both found by the ingest from the workspace, the crossings with refits)."""
+    path = SHIPPED / f"{name}.card.yaml"
+    card = read_card(path)
+    document = yaml.safe_load(path.read_text())
+    implied = float(np.sqrt(card_covariance([card], theory_as_gaussian=True)[0, 0]))
+    total = document["measurement"]["total"]
+    assert implied == pytest.approx(total["symmetric"], rel=0.02)
+    assert implied == pytest.approx(0.5 * (total["up"] + total["down"]), rel=0.02)
+    decomposition = document["decomposition"]
+    assert decomposition["method"] == "variance-by-source"
+    assert decomposition["implied_total"] == pytest.approx(implied, rel=1e-5)
+    # the paper-style fix-and-refit rows do not add up; the card does not read them
+    rows = document["impact_breakdown"]
+    quadrature = np.sqrt(rows["stat"]["absolute"] ** 2
+                         + sum(e["absolute"] ** 2 for e in rows["categories"].values()))
+    assert quadrature > 1.01 * total["symmetric"]
