@@ -28,7 +28,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SmeftPyhfError as err:
             kind = type(err).__name__
-            click.echo(textwrap.fill(f"Error ({kind}): {err}", width=100, break_on_hyphens=False), err=True)
+            # wrapped at spaces only: a long path stays whole, so it can be copied
+            click.echo(textwrap.fill(f"Error ({kind}): {err}", width=100, break_on_hyphens=False,
+                                     break_long_words=False), err=True)
             ctx.exit(2)
 
 
