@@ -108,12 +108,25 @@ def fit_command(
     68%/95% intervals, ESS, timings, provenance) and the triangle, summary and weight plots.
     A killed run leaves no results folder; running it again resumes.
     """
+    package_log = logging.getLogger("smeft_pyhf")
+    old_level = package_log.level
+    if quiet:  # for this command only: a CLI called in-process leaves the level as it was
+        package_log.setLevel(logging.WARNING)
+    try:
+        _fit(runcard, output, device, seed, scale_theory, database, restrict, overwrite,
+             plot_format, no_plots, quiet, as_json)
+    finally:
+        package_log.setLevel(old_level)
+
+
+def _fit(runcard: Path | None, output: Path | None, device: str | None, seed: int | None,
+         scale_theory: float | None, database: Path | None, restrict: str, overwrite: bool,
+         plot_format: str, no_plots: bool, quiet: bool, as_json: bool) -> None:
+    """The body of :func:`fit_command`."""
     from ..fit import default_runcard_path
     from ..fit.run import run_fit
     from ..fit.runcard import load_runcard
 
-    if quiet:
-        logging.getLogger("smeft_pyhf").setLevel(logging.WARNING)
     path = runcard if runcard is not None else default_runcard_path()
     if runcard is None:
         click.echo(f"No runcard given: running the embedded default {path}", err=True)

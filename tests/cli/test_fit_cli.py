@@ -155,3 +155,15 @@ def test_a_second_fit_on_the_same_output_stops_at_once_naming_the_first(
     assert third.exit_code == 0, third.output
     assert f"of pid {first.pid} on {_HOST}" in caplog.text and "no longer runs" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rc.yaml"]
+
+
+def test_quiet_applies_to_the_command_only(tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
+    package_log = logging.getLogger("smeft_pyhf")
+    before = package_log.level
+    result = CliRunner().invoke(cli, ["fit", str(runcard(tmp_path, GOOD)), "--output",
+                                      str(tmp_path / "out"), "--no-plots", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert package_log.level == before
