@@ -748,7 +748,10 @@ def _sample(
     )
     _log_summary(fit)
     for warning in fit.warnings():
-        log.warning("not converged: %s", warning.message())
+        if warning.figure == "at_prior_edge":  # a property of the posterior, not of the sampling
+            log.info("note: %s", warning.message())
+        else:
+            log.warning("not converged: %s", warning.message())
     log.info("five steps and histograms done in %.1f s", time.perf_counter() - t_start)
     return fit
 
