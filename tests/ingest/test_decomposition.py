@@ -11,7 +11,6 @@ import pyhf
 import pytest
 import yaml
 
-from smeft_pyhf._resources import shipped_dir
 from smeft_pyhf.exceptions import WorkspaceError
 from smeft_pyhf.ingest.decomposition import (
     constraint_curvature,
@@ -19,25 +18,8 @@ from smeft_pyhf.ingest.decomposition import (
     stat_uncertainty,
     variance_decomposition,
 )
-from smeft_pyhf.ingest.fitting import fit, parameter_indices
-from smeft_pyhf.ingest.mapping import assign, load_mapping
+from smeft_pyhf.ingest.fitting import parameter_indices
 from smeft_pyhf.ingest.pipeline import ingest
-from smeft_pyhf.ingest.workspace import load_workspace
-
-EXAMPLE = shipped_dir("workspaces") / "example_ttZ_like.json"
-MAPPING = shipped_dir("mappings") / "example_ttZ_like.yaml"
-
-
-@pytest.fixture(scope="module")
-def example():
-    loaded = load_workspace(EXAMPLE)
-    best = fit(loaded.model, loaded.data)
-    names = [p for p in loaded.model.config.par_order if p != loaded.poi]
-    assignment = assign(load_mapping(MAPPING), names)
-    categories: dict[str, list[str]] = {}
-    for parameter, category in assignment.category.items():
-        categories.setdefault(category, []).append(parameter)
-    return loaded, best, categories, assignment
 
 
 class _PyhfRefits:

@@ -9,7 +9,6 @@ import numpy as np
 import pyhf
 import pytest
 
-from smeft_pyhf._resources import shipped_dir
 from smeft_pyhf.ingest.fitting import fit, parameter_indices
 from smeft_pyhf.ingest.impacts import (
     constrained_parameters,
@@ -17,24 +16,7 @@ from smeft_pyhf.ingest.impacts import (
     parameter_impacts,
     total_uncertainty,
 )
-from smeft_pyhf.ingest.mapping import assign, load_mapping
 from smeft_pyhf.ingest.scans import _measures, scan_parameter
-from smeft_pyhf.ingest.workspace import load_workspace
-
-EXAMPLE = shipped_dir("workspaces") / "example_ttZ_like.json"
-MAPPING = shipped_dir("mappings") / "example_ttZ_like.yaml"
-
-
-@pytest.fixture(scope="module")
-def example():
-    loaded = load_workspace(EXAMPLE)
-    best = fit(loaded.model, loaded.data)
-    names = [p for p in loaded.model.config.par_order if p != loaded.poi]
-    assignment = assign(load_mapping(MAPPING), names)
-    categories: dict[str, list[str]] = {}
-    for parameter, category in assignment.category.items():
-        categories.setdefault(category, []).append(parameter)
-    return loaded, best, categories
 
 
 def _fd_hessian(model, data, x0, free, scale) -> np.ndarray:
@@ -80,7 +62,7 @@ def _reduced_sigma(model, data, best, fixed_names) -> float:
 
 
 def test_total_uncertainty_crossings(example) -> None:
-    loaded, best, _ = example
+    loaded, best, _, _ = example
     model, poi = loaded.model, loaded.model.config.poi_index
     total = total_uncertainty(model, loaded.data, best)
     assert total.symmetric == pytest.approx(best.uncertainty[poi])
@@ -92,7 +74,7 @@ def test_total_uncertainty_crossings(example) -> None:
 
 
 def test_breakdown_matches_independent_refits(example) -> None:
-    loaded, best, categories = example
+    loaded, best, categories, _ = example
     model, poi = loaded.model, loaded.model.config.poi_index
     total = best.uncertainty[poi]
     assert total == pytest.approx(_reduced_sigma(model, loaded.data, best, []), rel=2e-3)
@@ -120,7 +102,7 @@ def test_breakdown_matches_independent_refits(example) -> None:
 
 
 def test_parameter_impacts_match_direct_fits(example) -> None:
-    loaded, best, _ = example
+    loaded, best, _, _ = example
     model, poi = loaded.model, loaded.model.config.poi_index
     ranking = parameter_impacts(model, loaded.data, best, n=4)
     assert len(ranking) == 4
@@ -152,7 +134,7 @@ def test_scan_gaussian_measures() -> None:
 
 
 def test_scan_of_example_parameter(example) -> None:
-    loaded, best, _ = example
+    loaded, best, _, _ = example
     scan = scan_parameter(loaded.model, loaded.data, best, "ttZ_Shower")
     assert len(scan.values) == 9
     assert scan.curvature == pytest.approx(1.0, abs=0.1)
