@@ -68,7 +68,7 @@ import numpy as np
 import pyhf
 
 from ..exceptions import WorkspaceError
-from .fitting import FitResult, numpy_backend, parameter_indices
+from .fitting import WorkspaceFit, numpy_backend, parameter_indices
 
 __all__ = [
     "DEFAULT_STAT_CONVENTION",
@@ -202,7 +202,7 @@ def constraint_curvature(
     return np.where(np.isfinite(curvature), curvature, 0.0)
 
 
-def free_parameters(model: pyhf.pdf.Model, best: FitResult) -> list[int]:
+def free_parameters(model: pyhf.pdf.Model, best: WorkspaceFit) -> list[int]:
     """Indices of the floating unconstrained parameters other than the POI (free normalisations).
 
     Example:
@@ -237,7 +237,7 @@ def _poi_variance(hessian: np.ndarray, poi: int, keep: Sequence[int]) -> float:
     return max(2.0 * float(solved[position]), 0.0)
 
 
-def _require(model: pyhf.pdf.Model, best: FitResult) -> tuple[int, np.ndarray, np.ndarray]:
+def _require(model: pyhf.pdf.Model, best: WorkspaceFit) -> tuple[int, np.ndarray, np.ndarray]:
     if model.config.poi_index is None:
         raise WorkspaceError("the model has no POI; choose one with --poi")
     if best.hessian is None or best.covariance is None:
@@ -249,7 +249,7 @@ def _require(model: pyhf.pdf.Model, best: FitResult) -> tuple[int, np.ndarray, n
 
 
 def stat_uncertainty(
-    model: pyhf.pdf.Model, best: FitResult, *, stat_convention: StatConvention
+    model: pyhf.pdf.Model, best: WorkspaceFit, *, stat_convention: StatConvention
 ) -> float:
     """The POI's statistical uncertainty under a stat convention, from the best fit's Hessian.
 
@@ -284,7 +284,7 @@ def _check_convention(stat_convention: str) -> None:
 def variance_decomposition(
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     groups: Mapping[str, Sequence[str]],
     *,
     kinds: Mapping[str, str] | None = None,

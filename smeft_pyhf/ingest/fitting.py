@@ -45,10 +45,10 @@ from .autodiff import compile_objective
 __all__ = [
     "LOWER_POINT_TOLERANCE",
     "START_AGREEMENT",
-    "FitResult",
     "Objective",
     "RefitResult",
     "StartResult",
+    "WorkspaceFit",
     "fit",
     "numpy_backend",
     "parameter_indices",
@@ -85,8 +85,11 @@ class StartResult(NamedTuple):
     valid: bool
 
 
-class FitResult(NamedTuple):
-    """Result of :func:`fit`.
+class WorkspaceFit(NamedTuple):
+    """The maximum-likelihood fit of a HistFactory workspace (the result of :func:`fit`).
+
+    Not to be confused with :class:`smeft_pyhf.results.results_file.FitResult`, the results of
+    a SMEFT fit (``smeft-pyhf fit``).
 
     Attributes:
         bestfit: best-fit value of every parameter (``model.config`` order).
@@ -519,8 +522,8 @@ class _Finished(NamedTuple):
     fixed: np.ndarray
     notes: list[str]
 
-    def result(self, labels: tuple[str, ...]) -> FitResult:
-        return FitResult(
+    def result(self, labels: tuple[str, ...]) -> WorkspaceFit:
+        return WorkspaceFit(
             self.best, self.uncertainty, labels, self.fval, self.covariance, self.hessian,
             self.minimizer, self.valid, self.hesse_valid, self.fixed, tuple(self.notes), 0, 0.0,
         )
@@ -630,7 +633,7 @@ def fit(
     n_random_starts: int = 0,
     seed: int = 0,
     extra_starts: Mapping[str, Sequence[float]] | None = None,
-) -> FitResult:
+) -> WorkspaceFit:
     """Fit ``model`` to ``data`` (observed + auxiliary), with Hesse uncertainties.
 
     Args:
@@ -652,7 +655,7 @@ def fit(
         extra_starts: more start points, by label (e.g. a lower point a scan came across).
 
     Returns:
-        A :class:`FitResult` at the lowest minimum the starts reached; ``valid`` is ``False``
+        A :class:`WorkspaceFit` at the lowest minimum the starts reached; ``valid`` is ``False``
         if no minimiser converged to a finite minimum.
 
     Example:
@@ -766,7 +769,7 @@ def fit(
 
 def refit(
     objective: Objective,
-    best: FitResult,
+    best: WorkspaceFit,
     fixed: Mapping[int, float],
     *,
     start: np.ndarray | None = None,

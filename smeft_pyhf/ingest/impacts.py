@@ -56,7 +56,7 @@ import numpy as np
 import pyhf
 
 from ..exceptions import WorkspaceError
-from .fitting import LOWER_POINT_TOLERANCE, FitResult, Objective, parameter_indices, refit
+from .fitting import LOWER_POINT_TOLERANCE, Objective, WorkspaceFit, parameter_indices, refit
 
 __all__ = [
     "Breakdown",
@@ -173,7 +173,7 @@ def _require_poi(model: pyhf.pdf.Model) -> int:
     return int(model.config.poi_index)
 
 
-def _require_hessian(best: FitResult) -> np.ndarray:
+def _require_hessian(best: WorkspaceFit) -> np.ndarray:
     if best.hessian is None or best.covariance is None:
         raise WorkspaceError(
             "the best fit has no covariance matrix (Hesse failed), so no breakdown can be made",
@@ -195,7 +195,7 @@ def constrained_parameters(model: pyhf.pdf.Model) -> list[str]:
     return [name for name in model.config.par_order if model.config.param_set(name).constrained]
 
 
-def _hesse_reduced(best: FitResult, poi: int, fixed_idx: Sequence[int]) -> float:
+def _hesse_reduced(best: WorkspaceFit, poi: int, fixed_idx: Sequence[int]) -> float:
     hessian = _require_hessian(best)
     free_mask = ~best.fixed.copy()
     free_mask[list(fixed_idx)] = False
@@ -215,7 +215,7 @@ def _hesse_reduced(best: FitResult, poi: int, fixed_idx: Sequence[int]) -> float
 
 def _profile_sides(
     objective: Objective,
-    best: FitResult,
+    best: WorkspaceFit,
     poi: int,
     fixed_idx: Sequence[int],
     guess: float,
@@ -267,7 +267,7 @@ def _profile_sides(
 def total_uncertainty(
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     *,
     iterations: int = 2,
     objective: Objective | None = None,
@@ -302,7 +302,7 @@ def total_uncertainty(
 def grouped_breakdown(
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     groups: Mapping[str, Sequence[str]],
     *,
     kinds: Mapping[str, str] | None = None,
@@ -400,7 +400,7 @@ def _prefit_sigma(model: pyhf.pdf.Model, label_index: int) -> float | None:
 def parameter_impacts(
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     *,
     n: int = 20,
     prefit: bool = True,

@@ -27,7 +27,7 @@ from typing import Any, Literal, NamedTuple
 from ..exceptions import SmeftPyhfError, WorkspaceError
 from .mapping import (
     SYSTEMATIC_CATEGORIES,
-    Mapping,
+    CategoryMapping,
     assign_partial,
     category_kind,
     find_mapping,
@@ -179,13 +179,13 @@ def _modifier_table(spec: dict[str, Any]) -> tuple[ModifierSummary, ...]:
 
 
 def _resolve_mapping(
-    mapping: str | os.PathLike[str] | Mapping | None,
+    mapping: str | os.PathLike[str] | CategoryMapping | None,
     *,
     auto_mapping: bool,
     sha256: str,
     names: Sequence[str],
-) -> tuple[Mapping | None, MappingMode]:
-    if isinstance(mapping, Mapping):
+) -> tuple[CategoryMapping | None, MappingMode]:
+    if isinstance(mapping, CategoryMapping):
         return mapping, "given"
     if mapping is not None:
         return load_mapping(mapping), "given"
@@ -200,7 +200,7 @@ def _resolve_mapping(
 def inspect_loaded(
     loaded: LoadedWorkspace,
     *,
-    mapping: str | os.PathLike[str] | Mapping | None = None,
+    mapping: str | os.PathLike[str] | CategoryMapping | None = None,
     auto_mapping: bool = True,
     measurement: str | None = None,
 ) -> InspectResult:
@@ -324,7 +324,7 @@ def inspect_workspace(
     poi: str | None = None,
     measurement: str | None = None,
     combine: Sequence[str | os.PathLike[str]] = (),
-    mapping: str | os.PathLike[str] | Mapping | None = None,
+    mapping: str | os.PathLike[str] | CategoryMapping | None = None,
     auto_mapping: bool = True,
     rootdir: str | os.PathLike[str] | None = None,
 ) -> InspectResult:

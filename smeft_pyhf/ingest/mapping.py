@@ -41,7 +41,7 @@ from ..exceptions import InputError, MappingError, UnmappedParametersError
 __all__ = [
     "SYSTEMATIC_CATEGORIES",
     "Assignment",
-    "Mapping",
+    "CategoryMapping",
     "Rule",
     "assign",
     "assign_partial",
@@ -101,8 +101,8 @@ class Rule(NamedTuple):
     group: str | None = None
 
 
-class Mapping(NamedTuple):
-    """A validated mapping file.
+class CategoryMapping(NamedTuple):
+    """A validated mapping file: the SFitter category of each nuisance parameter of a workspace.
 
     Attributes:
         analysis: analysis name (the file name stem).
@@ -265,7 +265,7 @@ def suggest_category(parameter: str) -> str:
     return "?"
 
 
-def _generic_mapping() -> Mapping | None:
+def _generic_mapping() -> CategoryMapping | None:
     """The shipped generic ATLAS mapping, or None if it cannot be loaded."""
     folder = shipped_dir("mappings")
     path = folder / f"{GENERIC_MAPPING}.yaml"
@@ -425,8 +425,8 @@ def _check_category(category: str, theory: tuple[str, ...], *, where: str, field
     raise MappingError(f"unknown category {category!r} at '{field}'", where=where, hint=hint)
 
 
-def parse_mapping(document: Any, *, source: str = "<mapping>", sha256: str = "") -> Mapping:
-    """Validate a mapping document (already parsed YAML) and build a :class:`Mapping`.
+def parse_mapping(document: Any, *, source: str = "<mapping>", sha256: str = "") -> CategoryMapping:
+    """Validate a mapping document (already parsed YAML) and build a :class:`CategoryMapping`.
 
     Raises:
         MappingError: schema violation, bad regex or unknown category.
@@ -473,7 +473,7 @@ def parse_mapping(document: Any, *, source: str = "<mapping>", sha256: str = "")
     ignore = tuple(document.get("ignore", ()))
     for index, pattern in enumerate(ignore):
         _compile(pattern, where=source, field=f"ignore[{index}]")
-    return Mapping(
+    return CategoryMapping(
         analysis=document["analysis"],
         metadata=dict(document.get("metadata") or {}),
         theory_categories=theory,
@@ -488,7 +488,7 @@ def parse_mapping(document: Any, *, source: str = "<mapping>", sha256: str = "")
     )
 
 
-def load_mapping(path_or_name: str | Path) -> Mapping:
+def load_mapping(path_or_name: str | Path) -> CategoryMapping:
     """Read and validate a mapping YAML: a path, or the name of a shipped mapping.
 
     Args:
@@ -526,11 +526,11 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def _is_ignored(mapping: Mapping, name: str) -> bool:
+def _is_ignored(mapping: CategoryMapping, name: str) -> bool:
     return any(name == item or _compiled(item).fullmatch(name) for item in mapping.ignore)
 
 
-def _match(mapping: Mapping, name: str) -> Rule | None:
+def _match(mapping: CategoryMapping, name: str) -> Rule | None:
     """The first rule fully matching ``name``, with any ``{group}`` placeholder filled in."""
     for rule in mapping.rules:
         match = _compiled(rule.pattern).fullmatch(name)
@@ -547,7 +547,7 @@ def _match(mapping: Mapping, name: str) -> Rule | None:
     return None
 
 
-def _partial_assign(mapping: Mapping, parameters: Sequence[str]) -> tuple[Assignment, list[str]]:
+def _partial_assign(mapping: CategoryMapping, parameters: Sequence[str]) -> tuple[Assignment, list[str]]:
     category: dict[str, str] = {}
     group: dict[str, str] = {}
     ignored: list[str] = []
@@ -568,7 +568,7 @@ def _partial_assign(mapping: Mapping, parameters: Sequence[str]) -> tuple[Assign
     return Assignment(category, group, tuple(ignored), kinds), unmapped
 
 
-def assign(mapping: Mapping, parameters: Sequence[str]) -> Assignment:
+def assign(mapping: CategoryMapping, parameters: Sequence[str]) -> Assignment:
     """Assign every parameter to a category (first full match wins; ``ignore`` first).
 
     Args:
@@ -615,7 +615,7 @@ def assign(mapping: Mapping, parameters: Sequence[str]) -> Assignment:
 
 
 def assign_partial(
-    mapping: Mapping, parameters: Sequence[str]
+    mapping: CategoryMapping, parameters: Sequence[str]
 ) -> tuple[Assignment, tuple[str, ...]]:
     """Like :func:`assign` but returns the unmapped parameters instead of raising.
 
@@ -633,11 +633,11 @@ def assign_partial(
 
 
 @functools.lru_cache(maxsize=64)
-def _load_cached(path: str, mtime_ns: int) -> Mapping:
+def _load_cached(path: str, mtime_ns: int) -> CategoryMapping:
     return load_mapping(path)
 
 
-def _shipped() -> list[Mapping]:
+def _shipped() -> list[CategoryMapping]:
     folder = shipped_dir("mappings")
     out = []
     for name in shipped_mappings():
@@ -656,7 +656,7 @@ def find_mapping(
     parameter_names: Iterable[str],
     *,
     fallback: bool = True,
-) -> Mapping | None:
+) -> CategoryMapping | None:
     """The shipped mapping that fits a workspace, or None.
 
     Order of preference:

@@ -63,7 +63,7 @@ from .decomposition import (
     StatConvention,
     variance_decomposition,
 )
-from .fitting import LOWER_POINT_TOLERANCE, START_AGREEMENT, FitResult, Objective, fit
+from .fitting import LOWER_POINT_TOLERANCE, START_AGREEMENT, Objective, WorkspaceFit, fit
 from .impacts import (
     Breakdown,
     ParameterImpact,
@@ -102,8 +102,8 @@ class IngestResult(NamedTuple):
     card: MeasurementCard
     path: Path | None
     loaded: LoadedWorkspace
-    mapping: _mapping.Mapping
-    fit: FitResult
+    mapping: _mapping.CategoryMapping
+    fit: WorkspaceFit
     total: TotalUncertainty
     categories: Breakdown
     groups: Breakdown
@@ -131,11 +131,11 @@ def tool_versions() -> dict[str, str]:
 
 
 def _resolve_mapping(
-    mapping: str | os.PathLike[str] | _mapping.Mapping | None,
+    mapping: str | os.PathLike[str] | _mapping.CategoryMapping | None,
     loaded: LoadedWorkspace,
     names: Sequence[str],
-) -> _mapping.Mapping:
-    if isinstance(mapping, _mapping.Mapping):
+) -> _mapping.CategoryMapping:
+    if isinstance(mapping, _mapping.CategoryMapping):
         return mapping
     if mapping is not None:
         return _mapping.load_mapping(mapping)
@@ -172,9 +172,9 @@ def _build_card(
     *,
     name: str,
     loaded: LoadedWorkspace,
-    mapping: _mapping.Mapping,
+    mapping: _mapping.CategoryMapping,
     assignment: _mapping.Assignment,
-    best: FitResult,
+    best: WorkspaceFit,
     total: TotalUncertainty,
     categories: Breakdown,
     groups: Breakdown,
@@ -400,7 +400,7 @@ def _slice(model: Any, name: str) -> tuple[int, int]:
     return (slc.start, slc.stop)
 
 
-def _require_valid(best: FitResult, workspace: str | os.PathLike[str]) -> None:
+def _require_valid(best: WorkspaceFit, workspace: str | os.PathLike[str]) -> None:
     if not best.valid:
         raise WorkspaceError(
             "the fit did not reach a valid minimum with minuit or scipy: "
@@ -458,7 +458,7 @@ class _Stages(NamedTuple):
 def _run_stages(
     model: Any,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     assignment: _mapping.Assignment,
     *,
     breakdown: Literal["hesse", "profile"],
@@ -544,7 +544,7 @@ def _run_stages(
     return _Stages(total, categories, groups, decomposition, impacts, scans)
 
 
-def _bound_notes(model: Any, best: FitResult, total: TotalUncertainty) -> tuple[str | None, list[str]]:
+def _bound_notes(model: Any, best: WorkspaceFit, total: TotalUncertainty) -> tuple[str | None, list[str]]:
     """Whether the POI sits at a bound, and warnings about intervals cut at a bound."""
     poi = model.config.poi_index
     name = model.config.poi_name
@@ -582,7 +582,7 @@ def ingest(
     poi: str | None = None,
     measurement: str | None = None,
     combine: Sequence[str | os.PathLike[str]] = (),
-    mapping: str | os.PathLike[str] | _mapping.Mapping | None = None,
+    mapping: str | os.PathLike[str] | _mapping.CategoryMapping | None = None,
     output: str | os.PathLike[str] | None = None,
     name: str | None = None,
     minimizer: Literal["minuit", "scipy"] = "minuit",

@@ -49,7 +49,7 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes
 from .card import MeasurementCard
-from .fitting import FitResult, numpy_backend, parameter_indices
+from .fitting import WorkspaceFit, numpy_backend, parameter_indices
 from .impacts import ParameterImpact
 
 __all__ = ["cabinetry_fit_results", "write_plots"]
@@ -57,7 +57,7 @@ __all__ = ["cabinetry_fit_results", "write_plots"]
 log = logging.getLogger(__name__)
 
 
-def cabinetry_fit_results(best: FitResult) -> Any:
+def cabinetry_fit_results(best: WorkspaceFit) -> Any:
     """Our best fit as a :class:`cabinetry.fit.FitResults` (correlations from the covariance).
 
     Fixed parameters (uncertainty 0) get a unit diagonal and no correlation.
@@ -165,7 +165,7 @@ def write_plots(
     card: MeasurementCard,
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     impacts: Sequence[ParameterImpact],
     *,
     folder: str | Path,

@@ -39,7 +39,7 @@ import numpy as np
 import pyhf
 
 from ..exceptions import WorkspaceError
-from .fitting import FitResult, Objective, refit
+from .fitting import Objective, WorkspaceFit, refit
 
 __all__ = ["DEFAULT_POINTS", "ScanResult", "scan_parameter", "scan_parameters"]
 
@@ -116,7 +116,7 @@ def _measures(t: np.ndarray, q: np.ndarray) -> tuple[float, float, float, float,
 def scan_parameter(
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     parameter: str | int,
     *,
     points: Sequence[float] = DEFAULT_POINTS,
@@ -199,7 +199,7 @@ def scan_parameter(
 def scan_parameters(
     model: pyhf.pdf.Model,
     data: Sequence[float],
-    best: FitResult,
+    best: WorkspaceFit,
     parameters: Sequence[str | int],
     *,
     points: Sequence[float] = DEFAULT_POINTS,

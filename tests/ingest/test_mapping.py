@@ -11,7 +11,7 @@ from smeft_pyhf.exceptions import InputError, MappingError, UnmappedParametersEr
 from smeft_pyhf.ingest.mapping import (
     SYSTEMATIC_CATEGORIES,
     Assignment,
-    Mapping,
+    CategoryMapping,
     Rule,
     assign,
     assign_partial,
@@ -57,7 +57,7 @@ def test_sfitter_categories_are_the_fourteen() -> None:
 
 def test_load_good_mapping(tmp_path: Path) -> None:
     mapping = load_mapping(write(tmp_path, GOOD))
-    assert isinstance(mapping, Mapping)
+    assert isinstance(mapping, CategoryMapping)
     assert mapping.analysis == "toy"
     assert mapping.rules[0] == Rule("JES_Flavor_.*", "Jets", "Jets flavour")
     assert mapping.theory_categories == ("scale",)
