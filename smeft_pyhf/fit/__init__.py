@@ -15,10 +15,9 @@ from pathlib import Path
 
 from .._resources import examples_dir
 from .run import run_fit
-from .runcard import CoefficientSpec, DatasetSpec, Runcard, load_runcard, parse_runcard
+from .runcard import DatasetSpec, Runcard, load_runcard, parse_runcard
 
 __all__ = [
-    "CoefficientSpec",
     "DatasetSpec",
     "Runcard",
     "default_runcard_path",

@@ -112,19 +112,9 @@ def work_dir(output: str | os.PathLike[str]) -> Path:
 def build_fit_likelihood(runcard: Runcard) -> Any:
     """The combined likelihood of a runcard (float64, CPU), via ``build_likelihood``."""
     from ..likelihood.combined import build_likelihood
-    from ..likelihood.smefit_runcard import CoefficientSpec as SelectionSpec
 
     datasets = tuple((d.name, d.order or runcard.order) for d in runcard.smefit_datasets)
-    coefficients = {
-        c.name: SelectionSpec(
-            c.name,
-            -math.inf if c.min is None else c.min,
-            math.inf if c.max is None else c.max,
-            c.value,
-            c.constrain or (),
-        )
-        for c in runcard.coefficients
-    }
+    coefficients = {c.name: c for c in runcard.coefficients}
     t0 = time.perf_counter()
     likelihood = build_likelihood(
         database=runcard.database,

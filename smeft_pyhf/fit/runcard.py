@@ -71,18 +71,17 @@ from typing import Any, Literal, get_args
 import yaml
 
 from ..exceptions import ConfigError, DataError, InputError
+from ..formats.coefficients import CoefficientSpec, coefficient_name
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "DATABASE_ENV",
     "RUNCARD_VERSION",
-    "CoefficientSpec",
     "DatasetSpec",
     "Runcard",
     "apply_overrides",
     "build_sampler_config",
-    "coefficient_name",
     "database_datasets",
     "is_smefit_runcard",
     "load_runcard",
@@ -113,35 +112,6 @@ class DatasetSpec:
         if self.order is None:
             return str(self.name)
         return {"name": self.name, "order": self.order}
-
-
-@dataclasses.dataclass(frozen=True)
-class CoefficientSpec:
-    """A Wilson coefficient: free in ``[min, max]``, fixed to ``value``, or ``constrain``-ed."""
-
-    name: str
-    min: float | None = None
-    max: float | None = None
-    value: float | None = None
-    constrain: tuple[tuple[str, float], ...] | None = None
-
-    @property
-    def free(self) -> bool:
-        """True when the coefficient is sampled."""
-        return self.value is None and self.constrain is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Runcard form."""
-        out: dict[str, Any] = {}
-        if self.min is not None:
-            out["min"] = self.min
-        if self.max is not None:
-            out["max"] = self.max
-        if self.value is not None:
-            out["value"] = self.value
-        if self.constrain is not None:
-            out["constrain"] = dict(self.constrain)
-        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +148,7 @@ class Runcard:
     @property
     def free(self) -> tuple[CoefficientSpec, ...]:
         """Sampled coefficients, in runcard order."""
-        return tuple(c for c in self.coefficients if c.free)
+        return tuple(c for c in self.coefficients if c.is_free)
 
     @property
     def free_names(self) -> tuple[str, ...]:
@@ -188,7 +158,7 @@ class Runcard:
     @property
     def ranges(self) -> dict[str, tuple[float, float]]:
         """``name -> (min, max)`` of the sampled coefficients."""
-        return {c.name: (float(c.min), float(c.max)) for c in self.free}  # type: ignore[arg-type]
+        return {c.name: (float(c.minimum), float(c.maximum)) for c in self.free}  # type: ignore[arg-type]
 
     @property
     def smefit_datasets(self) -> tuple[DatasetSpec, ...]:
@@ -231,18 +201,6 @@ class Runcard:
 
 
 # --------------------------------------------------------------------------- helpers
-def coefficient_name(name: str) -> str:
-    """SMEFiT operator name -> coefficient name (``OtG`` -> ``ctG``); ``c`` names unchanged.
-
-    Example:
-        >>> coefficient_name("OtG"), coefficient_name("ctZ")
-        ('ctG', 'ctZ')
-    """
-    if name.startswith("O") and len(name) > 1:
-        return "c" + name[1:]
-    return name
-
-
 def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -446,10 +404,10 @@ def parse_runcard(
         coefficients.append(
             CoefficientSpec(
                 name=coefficient_name(raw_name),
-                min=None if spec.get("min") is None else float(spec["min"]),
-                max=None if spec.get("max") is None else float(spec["max"]),
+                minimum=None if spec.get("min") is None else float(spec["min"]),
+                maximum=None if spec.get("max") is None else float(spec["max"]),
                 value=None if spec.get("value") is None else float(spec["value"]),
-                constrain=None
+                constrain=()
                 if constrain is None
                 else tuple((coefficient_name(k), float(v)) for k, v in constrain.items()),
             )
@@ -617,11 +575,11 @@ def _check_coefficient_specs(runcard: Runcard, where: str) -> None:
             where=f"{where}: coefficients",
             hint="OX and cX name the same coefficient",
         )
-    free = {c.name for c in runcard.coefficients if c.free}
+    free = {c.name for c in runcard.coefficients if c.is_free}
     for c in runcard.coefficients:
         field = f"{where}: coefficients: {c.name}"
-        for key, number in (("min", c.min), ("max", c.max), ("value", c.value),
-                            *((f"constrain: {k}", f) for k, f in c.constrain or ())):
+        for key, number in (("min", c.minimum), ("max", c.maximum), ("value", c.value),
+                            *((f"constrain: {k}", f) for k, f in c.constrain)):
             if number is not None and not math.isfinite(number):
                 raise ConfigError(
                     f"{key} = {number} is not a finite number",
@@ -630,21 +588,21 @@ def _check_coefficient_specs(runcard: Runcard, where: str) -> None:
                     "finite bounds wide enough for the posterior (e.g. {min: -10, max: 10}), "
                     "and fixed values and constraint factors as plain numbers",
                 )
-        if c.free:
-            if c.min is None or c.max is None:
+        if c.is_free:
+            if c.minimum is None or c.maximum is None:
                 raise ConfigError(
                     "a free coefficient needs both 'min' and 'max'",
                     where=field,
                     hint="write e.g. {min: -1, max: 1}, or {value: 0} to fix it",
                 )
-            if not c.min < c.max:
+            if not c.minimum < c.maximum:
                 raise ConfigError(
-                    f"bad range: min ({c.min:g}) must be smaller than max ({c.max:g})",
+                    f"bad range: min ({c.minimum:g}) must be smaller than max ({c.maximum:g})",
                     where=field,
                 )
-        elif c.value is not None and c.constrain is not None:
+        elif c.value is not None and c.constrain:
             raise ConfigError("give either 'value' or 'constrain', not both", where=field)
-        elif c.constrain is not None:
+        elif c.constrain:
             for other, _ in c.constrain:
                 if other not in free:
                     raise ConfigError(
@@ -988,15 +946,8 @@ def _selection_coefficient(item: Any) -> CoefficientSpec:
     else:
         name, spec = item.name, item
     get = spec.get if isinstance(spec, Mapping) else (lambda k, d=None: getattr(spec, k, d))
-    if not isinstance(spec, Mapping) and hasattr(spec, "minimum"):
-        low, high = float(spec.minimum), float(spec.maximum)
-        return CoefficientSpec(
-            name=coefficient_name(str(name)),
-            min=low if math.isfinite(low) else None,
-            max=high if math.isfinite(high) else None,
-            value=None if spec.value is None or spec.constrain else float(spec.value),
-            constrain=tuple((coefficient_name(k), float(f)) for k, f in spec.constrain) or None,
-        )
+    if isinstance(spec, CoefficientSpec):
+        return spec._replace(name=coefficient_name(str(name)))
     constrain = get("constrain", None)
     value = get("value", None)
     cons: tuple[tuple[str, float], ...] | None = None
@@ -1016,8 +967,8 @@ def _selection_coefficient(item: Any) -> CoefficientSpec:
         value = 0.0
     return CoefficientSpec(
         name=coefficient_name(str(name)),
-        min=None if get("min", None) is None else float(get("min")),
-        max=None if get("max", None) is None else float(get("max")),
+        minimum=None if get("min", None) is None else float(get("min")),
+        maximum=None if get("max", None) is None else float(get("max")),
         value=None if value is None or cons is not None else float(value),
-        constrain=cons,
+        constrain=cons or (),
     )

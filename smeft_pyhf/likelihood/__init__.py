@@ -29,8 +29,6 @@ from smeft_pyhf.likelihood.combined import (
 from smeft_pyhf.likelihood.gaussian import GaussianTerm, box_residual, profiled_residual
 from smeft_pyhf.likelihood.predictions import (
     QuadraticPredictions,
-    coefficient_name,
-    operator_name,
 )
 from smeft_pyhf.likelihood.pyhf_model import PyhfCompatibleConfig, PyhfCompatibleModel
 from smeft_pyhf.likelihood.smefit_data import (
@@ -44,7 +42,6 @@ from smeft_pyhf.likelihood.smefit_data import (
     top_quark_datasets,
 )
 from smeft_pyhf.likelihood.smefit_runcard import (
-    CoefficientSpec,
     SmefitSelection,
     read_smefit_runcard,
     substitution_matrix,
@@ -52,7 +49,6 @@ from smeft_pyhf.likelihood.smefit_runcard import (
 
 __all__ = [
     "CardMeasurement",
-    "CoefficientSpec",
     "CombinedLikelihood",
     "GaussianBlock",
     "GaussianTerm",
@@ -69,13 +65,11 @@ __all__ = [
     "card_covariance",
     "card_theory_shifts",
     "card_theory_widths",
-    "coefficient_name",
     "combined_covariance",
     "dataset_covariance",
     "linear_gaussian_solution",
     "load_smefit_dataset",
     "load_smefit_datasets",
-    "operator_name",
     "profiled_residual",
     "read_card",
     "read_cards",

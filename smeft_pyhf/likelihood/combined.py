@@ -37,6 +37,7 @@ from scipy.linalg import block_diag
 from torch import Tensor, nn
 
 from smeft_pyhf.exceptions import ConfigError, DataError
+from smeft_pyhf.formats.coefficients import CoefficientSpec, coefficient_name
 from smeft_pyhf.likelihood.cards import (
     CardMeasurement,
     card_covariance,
@@ -47,7 +48,6 @@ from smeft_pyhf.likelihood.cards import (
 from smeft_pyhf.likelihood.gaussian import GaussianTerm
 from smeft_pyhf.likelihood.predictions import (
     QuadraticPredictions,
-    coefficient_name,
     tables_to_arrays,
 )
 from smeft_pyhf.likelihood.smefit_data import (
@@ -55,11 +55,7 @@ from smeft_pyhf.likelihood.smefit_data import (
     combined_covariance,
     load_smefit_dataset,
 )
-from smeft_pyhf.likelihood.smefit_runcard import (
-    CoefficientSpec,
-    SmefitSelection,
-    substitution_matrix,
-)
+from smeft_pyhf.likelihood.smefit_runcard import SmefitSelection, substitution_matrix
 
 __all__ = [
     "CombinedLikelihood",
@@ -523,7 +519,7 @@ def build_likelihood(
         names=tuple(observables))
     pred_all = QuadraticPredictions.stack(preds)
     pred_all.linear_only = linear_only or not use_quad
-    bounds = np.array([[specs[n].minimum, specs[n].maximum] for n in free]
+    bounds = np.array([list(specs[n].bounds) for n in free]
                       + [[-1.0, 1.0]] * len(nuisance_names))
     log.info("likelihood: %d datasets, %d cards, %d measurements, %d coefficients, "
              "%d theory nuisances", len(loaded), len(card_list), term.n_data, len(free),

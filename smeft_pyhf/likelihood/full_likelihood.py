@@ -221,7 +221,7 @@ MODIFIER_SET = {**pyhf.modifiers.histfactory_set, SMEFT_MODIFIER: (smeft_builder
 
 # ---------------------------------------------------------------------------- factor helpers
 def _pair(key: str | tuple[str, str]) -> tuple[str, str]:
-    from smeft_pyhf.likelihood.predictions import coefficient_name
+    from smeft_pyhf.formats.coefficients import coefficient_name
 
     if isinstance(key, str):
         parts = key.split("*")
@@ -235,7 +235,7 @@ def _pair(key: str | tuple[str, str]) -> tuple[str, str]:
 def _terms(coefficients: Sequence[str], linear: Mapping[str, float],
            quadratic: Mapping[Any, float] | None) -> tuple[np.ndarray, np.ndarray]:
     """Linear vector and upper-triangular quadratic matrix over ``coefficients``."""
-    from smeft_pyhf.likelihood.predictions import coefficient_name
+    from smeft_pyhf.formats.coefficients import coefficient_name
 
     names = [coefficient_name(c) for c in coefficients]
     index = {n: i for i, n in enumerate(names)}
@@ -285,7 +285,7 @@ def smeft_terms_from_dataset(dataset: Any, coefficients: Sequence[str], *,
     Raises:
         DataError: the SM prediction sums to zero, or a coefficient has no term at all.
     """
-    from smeft_pyhf.likelihood.predictions import coefficient_name
+    from smeft_pyhf.formats.coefficients import coefficient_name
 
     sm = float(np.sum(dataset.best_sm))
     if sm == 0:
@@ -389,7 +389,7 @@ def full_likelihood_model(workspace_or_loaded: Any, *, coefficients: Sequence[st
             clashes with a workspace parameter.
         ConfigError: no coefficients.
     """
-    from smeft_pyhf.likelihood.predictions import coefficient_name
+    from smeft_pyhf.formats.coefficients import coefficient_name
 
     if not coefficients:
         raise ConfigError("no Wilson coefficients given", where="full_likelihood_model",
@@ -852,8 +852,8 @@ def compare_card_vs_full(workspace: Any, card: Any, *, coefficient: str,
         ConfigError: unknown card mode or coefficient.
         DataError: the card or the theory table is unusable.
     """
+    from smeft_pyhf.formats.coefficients import coefficient_name
     from smeft_pyhf.likelihood.cards import read_card
-    from smeft_pyhf.likelihood.predictions import coefficient_name
     from smeft_pyhf.likelihood.smefit_data import load_smefit_dataset
 
     bad = [m for m in card_modes if m not in CARD_MODES]
@@ -926,8 +926,8 @@ def default_scan_range(card: Any, *, coefficient: str, database: str | Path,
     Raises:
         ConfigError: the card allows no value of the coefficient within ``bounds``.
     """
+    from smeft_pyhf.formats.coefficients import coefficient_name
     from smeft_pyhf.likelihood.cards import read_card
-    from smeft_pyhf.likelihood.predictions import coefficient_name
     from smeft_pyhf.likelihood.smefit_data import load_smefit_dataset
 
     name = coefficient_name(coefficient)

@@ -35,34 +35,11 @@ import torch
 from torch import Tensor, nn
 
 from smeft_pyhf.exceptions import ConfigError, DataError
+from smeft_pyhf.formats.coefficients import coefficient_name
 
-__all__ = ["QuadraticPredictions", "coefficient_name", "operator_name", "tables_to_arrays"]
+__all__ = ["QuadraticPredictions", "tables_to_arrays"]
 
 log = logging.getLogger(__name__)
-
-
-def coefficient_name(operator: str) -> str:
-    """Fit-coefficient name of a SMEFiT operator (``OtG`` -> ``ctG``); ``cX`` is kept as is.
-
-    Example:
-        >>> coefficient_name("OtG"), coefficient_name("ctG")
-        ('ctG', 'ctG')
-    """
-    if operator.startswith("O"):
-        return "c" + operator[1:]
-    return operator
-
-
-def operator_name(coefficient: str) -> str:
-    """SMEFiT operator name of a coefficient (``ctG`` -> ``OtG``); ``OX`` is kept as is.
-
-    Example:
-        >>> operator_name("ctG")
-        'OtG'
-    """
-    if coefficient.startswith("c"):
-        return "O" + coefficient[1:]
-    return coefficient
 
 
 def _as_array(values: object, *, length: int | None, where: str) -> np.ndarray:

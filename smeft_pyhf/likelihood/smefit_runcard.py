@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from smeft_pyhf.exceptions import ConfigError, InputError
-from smeft_pyhf.likelihood.predictions import coefficient_name, operator_name
+from smeft_pyhf.formats.coefficients import CoefficientSpec, coefficient_name, operator_name
 from smeft_pyhf.likelihood.smefit_data import (
     ORDERS,
     available_datasets,
@@ -39,35 +39,11 @@ from smeft_pyhf.likelihood.smefit_data import (
     top_quark_datasets,
 )
 
-__all__ = ["CoefficientSpec", "SmefitSelection", "read_smefit_runcard", "substitution_matrix"]
+__all__ = ["SmefitSelection", "read_smefit_runcard", "substitution_matrix"]
 
 log = logging.getLogger(__name__)
 
 _ORDER_ALIASES = {"NLO": "NLO_QCD", "NLO_QCD": "NLO_QCD", "LO": "LO"}
-
-
-class CoefficientSpec(NamedTuple):
-    """One coefficient of a selection.
-
-    Attributes:
-        name: coefficient name (``cX``).
-        minimum: lower end of the prior range (``-inf`` if not given).
-        maximum: upper end of the prior range.
-        value: fixed value, or ``None``.
-        constrain: ``((name, factor), ...)``: ``c = sum factor * c_name`` (``value`` is then
-            ``None``; SMEFiT ignores it for constrained coefficients).
-    """
-
-    name: str
-    minimum: float = -np.inf
-    maximum: float = np.inf
-    value: float | None = None
-    constrain: tuple[tuple[str, float], ...] = ()
-
-    @property
-    def is_free(self) -> bool:
-        """True for a fitted coefficient (neither fixed nor constrained)."""
-        return self.value is None and not self.constrain
 
 
 class SmefitSelection(NamedTuple):
@@ -248,8 +224,8 @@ def read_smefit_runcard(path: str | Path) -> SmefitSelection:
         name = coefficient_name(str(op))
         if not isinstance(settings, Mapping):
             raise ConfigError(f"expected a mapping with min/max, got {settings!r}", where=where)
-        lo = _number(settings["min"], where) if "min" in settings else -np.inf
-        hi = _number(settings["max"], where) if "max" in settings else np.inf
+        lo = _number(settings["min"], where) if "min" in settings else None
+        hi = _number(settings["max"], where) if "max" in settings else None
         value = _number(settings["value"], where) if "value" in settings else None
         raw_c = settings.get("constrain", False)
         if raw_c is True:
@@ -261,9 +237,11 @@ def read_smefit_runcard(path: str | Path) -> SmefitSelection:
         else:
             terms = _constraint_terms(raw_c, where)
             value = None
-        if value is None and not terms and not lo < hi:
-            raise ConfigError(f"min ({lo}) must be smaller than max ({hi})", where=where)
-        coefficients[name] = CoefficientSpec(name, lo, hi, value, terms)
+        spec = CoefficientSpec(name, lo, hi, value, terms)
+        if spec.is_free and not spec.bounds[0] < spec.bounds[1]:
+            low, high = spec.bounds
+            raise ConfigError(f"min ({low}) must be smaller than max ({high})", where=where)
+        coefficients[name] = spec
     for name, spec in coefficients.items():
         for other, _ in spec.constrain:
             if other not in coefficients:

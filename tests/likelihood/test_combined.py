@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from smeft_pyhf.exceptions import ConfigError, DataError
+from smeft_pyhf.formats.coefficients import CoefficientSpec
 from smeft_pyhf.likelihood import (
-    CoefficientSpec,
     build_likelihood,
     linear_gaussian_solution,
     load_smefit_dataset,

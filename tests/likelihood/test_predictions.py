@@ -7,11 +7,8 @@ import pytest
 import torch
 
 from smeft_pyhf.exceptions import ConfigError, DataError
-from smeft_pyhf.likelihood.predictions import (
-    QuadraticPredictions,
-    coefficient_name,
-    operator_name,
-)
+from smeft_pyhf.formats.coefficients import coefficient_name, operator_name
+from smeft_pyhf.likelihood.predictions import QuadraticPredictions
 
 OPS = ["OtG", "OtW", "OtZ", "OQt8"]
 NAMES = [coefficient_name(o) for o in OPS]
@@ -43,6 +40,7 @@ def _numpy_prediction(sm, linear, quadratic, names, c):
 def test_names():
     assert coefficient_name("OtG") == "ctG" and operator_name("ctG") == "OtG"
     assert coefficient_name("ctG") == "ctG"
+    assert coefficient_name("O") == "O" and operator_name("c") == "c"  # a bare prefix is no name
 
 
 def test_forward_matches_numpy(device, dtype):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.formats.coefficients import CoefficientSpec
 from smeft_pyhf.likelihood.smefit_runcard import (
-    CoefficientSpec,
     read_smefit_runcard,
     substitution_matrix,
 )
