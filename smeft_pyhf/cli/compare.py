@@ -69,7 +69,7 @@ def comparison_table(result: Any) -> str:
     lines.append("Intervals (Delta(2NLL) < 1 and < 3.84):")
     for key, intervals in result.intervals.items():
         for interval in intervals:
-            lines.append(f"  {key:<20} {interval.level:>4}  {_segments(interval)}")
+            lines.append(f"  {key:<20} {interval.level + '%':>4}  {_segments(interval)}")
     lines.append("")
     lines.append("Card minus full (hull of each region: lower end, upper end, width ratio):")
     for key, intervals in result.intervals.items():
@@ -78,10 +78,10 @@ def comparison_table(result: Any) -> str:
         for interval, reference in zip(intervals, result.intervals["full"], strict=True):
             a, b = _hull(interval), _hull(reference)
             if a is None or b is None:
-                lines.append(f"  {key:<20} {interval.level:>4}  -")
+                lines.append(f"  {key:<20} {interval.level + '%':>4}  -")
                 continue
             ratio = interval.width / reference.width if reference.width else float("nan")
-            lines.append(f"  {key:<20} {interval.level:>4}  {a[0] - b[0]:+.3f}  "
+            lines.append(f"  {key:<20} {interval.level + '%':>4}  {a[0] - b[0]:+.3f}  "
                          f"{a[1] - b[1]:+.3f}  x{ratio:.3f}")
     lines.append("")
     lines.append(f"full-likelihood minimum: 2NLL = {result.full_scan.twice_nll_min:.3f} at "
@@ -94,7 +94,7 @@ def comparison_json(result: Any) -> dict[str, Any]:
     """JSON-ready dict of a comparison."""
 
     def intervals(items: Any) -> dict[str, Any]:
-        return {i.level: {"threshold": i.threshold, "segments": [list(s) for s in i.segments],
+        return {f"{i.level}%": {"threshold": i.threshold, "segments": [list(s) for s in i.segments],
                           "open_low": i.open_low, "open_high": i.open_high} for i in items}
 
     return {

@@ -49,8 +49,8 @@ from .._io import (
     sha256_file,
 )
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
+from ..formats.intervals import Interval, Level
 from ..results.diagnostics import Diagnostics, marginal_ess
-from ..results.intervals import Interval
 from ..results.results_file import (
     RESULTS_FILENAME,
     AnalyticSolution,
@@ -157,12 +157,13 @@ def analytic_solution(likelihood: Any, names: tuple[str, ...]) -> AnalyticSoluti
     order = [lik_names.index(n) for n in names]
     best = best[order]
     cov = cov[np.ix_(order, order)]
-    intervals: dict[str, dict[str, Interval]] = {}
+    intervals: dict[str, dict[Level, Interval]] = {}
+    z_values: dict[Level, float] = {"68": 1.0, "95": 1.959963984540054}
     for i, name in enumerate(names):
         sigma = math.sqrt(max(cov[i, i], 0.0))
         intervals[name] = {
-            lv: Interval(((best[i] - z * sigma, best[i] + z * sigma),))
-            for lv, z in (("68", 1.0), ("95", 1.959963984540054))
+            lv: Interval(lv, ((best[i] - z * sigma, best[i] + z * sigma),))
+            for lv, z in z_values.items()
         }
     return AnalyticSolution({n: float(best[i]) for i, n in enumerate(names)}, cov, intervals)
 

@@ -2,6 +2,8 @@
 
 * :mod:`.coefficients`: :class:`~.coefficients.CoefficientSpec` and the operator/coefficient
   names.
+* :mod:`.intervals`: the confidence levels (``"68"``, ``"95"``), their thresholds, the
+  :class:`~.intervals.Interval` type and the one crossing code.
 
 Each concept has one type here; ingest, likelihood, results and fit import it from this layer.
 """

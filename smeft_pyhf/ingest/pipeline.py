@@ -72,7 +72,7 @@ from .impacts import (
     parameter_impacts,
     total_uncertainty,
 )
-from .scans import ScanResult, scan_parameters
+from .scans import NuisanceScan, scan_parameters
 from .workspace import LoadedWorkspace, load_workspace
 
 __all__ = ["IngestResult", "check_output_path", "ingest", "plot_stem", "tool_versions"]
@@ -108,7 +108,7 @@ class IngestResult(NamedTuple):
     categories: Breakdown
     groups: Breakdown
     impacts: tuple[ParameterImpact, ...]
-    scans: tuple[ScanResult, ...]
+    scans: tuple[NuisanceScan, ...]
     timings: dict[str, float]
     decomposition: Decomposition | None = None
     plots: tuple[Path, ...] = ()
@@ -181,7 +181,7 @@ def _build_card(
     decomposition: Decomposition,
     stat_convention_from: str,
     impacts: Sequence[ParameterImpact],
-    scans: Sequence[ScanResult],
+    scans: Sequence[NuisanceScan],
     timings: dict[str, float],
     patch: str | None,
     patch_name: str | None,
@@ -452,7 +452,7 @@ class _Stages(NamedTuple):
     groups: Breakdown
     decomposition: Decomposition
     impacts: tuple[ParameterImpact, ...]
-    scans: tuple[ScanResult, ...]
+    scans: tuple[NuisanceScan, ...]
 
 
 def _run_stages(

@@ -39,9 +39,10 @@ import numpy as np
 import pyhf
 
 from ..exceptions import WorkspaceError
+from ..formats.intervals import crossing
 from .fitting import Objective, WorkspaceFit, refit
 
-__all__ = ["DEFAULT_POINTS", "ScanResult", "scan_parameter", "scan_parameters"]
+__all__ = ["DEFAULT_POINTS", "NuisanceScan", "scan_parameter", "scan_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,12 @@ log = logging.getLogger(__name__)
 DEFAULT_POINTS: tuple[float, ...] = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 
 
-class ScanResult(NamedTuple):
-    """A 1D profile-likelihood scan of one parameter.
+class NuisanceScan(NamedTuple):
+    """A 1D profile-likelihood scan of one (nuisance) parameter around the workspace's best fit,
+    in units of its Hesse uncertainty, with the Gaussianity figures a card's ``scans:`` lists.
+
+    (An exact scan of a SMEFT coefficient in the full workspace is
+    :class:`smeft_pyhf.likelihood.full_likelihood.CoefficientScan`.)
 
     Attributes:
         parameter: parameter label.
@@ -79,7 +84,7 @@ class ScanResult(NamedTuple):
     crossing_down: float
 
 
-def _crossing(t: np.ndarray, q: np.ndarray, sign: float) -> float:
+def _one_sigma_distance(t: np.ndarray, q: np.ndarray, sign: float) -> float:
     """Distance (in t units) where Delta 2NLL reaches 1 on one side, by sqrt-interpolation."""
     side = (t * sign > 0) & np.isfinite(q)
     ts = np.abs(t[side])
@@ -94,8 +99,7 @@ def _crossing(t: np.ndarray, q: np.ndarray, sign: float) -> float:
     k = int(above[0])
     if k == 0:
         return 0.0
-    t0, t1, r0, r1 = ts[k - 1], ts[k], roots[k - 1], roots[k]
-    return float(t0 + (1.0 - r0) * (t1 - t0) / (r1 - r0)) if r1 > r0 else float(t1)
+    return crossing(ts[k - 1], roots[k - 1], ts[k], roots[k], 1.0)
 
 
 def _measures(t: np.ndarray, q: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -108,7 +112,7 @@ def _measures(t: np.ndarray, q: np.ndarray) -> tuple[float, float, float, float,
     height = a * float(np.max(t2))
     deviation = float(np.max(np.abs(q[ok] - a * t2)))
     non_gauss = deviation / height if height > 0 else float("nan")
-    up, down = _crossing(t, q, 1.0), _crossing(t, q, -1.0)
+    up, down = _one_sigma_distance(t, q, 1.0), _one_sigma_distance(t, q, -1.0)
     asym = (up - down) / (up + down) if (up + down) > 0 else float("nan")
     return a, non_gauss, asym, up, down
 
@@ -122,7 +126,7 @@ def scan_parameter(
     points: Sequence[float] = DEFAULT_POINTS,
     known: Mapping[float, float] | None = None,
     objective: Objective | None = None,
-) -> ScanResult:
+) -> NuisanceScan:
     """Profile-likelihood scan of one parameter around its best fit.
 
     Args:
@@ -135,7 +139,7 @@ def scan_parameter(
         objective: reuse an :class:`~smeft_pyhf.ingest.fitting.Objective`.
 
     Returns:
-        A :class:`ScanResult`.
+        A :class:`NuisanceScan`.
 
     Raises:
         WorkspaceError: unknown parameter, or a fixed parameter.
@@ -181,7 +185,7 @@ def scan_parameter(
     t_arr = np.asarray(ts)[order]
     q_arr = np.asarray(qs)[order]
     a, non_gauss, asym, up, down = _measures(t_arr, q_arr)
-    return ScanResult(
+    return NuisanceScan(
         parameter=labels[index],
         index=index,
         bestfit=hat,
@@ -205,7 +209,7 @@ def scan_parameters(
     points: Sequence[float] = DEFAULT_POINTS,
     known: Mapping[str, Mapping[float, float]] | None = None,
     objective: Objective | None = None,
-) -> tuple[ScanResult, ...]:
+) -> tuple[NuisanceScan, ...]:
     """Scan several parameters (see :func:`scan_parameter`), logging progress.
 
     ``objective`` reuses an :class:`~smeft_pyhf.ingest.fitting.Objective` (it keeps the lowest

@@ -56,17 +56,16 @@ from pyhf import events, get_backend
 from pyhf.parameters import ParamViewer
 
 from smeft_pyhf.exceptions import ConfigError, DataError, WorkspaceError
+from smeft_pyhf.formats.intervals import DELTA_CHI2_1D, LEVELS, Interval, Level, segments_below
 
 __all__ = [
     "CARD_MODES",
-    "LEVELS",
     "MODIFIER_SET",
     "SMEFT_MODIFIER",
     "CardComparison",
+    "CoefficientScan",
     "FullLikelihood",
-    "Interval",
     "ProfileFit",
-    "ScanResult",
     "compare_card_vs_full",
     "default_scan_range",
     "fit_full",
@@ -454,8 +453,12 @@ class ProfileFit(NamedTuple):
     seconds: float
 
 
-class ScanResult(NamedTuple):
-    """Profile scan of ``-2 log L`` in one parameter.
+class CoefficientScan(NamedTuple):
+    """Exact profile scan of ``-2 log L`` of the full workspace in one parameter (a SMEFT
+    coefficient), every other parameter refitted with iminuit at each point.
+
+    (The scans of nuisance parameters around a workspace's best fit that ``smeft-pyhf ingest``
+    writes into a card are :class:`smeft_pyhf.ingest.scans.NuisanceScan`.)
 
     Attributes:
         values: scanned values (sorted).
@@ -559,7 +562,7 @@ def profile_scan_full(model: Any, data: Sequence[float], coefficient: str,
                       values: Sequence[float] | np.ndarray, *,
                       init: Sequence[float] | None = None, tolerance: float = 0.1,
                       strategy: Literal[0, 1, 2] = 0,
-                      global_fit: ProfileFit | None = None) -> ScanResult:
+                      global_fit: ProfileFit | None = None) -> CoefficientScan:
     """1D profile scan: ``Delta(2NLL)`` with all other parameters profiled at each point.
 
     The global minimum is fitted first (from ``global_fit`` when given); the points are then
@@ -578,7 +581,7 @@ def profile_scan_full(model: Any, data: Sequence[float], coefficient: str,
         global_fit: an existing global fit to reuse.
 
     Returns:
-        :class:`ScanResult`.
+        :class:`CoefficientScan`.
 
     Example:
         >>> import numpy as np
@@ -632,39 +635,13 @@ def profile_scan_full(model: Any, data: Sequence[float], coefficient: str,
                     "local minimum (the SMEFT factor is quadratic)",
                     global_fit.twice_nll - minimum)
         best = float(grid[int(np.nanargmin(twice_nll))])
-    return ScanResult(grid, twice_nll - minimum, twice_nll, coefficient, best, minimum, valid,
+    return CoefficientScan(grid, twice_nll - minimum, twice_nll, coefficient, best, minimum, valid,
                       time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- card vs full
 CardMode = Literal["total", "gaussian", "profiled", "marginalised"]
 CARD_MODES: tuple[str, ...] = ("total", "gaussian", "profiled", "marginalised")
-LEVELS: tuple[tuple[str, float], ...] = (("68%", 1.0), ("95%", 3.841458820694124))
-
-
-class Interval(NamedTuple):
-    """Confidence region ``{c: Delta(2NLL) < threshold}`` of a 1D profile.
-
-    Attributes:
-        level: label (``"68%"``, ``"95%"``).
-        threshold: the ``Delta(2NLL)`` threshold (1D: 1.0 and 3.84).
-        segments: the allowed ranges, ``((lo, hi), ...)`` (a quadratic SMEFT factor can give two).
-        open_low: the region reaches the lower end of the scanned range.
-        open_high: the region reaches the upper end of the scanned range.
-    """
-
-    level: str
-    threshold: float
-    segments: tuple[tuple[float, float], ...]
-    open_low: bool
-    open_high: bool
-
-    @property
-    def width(self) -> float:
-        """Total length of the allowed segments."""
-        return float(sum(hi - lo for lo, hi in self.segments))
-
-
 class CardComparison(NamedTuple):
     """A 1D profile in one coefficient: full likelihood vs Gaussian card(s).
 
@@ -678,11 +655,11 @@ class CardComparison(NamedTuple):
         mu: ``mu(c)`` at the scan points.
         full: ``Delta(2NLL)`` of the full likelihood at the scan points.
         cards: ``Delta(2NLL)`` of each card treatment at the scan points, by mode.
-        intervals: ``{"full": (68%, 95%), "card:<mode>": (...)}`` (:class:`Interval` tuples);
+        intervals: ``{"full": (68%, 95%), "card:<mode>": (...)}`` (:class:`~smeft_pyhf.formats.intervals.Interval` tuples);
             the full likelihood is interpolated (monotone cubic) through the scan points, its
             global minimum and the minimum's mirror image (same ``mu``), the card is evaluated
             exactly on a dense grid over the scanned range.
-        full_scan: the underlying :class:`ScanResult`.
+        full_scan: the underlying :class:`CoefficientScan`.
         mu_hat: the card's best-fit signal strength.
     """
 
@@ -696,47 +673,26 @@ class CardComparison(NamedTuple):
     full: np.ndarray
     cards: dict[str, np.ndarray]
     intervals: dict[str, tuple[Interval, ...]]
-    full_scan: ScanResult
+    full_scan: CoefficientScan
     mu_hat: float
 
 
-def _crossing(x: np.ndarray, delta: np.ndarray, threshold: float, a: int, b: int) -> float:
-    da, db = delta[a] - threshold, delta[b] - threshold
-    return float(x[a] + (x[b] - x[a]) * da / (da - db)) if da != db else float(x[a])
-
-
 def intervals_from_curve(x: np.ndarray, delta: np.ndarray, *,
-                         levels: Sequence[tuple[str, float]] = LEVELS) -> tuple[Interval, ...]:
-    """Allowed segments ``Delta(2NLL) < threshold`` of a curve sampled densely on ``x``.
+                         levels: Sequence[Level] = LEVELS) -> tuple[Interval, ...]:
+    """Allowed segments ``Delta(2NLL) <= threshold`` of a curve sampled densely on ``x``.
 
-    Crossings are placed by linear interpolation between neighbouring samples.
+    Crossings are placed by linear interpolation between neighbouring samples
+    (:func:`smeft_pyhf.formats.intervals.segments_below`).
 
     Example:
         >>> x = np.linspace(-3, 3, 601)
         >>> [(i.level, np.round(i.segments, 3).tolist()) for i in intervals_from_curve(x, x**2)]
-        [('68%', [[-1.0, 1.0]]), ('95%', [[-1.96, 1.96]])]
+        [('68', [[-1.0, 1.0]]), ('95', [[-1.96, 1.96]])]
     """
     x = np.asarray(x, dtype=np.float64)
     delta = np.asarray(delta, dtype=np.float64)
-    out = []
-    for label, threshold in levels:
-        inside = delta < threshold
-        segments = []
-        i = 0
-        while i < x.size:
-            if not inside[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < x.size and inside[j + 1]:
-                j += 1
-            lo = float(x[0]) if i == 0 else _crossing(x, delta, threshold, i - 1, i)
-            hi = float(x[-1]) if j == x.size - 1 else _crossing(x, delta, threshold, j, j + 1)
-            segments.append((lo, hi))
-            i = j + 1
-        out.append(Interval(label, float(threshold), tuple(segments),
-                            bool(inside[0]), bool(inside[-1])))
-    return tuple(out)
+    return tuple(Interval(level, *segments_below(x, delta, DELTA_CHI2_1D[level]))
+                 for level in levels)
 
 
 def _card_total(card: Any) -> tuple[float, float, float]:

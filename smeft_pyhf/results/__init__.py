@@ -3,7 +3,8 @@
 * :mod:`smeft_pyhf.results.results_file`: :class:`FitResult`, :func:`read_results`,
   :func:`write_results`.
 * :mod:`smeft_pyhf.results.intervals`: profiled (``Delta chi2``) and marginalised (HDI)
-  intervals from binned likelihoods.
+  intervals from binned likelihoods (the interval type and the levels ``"68"``/``"95"`` are
+  in :mod:`smeft_pyhf.formats.intervals`).
 * :mod:`smeft_pyhf.results.plots`: triangle, summary and weight plots (imported lazily, so
   reading results does not load matplotlib).
 
@@ -15,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from .intervals import Interval, marginalised_interval, profiled_interval
+from .intervals import marginalised_interval, profiled_interval
 from .results_file import (
     AnalyticSolution,
     FitResult,
@@ -32,7 +33,6 @@ __all__ = [
     "FitResult",
     "Histogram1D",
     "Histogram2D",
-    "Interval",
     "WeightHistogram",
     "make_fit_result",
     "marginalised_interval",

@@ -37,7 +37,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes
-from .intervals import DELTA_CHI2_2D, hdi_density_level
+from ..formats.intervals import DELTA_CHI2_2D, PROBABILITY
+from .intervals import hdi_density_level
 from .results_file import FitResult, Histogram2D
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _label(name: str) -> str:
 
 def _contour_levels_marginal(h: Histogram2D) -> list[float]:
     density = np.exp(-0.5 * h.delta_chi2)
-    levels = [hdi_density_level(density, mass) for mass in (0.95, 0.68)]
+    levels = [hdi_density_level(density, PROBABILITY[level]) for level in ("95", "68")]
     out = []
     for level in levels:
         if level <= 0 or not math.isfinite(level):
@@ -201,7 +202,7 @@ def triangle_plot(
                     else:
                         continue
                     levels = (
-                        [DELTA_CHI2_2D[0.68], DELTA_CHI2_2D[0.95]]
+                        [DELTA_CHI2_2D["68"], DELTA_CHI2_2D["95"]]
                         if method == "profiled"
                         else _contour_levels_marginal(h)
                     )

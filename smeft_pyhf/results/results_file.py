@@ -70,8 +70,9 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..exceptions import InputError
+from ..formats.intervals import LEVELS, Interval, Level, as_level
 from .diagnostics import Diagnostics, DiagnosticWarning, assess
-from .intervals import Interval, marginalised_interval, profiled_interval
+from .intervals import marginalised_interval, profiled_interval
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ __all__ = [
 
 RESULTS_VERSION = 1
 RESULTS_FILENAME = "results.json"
-LEVELS: tuple[str, ...] = ("68", "95")
 
 
 class Histogram1D(NamedTuple):
@@ -140,7 +140,7 @@ class AnalyticSolution(NamedTuple):
 
     best_fit: dict[str, float]
     covariance: np.ndarray
-    intervals: dict[str, dict[str, Interval]]
+    intervals: dict[str, dict[Level, Interval]]
 
     @property
     def std(self) -> dict[str, float]:
@@ -149,7 +149,9 @@ class AnalyticSolution(NamedTuple):
 
 
 class FitResult(NamedTuple):
-    """Everything a fit produced; written to and read back from ``results.json``.
+    """Everything a SMEFT fit (``smeft-pyhf fit``) produced; written to and read back from
+    ``results.json``. (The maximum-likelihood fit of a workspace that ``smeft-pyhf ingest``
+    makes is :class:`smeft_pyhf.ingest.fitting.WorkspaceFit`.)
 
     Attributes:
         names: fitted coefficients in order.
@@ -177,7 +179,7 @@ class FitResult(NamedTuple):
     marginal1d: dict[str, Histogram1D]
     profile2d: dict[tuple[str, str], Histogram2D]
     marginal2d: dict[tuple[str, str], Histogram2D]
-    intervals: dict[str, dict[str, dict[str, Interval]]]
+    intervals: dict[str, dict[str, dict[Level, Interval]]]
     weights: WeightHistogram | None
     ess: float | None
     n_samples: int | None
@@ -194,10 +196,11 @@ class FitResult(NamedTuple):
         return [] if self.diagnostics is None else assess(self.diagnostics)
 
     def interval(
-        self, name: str, *, method: str = "profiled", level: str = "95"
+        self, name: str, *, method: str = "profiled", level: Level | str | float = "95"
     ) -> Interval:
-        """Shortcut: ``intervals[name][method][level]``."""
-        return self.intervals[name][method][level]
+        """Shortcut: ``intervals[name][method][level]``; ``level`` as a user may write it
+        (``"95"``, ``"95%"``, ``0.95``; see :func:`~smeft_pyhf.formats.intervals.as_level`)."""
+        return self.intervals[name][method][as_level(level)]
 
 
 def pair_key(x: str, y: str) -> str:
@@ -222,20 +225,20 @@ def compute_intervals(
     names: Iterable[str],
     profile1d: Mapping[str, Histogram1D],
     marginal1d: Mapping[str, Histogram1D],
-) -> dict[str, dict[str, dict[str, Interval]]]:
+) -> dict[str, dict[str, dict[Level, Interval]]]:
     """68%/95% profiled and marginalised (HDI) intervals for every coefficient."""
-    out: dict[str, dict[str, dict[str, Interval]]] = {}
+    out: dict[str, dict[str, dict[Level, Interval]]] = {}
     for name in names:
-        entry: dict[str, dict[str, Interval]] = {}
+        entry: dict[str, dict[Level, Interval]] = {}
         if name in profile1d:
             h = profile1d[name]
             entry["profiled"] = {
-                lv: profiled_interval(h.centres, h.delta_chi2, level=int(lv) / 100) for lv in LEVELS
+                lv: profiled_interval(h.centres, h.delta_chi2, level=lv) for lv in LEVELS
             }
         if name in marginal1d:
             h = marginal1d[name]
             entry["marginalised"] = {
-                lv: marginalised_interval(h.centres, h.density, level=int(lv) / 100) for lv in LEVELS
+                lv: marginalised_interval(h.centres, h.density, level=lv) for lv in LEVELS
             }
         out[name] = entry
     return out
@@ -301,7 +304,7 @@ def make_fit_result(
 
 
 def prior_edge_flags(
-    intervals: Mapping[str, Mapping[str, Mapping[str, Interval]]], *, level: str = "95"
+    intervals: Mapping[str, Mapping[str, Mapping[Level, Interval]]], *, level: Level = "95"
 ) -> dict[str, tuple[str, ...]]:
     """``name -> ("low", "high")`` sides where a ``level`` interval reaches the prior range."""
     flags: dict[str, tuple[str, ...]] = {}
@@ -412,15 +415,16 @@ def _interval_json(iv: Interval) -> dict:
     return data
 
 
-def _interval_from_json(data: Mapping) -> Interval:
+def _interval_from_json(level: str, data: Mapping) -> Interval:
     return Interval(
+        as_level(level),
         tuple((_num(a, math.nan), _num(b, math.nan)) for a, b in data.get("segments", [])),
         bool(data.get("open_low", False)),
         bool(data.get("open_high", False)),
     )
 
 
-def _interval_dict(entry: Mapping[str, Mapping[str, Interval]]) -> dict:
+def _interval_dict(entry: Mapping[str, Mapping[Level, Interval]]) -> dict:
     return {m: {lv: _interval_json(iv) for lv, iv in levels.items()} for m, levels in entry.items()}
 
 
@@ -540,8 +544,8 @@ def read_results(path: str | os.PathLike[str]) -> FitResult:
         ) from err
 
 
-def _read_intervals(entry: Mapping) -> dict[str, dict[str, Interval]]:
-    return {m: {lv: _interval_from_json(iv) for lv, iv in levels.items()}
+def _read_intervals(entry: Mapping) -> dict[str, dict[Level, Interval]]:
+    return {m: {lv: _interval_from_json(lv, iv) for lv, iv in levels.items()}
             for m, levels in entry.items()}
 
 
@@ -559,7 +563,7 @@ def results_from_dict(data: Mapping[str, Any]) -> FitResult:
             {k: _num(v, math.nan) for k, v in a["best_fit"].items()},
             _unarr(a["covariance"]),
             {
-                name: {lv: _interval_from_json(iv) for lv, iv in levels.items()}
+                name: {lv: _interval_from_json(lv, iv) for lv, iv in levels.items()}
                 for name, levels in a["intervals"].items()
             },
         )

@@ -89,7 +89,7 @@ def test_edge_modes_and_widths_against_the_exact_answer():
         err = s.marginal1d_error[i].double().numpy()
         assert np.all(np.abs(sampled - prob) <= 5 * err + 1e-3), name
         width = edges[1] - edges[0]
-        exact = marginalised_interval(0.5 * (edges[1:] + edges[:-1]), prob, level=0.95)
+        exact = marginalised_interval(0.5 * (edges[1:] + edges[:-1]), prob, level="95")
         got = fit.interval(name, method="marginalised")
         assert len(got.segments) == len(exact.segments), (name, got, exact)
         for (a, b), (ea, eb) in zip(got.segments, exact.segments, strict=True):
@@ -99,7 +99,7 @@ def test_edge_modes_and_widths_against_the_exact_answer():
         _, exact_lp = exact_binned(i, h.edges)
         exact_d2 = -2 * (exact_lp - exact_lp.max())
         assert np.allclose(h.delta_chi2, exact_d2, atol=0.05), name
-        exact_p = profiled_interval(h.centres, exact_d2, level=0.95)
+        exact_p = profiled_interval(h.centres, exact_d2, level="95")
         got_p = fit.interval(name, method="profiled")
         assert len(got_p.segments) == len(exact_p.segments), (name, got_p, exact_p)
         for (a, b), (ea, eb) in zip(got_p.segments, exact_p.segments, strict=True):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
+from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.formats.intervals import DELTA_CHI2_1D, DELTA_CHI2_2D, PROBABILITY, as_level
 from smeft_pyhf.results.intervals import (
-    DELTA_CHI2_1D,
-    DELTA_CHI2_2D,
     delta_chi2_threshold,
     hdi_density_level,
     marginalised_interval,
@@ -19,17 +19,17 @@ from smeft_pyhf.results.intervals import (
 
 
 def test_thresholds_match_chi2_quantiles():
-    assert DELTA_CHI2_1D[0.95] == pytest.approx(1.959963984540054**2, rel=1e-12)
-    assert delta_chi2_threshold(0.68) == pytest.approx(1.0, rel=1e-9)
-    assert delta_chi2_threshold(0.95, dof=2) == pytest.approx(DELTA_CHI2_2D[0.95], rel=1e-9)
-    assert DELTA_CHI2_2D[0.68] == pytest.approx(-2 * math.log(1 - 0.6826894921370859), rel=1e-9)
+    assert DELTA_CHI2_1D["95"] == pytest.approx(1.959963984540054**2, rel=1e-12)
+    assert delta_chi2_threshold("68") == pytest.approx(1.0, rel=1e-9)
+    assert delta_chi2_threshold("95", dof=2) == pytest.approx(DELTA_CHI2_2D["95"], rel=1e-9)
+    assert DELTA_CHI2_2D["68"] == pytest.approx(-2 * math.log(1 - 0.6826894921370859), rel=1e-9)
 
 
 @pytest.mark.parametrize(("mu", "sigma"), [(0.0, 1.0), (0.3, 0.05), (-2.0, 1.7)])
 def test_profiled_gaussian(mu, sigma):
     x = np.linspace(mu - 6 * sigma, mu + 6 * sigma, 40)
     y = ((x - mu) / sigma) ** 2
-    for level, z in ((0.68, 1.0), (0.95, 1.959963984540054)):
+    for level, z in (("68", 1.0), ("95", 1.959963984540054)):
         iv = profiled_interval(x, y, level=level)
         assert len(iv.segments) == 1
         # linear interpolation of a parabola between centres 0.31 sigma apart
@@ -42,10 +42,10 @@ def test_profiled_flat_top_and_open_edges():
     # SFitter-like flat profile of width 1 with Gaussian walls of width 0.1
     x = np.linspace(-3, 3, 601)
     y = (np.clip(np.abs(x) - 1.0, 0, None) / 0.1) ** 2
-    iv = profiled_interval(x, y, level=0.95)
+    iv = profiled_interval(x, y, level="95")
     assert iv.low == pytest.approx(-1.196, abs=2e-3)
     assert iv.high == pytest.approx(1.196, abs=2e-3)
-    half = profiled_interval(x[x > 0], y[x > 0], level=0.68)
+    half = profiled_interval(x[x > 0], y[x > 0], level="68")
     assert half.open_low and not half.open_high
 
 
@@ -53,19 +53,19 @@ def test_profiled_two_modes_and_empty_bins():
     x = np.linspace(-4, 4, 801)
     y = np.minimum((x - 2) ** 2, (x + 2) ** 2) / 0.25
     y[::50] = np.inf  # empty bins are ignored by neighbours' interpolation only locally
-    iv = profiled_interval(x, np.where(np.isfinite(y), y, np.nan), level=0.68)
+    iv = profiled_interval(x, np.where(np.isfinite(y), y, np.nan), level="68")
     assert len(iv.segments) >= 2
     assert iv.low == pytest.approx(-2.5, abs=0.02)
     assert iv.high == pytest.approx(2.5, abs=0.02)
 
 
-@pytest.mark.parametrize("level", [0.68, 0.95])
+@pytest.mark.parametrize("level", ["68", "95"])
 def test_marginalised_gaussian_hdi_and_central(level):
     mu, sigma = 0.4, 0.8
     edges = np.linspace(mu - 5 * sigma, mu + 5 * sigma, 81)
     centres = 0.5 * (edges[1:] + edges[:-1])
     prob = np.diff(ndtr((edges - mu) / sigma))  # exact bin probabilities
-    z = 1.0 if level == 0.68 else 1.959963984540054
+    z = 1.0 if level == "68" else 1.959963984540054
     for kind in ("hdi", "central"):
         iv = marginalised_interval(centres, prob, level=level, kind=kind)
         assert iv.low == pytest.approx(mu - z * sigma, abs=0.01 * sigma), kind
@@ -75,8 +75,8 @@ def test_marginalised_gaussian_hdi_and_central(level):
 def test_marginalised_hdi_is_shorter_than_central_for_skewed():
     x = np.linspace(0.0, 10.0, 200)
     p = x * np.exp(-x)  # Gamma(2)
-    hdi = marginalised_interval(x, p, level=0.95)
-    central = marginalised_interval(x, p, level=0.95, kind="central")
+    hdi = marginalised_interval(x, p, level="95")
+    central = marginalised_interval(x, p, level="95", kind="central")
     assert hdi.width < central.width
     # exact central interval of Gamma(2, 1): quantiles 0.0242 and 5.572
     assert central.low == pytest.approx(0.2422, abs=0.02)
@@ -86,7 +86,7 @@ def test_marginalised_hdi_is_shorter_than_central_for_skewed():
 def test_marginalised_bimodal_gives_two_segments():
     x = np.linspace(-6, 6, 241)
     p = np.exp(-0.5 * ((x - 3) / 0.5) ** 2) + np.exp(-0.5 * ((x + 3) / 0.5) ** 2)
-    iv = marginalised_interval(x, p, level=0.95)
+    iv = marginalised_interval(x, p, level="95")
     assert len(iv.segments) == 2
     for (a, b), m in zip(iv.segments, (-3, 3), strict=True):
         assert a == pytest.approx(m - 1.96 * 0.5, abs=0.02)
@@ -98,13 +98,26 @@ def test_hdi_density_level_2d_gaussian():
     g = np.linspace(-5, 5, 201)
     xx, yy = np.meshgrid(g, g, indexing="ij")
     density = np.exp(-0.5 * (xx**2 + yy**2))
-    level = hdi_density_level(density, 0.68)
-    assert -2 * math.log(level) == pytest.approx(DELTA_CHI2_2D[0.68], rel=0.02)
-    level95 = hdi_density_level(density, 0.95)
-    assert -2 * math.log(level95) == pytest.approx(DELTA_CHI2_2D[0.95], rel=0.02)
+    level = hdi_density_level(density, PROBABILITY["68"])
+    assert -2 * math.log(level) == pytest.approx(DELTA_CHI2_2D["68"], rel=0.02)
+    level95 = hdi_density_level(density, PROBABILITY["95"])
+    assert -2 * math.log(level95) == pytest.approx(DELTA_CHI2_2D["95"], rel=0.02)
 
 
 def test_empty_inputs():
     x = np.linspace(0, 1, 5)
     assert profiled_interval(x, np.full(5, np.inf)).segments == ()
     assert marginalised_interval(x, np.zeros(5)).segments == ()
+
+
+def test_one_level_spelling_inside_one_converter_at_the_boundary():
+    for spelling in ("68", "68%", " 68 %", 68, 0.68):
+        assert as_level(spelling) == "68"
+    for spelling in ("95", "95%", 95, 0.95):
+        assert as_level(spelling) == "95"
+    for bad in ("90", 0.9, "one sigma"):
+        with pytest.raises(ConfigError, match="unknown confidence level"):
+            as_level(bad)
+    x = np.linspace(-3, 3, 61)
+    iv = profiled_interval(x, x**2, level="68")
+    assert iv.level == "68" and iv.threshold == 1.0

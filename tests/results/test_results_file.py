@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from smeft_pyhf.exceptions import InputError
-from smeft_pyhf.results.intervals import Interval
+from smeft_pyhf.formats.intervals import Interval
 from smeft_pyhf.results.results_file import (
     AnalyticSolution,
     WeightHistogram,
@@ -60,7 +60,7 @@ def test_gaussian_intervals_are_exact():
 
 def test_round_trip(tmp_path):
     analytic = AnalyticSolution(
-        dict(MEAN), COV, {n: {"95": Interval(((-1.0, 1.0),))} for n in NAMES}
+        dict(MEAN), COV, {n: {"95": Interval("95", ((-1.0, 1.0),))} for n in NAMES}
     )
     res = gaussian_result(analytic=analytic, fixed={"cQt8": 0.0})
     write_results(res, tmp_path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from smeft_pyhf.exceptions import InputError
-from smeft_pyhf.results.intervals import Interval
+from smeft_pyhf.formats.intervals import Interval
 from smeft_pyhf.results.results_file import (
     AnalyticSolution,
     Histogram1D,
@@ -57,8 +57,8 @@ def nonfinite_result():
         analytic=AnalyticSolution(
             {"cA": 0.5, "cB": -INF},
             np.array([[1.0, NAN], [NAN, INF]]),
-            {"cA": {"95": Interval(((-INF, 1.5), (2.0, INF)), True, True)},
-             "cB": {"95": Interval(((NAN, NAN),))}},
+            {"cA": {"95": Interval("95", ((-INF, 1.5), (2.0, INF)), True, True)},
+             "cB": {"95": Interval("95", ((NAN, NAN),))}},
         ),
         fixed={"cC": 0.0, "cD": -INF},
         config={"prior": {"cB": [-INF, INF]}, "scale": NAN, "label": "run 1"},
@@ -70,7 +70,7 @@ def nonfinite_result():
     odd2 = Histogram2D(np.array([-1.0, 0.0, INF]), np.array([NAN, 0.0, 1.0]),
                        np.array([[0.0, NAN], [INF, -INF]]))
     intervals = dict(res.intervals)
-    intervals["cB"] = {"profiled": {"68": Interval(((-INF, NAN),), True, False)}}
+    intervals["cB"] = {"profiled": {"68": Interval("68", ((-INF, NAN),), True, False)}}
     return res._replace(
         profile1d={"cA": odd1, "cB": h1},
         marginal1d={"cA": h1, "cB": odd1},
@@ -85,7 +85,7 @@ def _equal(a, b) -> bool:
 
 
 def _same_interval(a: Interval, b: Interval) -> bool:
-    return (a.open_low, a.open_high) == (b.open_low, b.open_high) and _equal(
+    return (a.level, a.open_low, a.open_high) == (b.level, b.open_low, b.open_high) and _equal(
         np.array(a.segments, dtype=float).reshape(-1, 2),
         np.array(b.segments, dtype=float).reshape(-1, 2))
 
