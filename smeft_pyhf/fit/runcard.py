@@ -545,7 +545,7 @@ def _check_card(card: Path, database: Path | None,
                 where: str) -> tuple[str | None, str, tuple[str, ...]]:
     """Load a measurement card (schema and categories) and check its datasets against the
     database; returns ``(prediction dataset, process, theory categories)``."""
-    from ..ingest.card import load_card
+    from ..formats.card import load_card
     from ..likelihood.smefit_data import check_dataset_name
 
     loaded = load_card(card)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from ..exceptions import SmeftPyhfError, WorkspaceError
+from ..formats.card import SYSTEMATIC_CATEGORIES
 from .mapping import (
-    SYSTEMATIC_CATEGORIES,
     CategoryMapping,
     assign_partial,
     category_kind,

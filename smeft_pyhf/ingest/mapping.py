@@ -37,9 +37,9 @@ import yaml
 from .._io import sha256_file
 from .._resources import shipped_dir
 from ..exceptions import InputError, MappingError, UnmappedParametersError
+from ..formats.card import SYSTEMATIC_CATEGORIES, is_valid_category
 
 __all__ = [
-    "SYSTEMATIC_CATEGORIES",
     "Assignment",
     "CategoryMapping",
     "Rule",
@@ -47,7 +47,6 @@ __all__ = [
     "assign_partial",
     "category_kind",
     "find_mapping",
-    "is_valid_category",
     "load_mapping",
     "parse_mapping",
     "shipped_mappings",
@@ -56,31 +55,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The SFitter systematic (Gaussian) categories. ``Background`` may carry a suffix
-#: (``Background:WZ``): one background category per channel or process.
-SYSTEMATIC_CATEGORIES: tuple[str, ...] = (
-    "Beam",
-    "Background",
-    "ETmis",
-    "Jets",
-    "Leptons",
-    "LightTagging",
-    "Luminosity",
-    "Pileup",
-    "Trigger",
-    "Tune",
-    "bTagging",
-    "partonShower",
-    "tTagging",
-    "tauTagging",
-)
-
 #: Name of the shipped fallback mapping (broad ATLAS naming heuristics, no catch-all rule).
 GENERIC_MAPPING = "generic_atlas"
 _MIN_RULE_SHARE = 0.5
 
 _SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "mapping.schema.json"
-_BACKGROUND_RE = re.compile(r"Background:[A-Za-z0-9_.+\-]+")
 _PLACEHOLDER_RE = re.compile(r"\{(\w+)\}")
 
 
@@ -149,22 +128,6 @@ class Assignment(NamedTuple):
 
 # --------------------------------------------------------------------------------------------
 # categories
-
-
-def is_valid_category(category: str, theory_categories: Iterable[str] = ()) -> bool:
-    """Whether ``category`` is an SFitter systematic category or one of ``theory_categories``.
-
-    Example:
-        >>> is_valid_category("Background:WZ"), is_valid_category("jets")
-        (True, False)
-        >>> is_valid_category("scale", ["scale", "PDF"])
-        True
-    """
-    return (
-        category in SYSTEMATIC_CATEGORIES
-        or bool(_BACKGROUND_RE.fullmatch(category))
-        or category in set(theory_categories)
-    )
 
 
 def category_kind(
@@ -440,7 +403,7 @@ def parse_mapping(document: Any, *, source: str = "<mapping>", sha256: str = "")
     _validate_schema(document, source)
     theory = tuple(document.get("theory_categories", ()))
     for index, name in enumerate(theory):
-        if name in SYSTEMATIC_CATEGORIES or _BACKGROUND_RE.fullmatch(name):
+        if is_valid_category(name):
             raise MappingError(
                 f"theory category {name!r} at 'theory_categories[{index}]' is an SFitter "
                 "systematic category",

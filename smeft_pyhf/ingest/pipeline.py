@@ -53,8 +53,8 @@ import numpy as np
 
 from .._io import check_writable_parent
 from ..exceptions import InputError, MappingError, WorkspaceError
+from ..formats.card import CARD_VERSION, MeasurementCard, card_from_dict, validate_card, write_card
 from . import mapping as _mapping
-from .card import CARD_VERSION, MeasurementCard, card_from_dict, validate_card, write_card
 from .decomposition import (
     DEFAULT_STAT_CONVENTION,
     METHOD,

@@ -48,7 +48,7 @@ import pyhf
 from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes
-from .card import MeasurementCard
+from ..formats.card import MeasurementCard
 from .fitting import WorkspaceFit, numpy_backend, parameter_indices
 from .impacts import ParameterImpact
 

@@ -17,7 +17,7 @@ Relative numbers (percent of the best fit) are left out, shown as ``-``, when th
 :func:`report_json` is the machine-readable equivalent (the card as JSON).
 
 Example:
-    >>> from smeft_pyhf.ingest.card import example_card
+    >>> from smeft_pyhf.formats.card import example_card
     >>> print(format_report(example_card()).splitlines()[0])
     example: mu = 1.1 +0.13 -0.12 (Hesse +-0.125)
 """
@@ -30,7 +30,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .card import MeasurementCard
+from ..formats.card import MeasurementCard
 
 __all__ = ["NEAR_ZERO", "format_report", "relative_meaningful", "report_json"]
 
@@ -42,7 +42,7 @@ def relative_meaningful(card: MeasurementCard) -> bool:
     """Whether uncertainties relative to the best fit mean something (best fit not ~0).
 
     Example:
-        >>> from smeft_pyhf.ingest.card import example_card
+        >>> from smeft_pyhf.formats.card import example_card
         >>> relative_meaningful(example_card())
         True
     """
@@ -77,7 +77,7 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         The report text (no trailing newline).
 
     Example:
-        >>> from smeft_pyhf.ingest.card import example_card
+        >>> from smeft_pyhf.formats.card import example_card
         >>> "Stat" in format_report(example_card())
         True
     """
@@ -216,7 +216,7 @@ def report_json(card: MeasurementCard, *, plots: Sequence[str | os.PathLike[str]
     """The card as indented JSON (for ``--json``), with ``card_path`` and the ``plots`` written.
 
     Example:
-        >>> from smeft_pyhf.ingest.card import example_card
+        >>> from smeft_pyhf.formats.card import example_card
         >>> json.loads(report_json(example_card()))["measurement"]["best_fit"]
         1.1
     """

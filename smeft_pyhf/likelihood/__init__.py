@@ -12,7 +12,6 @@ Example:
 """
 
 from smeft_pyhf.likelihood.cards import (
-    CardMeasurement,
     card_covariance,
     card_theory_shifts,
     card_theory_widths,
@@ -48,7 +47,6 @@ from smeft_pyhf.likelihood.smefit_runcard import (
 )
 
 __all__ = [
-    "CardMeasurement",
     "CombinedLikelihood",
     "GaussianBlock",
     "GaussianTerm",

@@ -1,6 +1,6 @@
 """Measurement cards (signal strengths from the ingestion layer) as Gaussian rows.
 
-A card (``docs/design.md``, ``ingest/card.py``) is one measured signal strength ``mu`` with its
+A card (``docs/design.md``, :class:`smeft_pyhf.formats.card.MeasurementCard`) is one measured signal strength ``mu`` with its
 statistical uncertainty, Gaussian systematic impacts per SFitter category (absolute) and flat
 theory impacts per theory category (absolute half-widths); cards written by ``smeft-pyhf ingest``
 split the POI's variance by source, so ``stat^2 + sum of the categories^2`` is the workspace's
@@ -26,7 +26,7 @@ Example:
     ...                   "measurement": {"best_fit": 1.1, "stat": {"absolute": 0.1}},
     ...                   "systematics": {"Jets": {"absolute": 0.05}},
     ...                   "theory": {"scale": {"absolute": 0.08}}})
-    >>> card.best_fit, card.systematics, card.theory
+    >>> card.best_fit, card.systematic_impacts, card.theory_widths
     (1.1, {'Jets': 0.05}, {'scale': 0.08})
 """
 
@@ -36,15 +36,20 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import yaml
 
 from smeft_pyhf.exceptions import DataError, InputError
+from smeft_pyhf.formats.card import (
+    CARD_VERSION,
+    MeasurementCard,
+    card_from_dict,
+    check_card_categories,
+    load_card,
+)
 
 __all__ = [
-    "CardMeasurement",
     "card_covariance",
     "card_theory_shifts",
     "card_theory_widths",
@@ -53,36 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class CardMeasurement(NamedTuple):
-    """The numbers of one measurement card that enter the likelihood.
-
-    Attributes:
-        name: card name.
-        experiment: ``ATLAS``, ``CMS``, ...
-        process: the process (``ttZ``), used to correlate theory categories.
-        poi: the POI of the workspace.
-        best_fit: measured signal strength.
-        stat: statistical uncertainty (absolute).
-        systematics: ``{category: absolute impact}`` (Gaussian).
-        theory: ``{category: absolute half-width}`` (flat).
-        smefit_dataset: the SMEFiT dataset whose table predicts this measurement.
-        replaces: SMEFiT datasets this card replaces in a combination.
-        source: the card file (or ``"<mapping>"``).
-    """
-
-    name: str
-    experiment: str
-    process: str
-    poi: str
-    best_fit: float
-    stat: float
-    systematics: dict[str, float]
-    theory: dict[str, float]
-    smefit_dataset: str
-    replaces: tuple[str, ...]
-    source: str
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -104,34 +79,46 @@ def _absolute(value: Any, where: str) -> float:
     return number
 
 
-def _categories(block: Any, where: str) -> dict[str, float]:
+def _categories(block: Any, where: str) -> dict[str, Any]:
+    """A card's category block with each entry ``{absolute: ...}`` (a plain number is the
+    absolute value); the absolute values are checked."""
     if block is None:
         return {}
-    items = block.items() if isinstance(block, Mapping) else getattr(block, "_asdict",
-                                                                     dict)().items()
-    return {str(k): _absolute(v, f"{where}.{k}") for k, v in items}
+    if not isinstance(block, Mapping):
+        raise DataError(f"expected a mapping of categories, got {block!r}", where=where)
+    out = {}
+    for key, value in block.items():
+        absolute = _absolute(value, f"{where}.{key}")
+        out[str(key)] = dict(value) if isinstance(value, Mapping) else {"absolute": absolute}
+    return out
 
 
-def _load_yaml(path: Path) -> dict:
-    try:
-        content = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror})", where=str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"is not valid YAML ({exc})", where=str(path)) from exc
-    if not isinstance(content, dict):
-        raise DataError("a measurement card must be a mapping", where=str(path))
-    return content
+def _from_mapping(document: Mapping[str, Any], source: str) -> MeasurementCard:
+    """A card given as a mapping (the card layout; plain numbers allowed for absolute values)."""
+    where = f"{source}: " if source != "<card>" else ""
+    measurement = _get(document, "measurement")
+    filled = {
+        "card_version": CARD_VERSION, "observable": {}, "parameters": {}, "diagnostics": {},
+        "provenance": {}, **dict(document),
+        "systematics": _categories(_get(document, "systematics"), f"{where}systematics"),
+        "theory": _categories(_get(document, "theory"), f"{where}theory"),
+    }
+    if isinstance(measurement, Mapping):
+        stat = _get(measurement, "stat")
+        filled["measurement"] = {**measurement, "stat": {"absolute": stat} if isinstance(
+            stat, (int, float)) and not isinstance(stat, bool) else stat}
+    return card_from_dict(filled, source=None if source == "<card>" else source)
 
 
-def read_card(card: str | Path | Mapping[str, Any] | Any, *,
+def read_card(card: str | Path | Mapping[str, Any] | MeasurementCard, *,
               database: str | Path | None = None,
-              available: Sequence[str] | None = None) -> CardMeasurement:
-    """Extract the likelihood inputs of a measurement card.
+              available: Sequence[str] | None = None) -> MeasurementCard:
+    """Read a measurement card and check what the likelihood needs of it.
 
     Args:
-        card: a card file (read with ``smeft_pyhf.ingest.card.load_card`` when available,
-            otherwise as plain YAML), a mapping with the card layout, or a loaded card object.
+        card: a card file (read with :func:`smeft_pyhf.formats.card.load_card`), a mapping with
+            the card layout (plain numbers allowed for absolute uncertainties), or a
+            :class:`~smeft_pyhf.formats.card.MeasurementCard`.
         database: the SMEFiT database the card is used with; when given,
             ``prediction.smefit_dataset`` and every ``prediction.replaces`` entry must be a
             plain dataset name (no path) present in it.
@@ -149,24 +136,17 @@ def read_card(card: str | Path | Mapping[str, Any] | Any, *,
         ...
         smeft_pyhf.exceptions.InputError: missing.yaml: cannot be read (No such file or directory)
     """
-    source = "<card>"
     if isinstance(card, (str, Path)):
         path = Path(card)
         source = str(path)
         if not path.is_file():
             raise InputError("cannot be read (No such file or directory)", where=source)
-        try:
-            from smeft_pyhf.ingest.card import load_card
-        except ImportError:
-            card = _load_yaml(path)
-        else:
-            card = load_card(path)  # schema and categories checked there
+        card = load_card(path)  # schema and categories checked there
     else:
-        source = str(_get(_get(card, "provenance"), "card", _get(card, "source", source)))
-        _check_categories(card, source)
-    name = str(_get(card, "name", ""))
+        source = str(_get(_get(card, "provenance"), "card", _get(card, "source") or "<card>"))
+        check_card_categories(card, where=source)
     where = f"{source}: " if source != "<card>" else ""
-    if not name:
+    if not _get(card, "name"):
         raise DataError("field 'name' is missing", where=f"{where}name")
     measurement = _get(card, "measurement")
     best_fit = _get(measurement, "best_fit")
@@ -174,49 +154,34 @@ def read_card(card: str | Path | Mapping[str, Any] | Any, *,
             float(best_fit)):
         raise DataError(f"must be a finite number, got {best_fit!r}",
                         where=f"{where}measurement.best_fit")
-    stat = _absolute(_get(measurement, "stat"), f"{where}measurement.stat")
-    prediction = _get(card, "prediction")
-    dataset = _get(prediction, "smefit_dataset")
-    if not dataset:
+    _absolute(_get(measurement, "stat"), f"{where}measurement.stat")
+    if not isinstance(card, MeasurementCard):
+        card = _from_mapping(card, source)
+    else:
+        _categories(card.systematics, f"{where}systematics")
+        _categories(card.theory, f"{where}theory")
+    if not card.smefit_dataset:
         raise DataError("field 'prediction.smefit_dataset' is missing",
                         where=f"{where}prediction.smefit_dataset",
                         hint="link the card to the SMEFiT table that predicts it")
-    observable = _get(card, "observable")
-    replaces = _get(prediction, "replaces") or ()
-    if isinstance(replaces, str):
-        replaces = (replaces,)
     if database is not None:
         from smeft_pyhf.likelihood.smefit_data import available_datasets, check_dataset_name
 
         names = available_datasets(database) if available is None else available
-        check_dataset_name(database, dataset, where=f"{where}prediction.smefit_dataset",
-                           available=names)
-        for index, replaced in enumerate(replaces):
+        check_dataset_name(database, card.smefit_dataset,
+                           where=f"{where}prediction.smefit_dataset", available=names)
+        for index, replaced in enumerate(card.replaces):
             check_dataset_name(database, replaced, where=f"{where}prediction.replaces[{index}]",
                                available=names)
-    return CardMeasurement(
-        name=name, experiment=str(_get(card, "experiment", "") or ""),
-        process=str(_get(observable, "process", "") or dataset),
-        poi=str(_get(observable, "poi", "") or ""), best_fit=float(best_fit), stat=stat,
-        systematics=_categories(_get(card, "systematics"), f"{where}systematics"),
-        theory=_categories(_get(card, "theory"), f"{where}theory"),
-        smefit_dataset=str(dataset), replaces=tuple(str(r) for r in replaces), source=source)
-
-
-def _check_categories(card: Any, source: str) -> None:
-    try:
-        from smeft_pyhf.ingest.card import check_card_categories
-    except ImportError:  # pragma: no cover - only without the ingestion layer
-        return
-    check_card_categories(card, where=source)
+    return card
 
 
 def read_cards(cards: Sequence[Any], *,
-               database: str | Path | None = None) -> tuple[CardMeasurement, ...]:
-    """Read several cards; duplicated names raise :class:`DataError`.
+               database: str | Path | None = None) -> tuple[MeasurementCard, ...]:
+    """Read several cards (see :func:`read_card`); duplicated names raise :class:`DataError`.
 
     Args:
-        cards: card files, mappings, loaded cards or :class:`CardMeasurement` tuples.
+        cards: card files, mappings or :class:`~smeft_pyhf.formats.card.MeasurementCard`.
         database: check the cards' prediction and replaced datasets against this SMEFiT
             database (see :func:`read_card`).
 
@@ -229,30 +194,13 @@ def read_cards(cards: Sequence[Any], *,
         from smeft_pyhf.likelihood.smefit_data import available_datasets
 
         names = available_datasets(database)
-    out = tuple(_checked(c, database, names) if isinstance(c, CardMeasurement) else
-                read_card(c, database=database, available=names) for c in cards)
+    out = tuple(read_card(c, database=database, available=names) for c in cards)
     seen: set[str] = set()
     for c in out:
         if c.name in seen:
-            raise DataError(f"card {c.name!r} is given twice", where=c.source)
+            raise DataError(f"card {c.name!r} is given twice", where=c.source or "<card>")
         seen.add(c.name)
     return out
-
-
-def _checked(card: CardMeasurement, database: str | Path | None,
-             names: Sequence[str] | None) -> CardMeasurement:
-    _check_categories({"systematics": card.systematics, "theory": card.theory},
-                      card.source or "<card>")
-    if database is not None:
-        from smeft_pyhf.likelihood.smefit_data import check_dataset_name
-
-        where = f"{card.source or '<card>'}: prediction"
-        check_dataset_name(database, card.smefit_dataset, where=f"{where}.smefit_dataset",
-                           available=names)
-        for index, replaced in enumerate(card.replaces):
-            check_dataset_name(database, replaced, where=f"{where}.replaces[{index}]",
-                               available=names)
-    return card
 
 
 def _correlated(columns: dict[tuple[str, str], np.ndarray], rho: float) -> np.ndarray:
@@ -263,7 +211,7 @@ def _correlated(columns: dict[tuple[str, str], np.ndarray], rho: float) -> np.nd
     return cov
 
 
-def card_covariance(cards: Sequence[CardMeasurement], *, rho: float = 0.99,
+def card_covariance(cards: Sequence[MeasurementCard], *, rho: float = 0.99,
                     theory_as_gaussian: bool = False, theory_scale: float = 1.0) -> np.ndarray:
     """Gaussian covariance of the cards' signal strengths (see the module docstring).
 
@@ -277,7 +225,8 @@ def card_covariance(cards: Sequence[CardMeasurement], *, rho: float = 0.99,
     ``Background:*`` categories are correlated only within one card (one per analysis).
 
     Example:
-        >>> a = CardMeasurement("a", "ATLAS", "ttZ", "mu", 1.0, 0.1, {"Jets": 0.1}, {}, "X", (), "")
+        >>> a = read_card({"name": "a", "experiment": "ATLAS", "prediction": {"smefit_dataset": "X"},
+        ...                "measurement": {"best_fit": 1.0, "stat": 0.1}, "systematics": {"Jets": 0.1}})
         >>> b = a._replace(name="b")
         >>> card_covariance([a, b], rho=0.5).round(4).tolist()
         [[0.02, 0.005], [0.005, 0.02]]
@@ -287,14 +236,15 @@ def card_covariance(cards: Sequence[CardMeasurement], *, rho: float = 0.99,
     n = len(cards)
     columns: dict[tuple[str, str], np.ndarray] = {}
     for i, card in enumerate(cards):
-        for cat, value in card.systematics.items():
+        for cat, value in card.systematic_impacts.items():
             # SFitter's Background category is separate for each channel/analysis: a
             # "Background:Fakes" of one analysis is not the same source as another's.
-            key = f"{card.experiment}/{card.name}/{cat}" if cat.startswith("Background") else (
-                f"{card.experiment}/{cat}")
+            experiment = card.experiment or ""
+            key = f"{experiment}/{card.name}/{cat}" if cat.startswith("Background") else (
+                f"{experiment}/{cat}")
             columns.setdefault(("sys", key), np.zeros(n))[i] = value
         if theory_as_gaussian:
-            for cat, value in card.theory.items():
+            for cat, value in card.theory_widths.items():
                 columns.setdefault(("theory", f"{card.process}/{cat}"),
                                    np.zeros(n))[i] = value * theory_scale
     cov = np.diag([c.stat**2 for c in cards]).astype(float) if n else np.zeros((0, 0))
@@ -303,23 +253,27 @@ def card_covariance(cards: Sequence[CardMeasurement], *, rho: float = 0.99,
     return cov
 
 
-def card_theory_widths(cards: Sequence[CardMeasurement]) -> np.ndarray:
+def card_theory_widths(cards: Sequence[MeasurementCard]) -> np.ndarray:
     """Flat theory half-widths per card, categories added linearly, shape ``(N,)``.
 
     Example:
-        >>> a = CardMeasurement("a", "ATLAS", "ttZ", "mu", 1.0, 0.1, {}, {"scale": 0.1, "PDF": 0.05}, "X", (), "")
+        >>> a = read_card({"name": "a", "prediction": {"smefit_dataset": "X"},
+        ...                "measurement": {"best_fit": 1.0, "stat": 0.1},
+        ...                "theory": {"scale": 0.1, "PDF": 0.05}})
         >>> card_theory_widths([a]).round(3).tolist()
         [0.15]
     """
-    return np.array([sum(c.theory.values()) for c in cards], dtype=float)
+    return np.array([sum(c.theory_widths.values()) for c in cards], dtype=float)
 
 
-def card_theory_shifts(cards: Sequence[CardMeasurement]) -> tuple[tuple[str, ...], np.ndarray]:
+def card_theory_shifts(cards: Sequence[MeasurementCard]) -> tuple[tuple[str, ...], np.ndarray]:
     """Explicit flat theory nuisance parameters, one per (process, category), correlated
     across cards: ``(names, S (N, K))`` with ``mu_i -> mu_i + sum_k theta_k S_ik``.
 
     Example:
-        >>> a = CardMeasurement("a", "ATLAS", "ttZ", "mu", 1.0, 0.1, {}, {"scale": 0.1}, "X", (), "")
+        >>> a = read_card({"name": "a", "experiment": "ATLAS", "observable": {"process": "ttZ"},
+        ...                "prediction": {"smefit_dataset": "X"},
+        ...                "measurement": {"best_fit": 1.0, "stat": 0.1}, "theory": {"scale": 0.1}})
         >>> names, s = card_theory_shifts([a, a._replace(name="b", experiment="CMS")])
         >>> names, s.tolist()
         (('theta_ttZ_scale',), [[0.1], [0.1]])
@@ -330,6 +284,6 @@ def card_theory_shifts(cards: Sequence[CardMeasurement]) -> tuple[tuple[str, ...
             keys.setdefault(f"theta_{card.process}_{cat}", len(keys))
     shifts = np.zeros((len(cards), len(keys)))
     for i, card in enumerate(cards):
-        for cat, value in card.theory.items():
+        for cat, value in card.theory_widths.items():
             shifts[i, keys[f"theta_{card.process}_{cat}"]] = value
     return tuple(keys), shifts

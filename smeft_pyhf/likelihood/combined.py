@@ -37,9 +37,9 @@ from scipy.linalg import block_diag
 from torch import Tensor, nn
 
 from smeft_pyhf.exceptions import ConfigError, DataError
+from smeft_pyhf.formats.card import MeasurementCard
 from smeft_pyhf.formats.coefficients import CoefficientSpec, coefficient_name
 from smeft_pyhf.likelihood.cards import (
-    CardMeasurement,
     card_covariance,
     card_theory_shifts,
     card_theory_widths,
@@ -421,7 +421,7 @@ def build_likelihood(
                    for d in datasets]
     # each card's prediction and replaced datasets must be plain names present in the
     # database (a path would read a table outside it; an absent name replaces nothing)
-    card_list: tuple[CardMeasurement, ...] = read_cards(cards, database=database)
+    card_list: tuple[MeasurementCard, ...] = read_cards(cards, database=database)
     replaced = {r for c in card_list for r in c.replaces}
     dropped = [name for name, _ in entries if name in replaced]
     if dropped:

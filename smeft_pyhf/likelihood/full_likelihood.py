@@ -896,7 +896,7 @@ def default_scan_range(card: Any, *, coefficient: str, database: str | Path,
         best, up, down = _card_total(card)
     except DataError:
         best = info.best_fit
-        up = down = math.sqrt(info.stat**2 + sum(v**2 for v in info.systematics.values()))
+        up = down = math.sqrt(info.stat**2 + sum(v**2 for v in info.systematic_impacts.values()))
     grid = np.linspace(bounds[0], bounds[1], 200_001)
     r = 1.0 + lin * grid + quad * grid**2 - best
     chi2 = (r / np.where(r > 0, up, down)) ** 2

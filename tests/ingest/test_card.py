@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from smeft_pyhf.exceptions import DataError, InputError
-from smeft_pyhf.ingest.card import dump_card, example_card, load_card, validate_card, write_card
+from smeft_pyhf.formats.card import dump_card, example_card, load_card, validate_card, write_card
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -94,8 +94,8 @@ def test_likelihood_layer_reads_cards(tmp_path: Path) -> None:
     measurement = read_card(path)
     assert measurement.best_fit == 1.1
     assert measurement.stat == 0.1
-    assert measurement.systematics == {"Jets": 0.05}
-    assert measurement.theory == {"scale": 0.04}
+    assert measurement.systematic_impacts == {"Jets": 0.05}
+    assert measurement.theory_widths == {"scale": 0.04}
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,10 @@ import pyhf
 import pytest
 
 from smeft_pyhf._io import sha256_file
+from smeft_pyhf.formats.card import SYSTEMATIC_CATEGORIES, is_valid_category
 from smeft_pyhf.ingest.mapping import (
-    SYSTEMATIC_CATEGORIES,
     assign,
     find_mapping,
-    is_valid_category,
     load_mapping,
 )
 

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from smeft_pyhf.exceptions import InputError, MappingError, UnmappedParametersError
+from smeft_pyhf.formats.card import SYSTEMATIC_CATEGORIES, is_valid_category
 from smeft_pyhf.ingest.mapping import (
-    SYSTEMATIC_CATEGORIES,
     Assignment,
     CategoryMapping,
     Rule,
     assign,
     assign_partial,
     find_mapping,
-    is_valid_category,
     load_mapping,
     parse_mapping,
     shipped_mappings,

@@ -14,8 +14,8 @@ import yaml
 from smeft_pyhf._io import sha256_file
 from smeft_pyhf._resources import shipped_dir
 from smeft_pyhf.exceptions import InputError, UnmappedParametersError, WorkspaceError
+from smeft_pyhf.formats.card import load_card
 from smeft_pyhf.ingest import pipeline
-from smeft_pyhf.ingest.card import load_card
 from smeft_pyhf.ingest.pipeline import ingest
 from smeft_pyhf.ingest.report import format_report, report_json
 

@@ -12,7 +12,6 @@ import yaml
 
 from smeft_pyhf.exceptions import DataError, InputError
 from smeft_pyhf.likelihood.cards import (
-    CardMeasurement,
     card_covariance,
     card_theory_shifts,
     card_theory_widths,
@@ -52,8 +51,12 @@ provenance: {input: test.json, input_sha256: "0000000000000000000000000000000000
 
 def _card(name="a", experiment="ATLAS", process="ttZ", mu=1.0, stat=0.1, sys=None, th=None,
           dataset="ATLAS_X", replaces=()):
-    return CardMeasurement(name, experiment, process, "mu", mu, stat, dict(sys or {}),
-                           dict(th or {}), dataset, tuple(replaces), "")
+    """A card built in memory, as read by the likelihood (plain numbers are absolute values)."""
+    return read_card({"name": name, "experiment": experiment,
+                      "observable": {"poi": "mu", "process": process},
+                      "prediction": {"smefit_dataset": dataset, "replaces": list(replaces)},
+                      "measurement": {"best_fit": mu, "stat": stat},
+                      "systematics": dict(sys or {}), "theory": dict(th or {})})
 
 
 @pytest.fixture
@@ -79,10 +82,12 @@ def test_read_card_from_yaml_and_mapping(tmp_path):
     card = read_card(path)
     assert card.name == "TEST_ttZ_3L" and card.experiment == "ATLAS" and card.process == "ttZ"
     assert card.best_fit == 1.2 and card.stat == 0.1
-    assert card.systematics == {"Jets": 0.05, "Luminosity": 0.02}
-    assert card.theory == {"scale": 0.06, "PDF": 0.02}
+    assert card.systematic_impacts == {"Jets": 0.05, "Luminosity": 0.02}
+    assert card.theory_widths == {"scale": 0.06, "PDF": 0.02}
     assert card.smefit_dataset == "ATLAS_X" and card.replaces == ("ATLAS_X",)
-    assert read_card(yaml.safe_load(CARD_YAML)) == card._replace(source="<card>")
+    assert card.source == str(path)
+    assert read_card(yaml.safe_load(CARD_YAML)) == card._replace(source=None)
+    assert read_card(card) is card
 
 
 def test_read_card_errors(tmp_path):
@@ -101,7 +106,7 @@ def test_read_card_errors(tmp_path):
 
 
 def test_covariance_correlations():
-    cards = [_card("a", sys={"Jets": 0.1, "Lumi": 0.02}, th={"scale": 0.05}),
+    cards = [_card("a", sys={"Jets": 0.1, "Luminosity": 0.02}, th={"scale": 0.05}),
              _card("b", sys={"Jets": 0.2}, th={"scale": 0.07}),
              _card("c", experiment="CMS", sys={"Jets": 0.3}, th={"scale": 0.04, "PDF": 0.01})]
     cov = card_covariance(cards, rho=0.9)
@@ -171,10 +176,7 @@ def test_card_theory_modes(database, tmp_path, mode):
 
 
 def test_background_categories_not_correlated_between_cards():
-    from smeft_pyhf.likelihood.cards import CardMeasurement, card_covariance
-
-    a = CardMeasurement("a", "ATLAS", "ttZ", "mu", 1.0, 0.1,
-                        {"Jets": 0.1, "Background:Fakes": 0.2}, {}, "X", (), "")
+    a = _card("a", sys={"Jets": 0.1, "Background:Fakes": 0.2})
     b = a._replace(name="b")
     cov = card_covariance([a, b], rho=0.9)
     # off-diagonal: only Jets is shared, 0.9 * 0.1 * 0.1

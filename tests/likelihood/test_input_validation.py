@@ -250,7 +250,7 @@ def test_theory_category_with_a_systematic_name(tmp_path):
 def test_card_given_as_a_mapping_is_checked_too():
     card = yaml.safe_load((EXAMPLES / "cards" / "EX_ttZ_3L.yaml").read_text())
     card["systematics"]["Background"] = {"absolute": 0.01, "relative": 0.01}  # plain: valid
-    assert read_card(card).systematics["Background"] == 0.01
+    assert read_card(card).systematic_impacts["Background"] == 0.01
     card["systematics"]["btagging"] = {"absolute": 0.01, "relative": 0.01}
     with pytest.raises(DataError, match=r"unknown systematic category 'btagging'.*bTagging"):
         read_card(card)

@@ -51,7 +51,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,16 +63,38 @@ from ..exceptions import DataError, InputError
 
 __all__ = [
     "CARD_VERSION",
+    "SYSTEMATIC_CATEGORIES",
     "MeasurementCard",
     "card_schema",
     "check_card_categories",
     "example_card",
+    "is_valid_category",
     "load_card",
     "validate_card",
     "write_card",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The SFitter systematic (Gaussian) categories. ``Background`` may carry a suffix
+#: (``Background:WZ``): one background category per channel or process.
+SYSTEMATIC_CATEGORIES: tuple[str, ...] = (
+    "Beam",
+    "Background",
+    "ETmis",
+    "Jets",
+    "Leptons",
+    "LightTagging",
+    "Luminosity",
+    "Pileup",
+    "Trigger",
+    "Tune",
+    "bTagging",
+    "partonShower",
+    "tTagging",
+    "tauTagging",
+)
+_BACKGROUND_RE = re.compile(r"Background:[A-Za-z0-9_.+\-]+")
 
 CARD_VERSION = 1
 _SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "measurement_card.schema.json"
@@ -82,8 +105,29 @@ _HEADER = (
 )
 
 
+def is_valid_category(category: str, theory_categories: Iterable[str] = ()) -> bool:
+    """Whether ``category`` is an SFitter systematic category or one of ``theory_categories``.
+
+    Example:
+        >>> is_valid_category("Background:WZ"), is_valid_category("jets")
+        (True, False)
+        >>> is_valid_category("scale", ["scale", "PDF"])
+        True
+    """
+    return (
+        category in SYSTEMATIC_CATEGORIES
+        or bool(_BACKGROUND_RE.fullmatch(category))
+        or category in set(theory_categories)
+    )
+
+
 class MeasurementCard(NamedTuple):
-    """A loaded measurement card; fields mirror the YAML keys (see the module docstring).
+    """A measurement card; fields mirror the YAML keys (see the module docstring).
+
+    The one card type: ``smeft-pyhf ingest`` writes it, runcards name it, and the likelihood
+    (:mod:`smeft_pyhf.likelihood.cards`) reads its numbers through the properties
+    :attr:`best_fit`, :attr:`stat`, :attr:`systematic_impacts`, :attr:`theory_widths`,
+    :attr:`poi`, :attr:`process`, :attr:`smefit_dataset` and :attr:`replaces`.
 
     Attributes:
         card_version: format version (1).
@@ -144,6 +188,37 @@ class MeasurementCard(NamedTuple):
         """Absolute statistical uncertainty."""
         return float(self.measurement["stat"]["absolute"])
 
+    @property
+    def systematic_impacts(self) -> dict[str, float]:
+        """``{category: absolute impact}`` of the Gaussian systematic categories."""
+        return {str(k): float(v["absolute"]) for k, v in self.systematics.items()}
+
+    @property
+    def theory_widths(self) -> dict[str, float]:
+        """``{category: absolute half-width}`` of the flat theory categories."""
+        return {str(k): float(v["absolute"]) for k, v in self.theory.items()}
+
+    @property
+    def poi(self) -> str:
+        """The workspace's parameter of interest (``""`` when not given)."""
+        return str((self.observable or {}).get("poi") or "")
+
+    @property
+    def smefit_dataset(self) -> str:
+        """The SMEFiT dataset whose table predicts the measurement (``""`` when not linked)."""
+        return str((self.prediction or {}).get("smefit_dataset") or "")
+
+    @property
+    def process(self) -> str:
+        """The process (``ttZ``) that correlates theory categories; the dataset if not given."""
+        return str((self.observable or {}).get("process") or self.smefit_dataset)
+
+    @property
+    def replaces(self) -> tuple[str, ...]:
+        """SMEFiT datasets this card replaces in a combination."""
+        replaced = (self.prediction or {}).get("replaces") or ()
+        return (str(replaced),) if isinstance(replaced, str) else tuple(str(r) for r in replaced)
+
     def to_dict(self) -> dict[str, Any]:
         """The card as the plain mapping written to YAML (without ``source``)."""
         out = self._asdict()
@@ -196,7 +271,7 @@ def check_card_categories(document: Mapping[str, Any] | Any, *, where: str = "<c
     """Check the categories a card uses (SFitter systematic or the card's own theory ones).
 
     ``systematics`` keys must be SFitter systematic categories (``Beam``, ``Background:<process>``,
-    ``ETmis``, ``Jets``, ... see :data:`smeft_pyhf.ingest.mapping.SYSTEMATIC_CATEGORIES`), since
+    ``ETmis``, ``Jets``, ... see :data:`SYSTEMATIC_CATEGORIES`), since
     the likelihood correlates equal categories across cards and an unknown name would be
     correlated with nothing. ``theory`` keys are the card's flat categories and must not be
     SFitter systematic names. Every category named in ``parameters``, ``impacts`` and ``scans``
@@ -215,8 +290,6 @@ def check_card_categories(document: Mapping[str, Any] | Any, *, where: str = "<c
         ...
         smeft_pyhf.exceptions.DataError: c.yaml: unknown systematic category 'Jetz' at 'systematics.Jetz'. Hint: did you mean 'Jets'? valid categories: Beam, Background, ETmis, Jets, Leptons, LightTagging, Luminosity, Pileup, Trigger, Tune, bTagging, partonShower, tTagging, tauTagging, Background:<process>; flat theory categories go under 'theory:'
     """
-    from .mapping import SYSTEMATIC_CATEGORIES, is_valid_category
-
     def get(key: str) -> Any:
         if isinstance(document, Mapping):
             return document.get(key)
