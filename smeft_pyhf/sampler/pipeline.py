@@ -148,13 +148,17 @@ class SamplerConfig:
             pre-scaling covariance, so the flow starts from decorrelated coordinates;
             ``"diagonal"`` uses the weighted means and widths only (the paper's pre-scaling).
         support_map: with a ``support`` box given to :func:`run_sampler`, ``"logit"`` (default)
-            maps every coordinate whose pre-scaling posterior reaches within
-            ``support_nsigma`` widths of a box edge through ``logit((x - low) / (high - low))``
-            before standardising (:class:`~smeft_pyhf.sampler.annealing.Standardised`): the
-            flow never draws outside the box, and a posterior cut off by the edge becomes a
-            smooth tail it can learn. ``"none"`` leaves all coordinates affine.
-        support_nsigma: how close (in pre-scaling widths) a posterior must come to an edge to
-            be mapped.
+            maps every coordinate whose posterior is pressed against a box edge through
+            ``logit((x - low) / (high - low))`` before standardising
+            (:class:`~smeft_pyhf.sampler.annealing.Standardised`): the flow never draws
+            outside the box, and a posterior cut off by the edge becomes a smooth tail it can
+            learn. ``"none"`` leaves all coordinates affine. A coordinate counts as pressed
+            when the pre-scaling sample puts more than ``support_weight`` of its weight within
+            ``support_nsigma`` pre-scaling widths of an edge; the map costs flow quality
+            where a posterior merely comes near an edge, so only those are mapped.
+        support_nsigma: the distance to an edge, in pre-scaling widths, that counts as "at
+            the edge".
+        support_weight: the pre-scaling weight at the edge above which a coordinate is mapped.
     """
 
     prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
@@ -170,13 +174,15 @@ class SamplerConfig:
     range_pilot: int = 65536
     range_tail: float = 1e-4
     support_map: Literal["logit", "none"] = "logit"
-    support_nsigma: float = 4.0
+    support_nsigma: float = 0.5
+    support_weight: float = 0.02
 
     def __post_init__(self) -> None:
         check_field(self.range_pilot >= 0, self, "range_pilot", "must be >= 0")
         check_field(0 < self.range_tail < 0.5, self, "range_tail", "must lie in (0, 0.5)")
         check_field(self.range_nsigma > 0, self, "range_nsigma", "must be > 0")
         check_field(self.support_nsigma > 0, self, "support_nsigma", "must be > 0")
+        check_field(0 < self.support_weight < 1, self, "support_weight", "must lie in (0, 1)")
         if self.support_map not in ("logit", "none"):
             raise ConfigError(f"support_map={self.support_map!r} must be 'logit' or 'none'",
                               where="SamplerConfig", hint="change support_map")
@@ -713,6 +719,15 @@ def _weighted_covariance(x: Tensor, log_weights: Tensor) -> Tensor:
     return (w[:, None] * centred).T @ centred
 
 
+def _pressed_against_edges(samples: Tensor, log_weights: Tensor, std: Tensor, box: Tensor,
+                           k: float) -> Tensor:
+    """Per coordinate, the weight of ``samples`` within ``k * std`` of an edge of ``box``."""
+    w = torch.softmax(torch.where(torch.isfinite(log_weights), log_weights.to(samples.dtype),
+                                  samples.new_tensor(-math.inf)), 0)
+    near = (samples - box[:, 0] < k * std) | (box[:, 1] - samples < k * std)
+    return (w[:, None] * near.to(samples.dtype)).sum(0)
+
+
 def _coordinates(target: LogProb, res1: PrescaleResult, config: SamplerConfig,
                  support: Tensor | None, dtype: torch.dtype, level: int,
                  names: Sequence[str]) -> Standardised:
@@ -723,8 +738,8 @@ def _coordinates(target: LogProb, res1: PrescaleResult, config: SamplerConfig,
     bounded = None
     if support is not None and config.support_map == "logit":
         box = support.to(device=samples.device, dtype=torch.float64)
-        k = config.support_nsigma
-        bounded = (mean - k * std < box[:, 0]) | (mean + k * std > box[:, 1])
+        bounded = _pressed_against_edges(samples, res1.log_weights, std, box,
+                                         config.support_nsigma) > config.support_weight
         if bool(bounded.any()):
             log.log(level, "logit map onto the prior box for %d coefficient(s) near its edges: %s",
                     int(bounded.sum()), ", ".join(n for n, b in zip(names, bounded.tolist(), strict=True) if b))

@@ -84,3 +84,25 @@ def test_a_posterior_cut_by_its_prior_box(support_map):
         # the Gaussian wall of box_prior outside the box adds mass next to each edge the
         # posterior touches: a biased evidence, far beyond its standard error
         assert pull > 20
+
+
+def test_only_a_posterior_with_weight_at_an_edge_is_mapped():
+    """The rule that picks the logit-mapped coordinates, against analytic weights at the edge:
+    a standard normal 3 widths below its upper edge (merely near it: weight within half a
+    width of the edge P(Z > 2.5) = 0.0062) and a half-normal whose mode is its lower edge
+    (P(|Z| < 0.5 sd) with sd = sqrt(1 - 2/pi): 0.2366)."""
+    from smeft_pyhf.sampler.pipeline import _pressed_against_edges
+
+    n = 400_000
+    g = torch.Generator().manual_seed(0)
+    samples = torch.stack([torch.randn(n, generator=g, dtype=torch.float64),
+                           torch.randn(n, generator=g, dtype=torch.float64).abs()], 1)
+    box = torch.tensor([[-10.0, 3.0], [0.0, 10.0]], dtype=torch.float64)
+    weight = _pressed_against_edges(samples, torch.zeros(n, dtype=torch.float64),
+                                    samples.std(0), box, 0.5)
+    sd_half = math.sqrt(1 - 2 / math.pi)
+    exact = torch.tensor([norm.sf(2.5), 2 * norm.cdf(0.5 * sd_half) - 1], dtype=torch.float64)
+    se = torch.sqrt(exact * (1 - exact) / n)
+    assert bool((torch.abs(weight - exact) < 5 * se).all()), (weight, exact, se)
+    config = SamplerConfig()
+    assert (weight > config.support_weight).tolist() == [False, True]
