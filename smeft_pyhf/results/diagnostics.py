@@ -10,7 +10,11 @@ figures kept in ``results.json`` and printed after ``smeft-pyhf fit``:
 * ``profile_converged_fraction``: L-BFGS start points that met their gradient tolerance;
 * ``outside_fraction``: weight of samples outside the histogram ranges;
 * ``at_prior_edge``: coefficients whose 95% interval (profiled or marginalised) reaches the end
-  of the prior range, with the side (``low``, ``high``).
+  of the prior range, with the side (``low``, ``high``);
+* ``profile_gaps``: every gap between two pieces of a profiled 95% interval, judged by a direct
+  constrained maximisation at its centre (:mod:`smeft_pyhf.sampler.gaps`): ``real`` when
+  ``-2 Delta log L`` stays above the threshold there; a gap that is not real was closed, and it
+  means step 5 stopped short of the maximum in some bins.
 
 :func:`assess` compares them with :class:`Thresholds` and returns one
 :class:`DiagnosticWarning` per figure that misses its threshold, naming what to do.
@@ -22,6 +26,9 @@ Example:
     ['ess_fraction', 'max_weight_share', 'marginal_ess']
     >>> assess(d)[2].coefficients
     ('ctG',)
+    >>> gap = {"coefficient": "cpt", "centre": -8.1, "delta_chi2": 0.4, "real": False}
+    >>> assess(Diagnostics(profile_gaps=(gap,)))[0].message()  # doctest: +ELLIPSIS
+    '1 false gap(s) in profiled intervals (cpt): step 5 stopped short...'
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ class DiagnosticWarning(NamedTuple):
         who = f" ({', '.join(self.coefficients)})" if self.coefficients else ""
         if self.figure == "at_prior_edge":
             return f"at the prior edge{who}: {self.advice}"
+        if self.figure == "profile_gaps":
+            return f"{self.value:.0f} false gap(s) in profiled intervals{who}: {self.advice}"
         return (f"{self.figure} = {self.value:.3g}{who} misses its threshold "
                 f"{self.threshold:.3g}: {self.advice}")
 
@@ -89,11 +98,13 @@ class Diagnostics(NamedTuple):
     profile_converged_fraction: float | None = None
     outside_fraction: float | None = None
     at_prior_edge: dict[str, tuple[str, ...]] = {}
+    profile_gaps: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``results.json`` (warnings included)."""
         out = self._asdict()
         out["at_prior_edge"] = {k: list(v) for k, v in self.at_prior_edge.items()}
+        out["profile_gaps"] = [dict(g) for g in self.profile_gaps]
         out["warnings"] = [w._asdict() | {"coefficients": list(w.coefficients)}
                            for w in assess(self)]
         return out
@@ -104,6 +115,7 @@ class Diagnostics(NamedTuple):
         fields = {k: data.get(k) for k in cls._fields if k in data}
         fields["marginal_ess"] = {k: float(v) for k, v in (data.get("marginal_ess") or {}).items()}
         fields["at_prior_edge"] = {k: tuple(v) for k, v in (data.get("at_prior_edge") or {}).items()}
+        fields["profile_gaps"] = tuple(dict(g) for g in (data.get("profile_gaps") or ()))
         return cls(**fields)
 
 
@@ -118,6 +130,9 @@ _ADVICE = {
                                   "max_steps",
     "outside_fraction": "the histogram ranges cut off posterior mass; widen the coefficients' "
                         "ranges in the runcard",
+    "profile_gaps": "step 5 stopped short of the maximum in some bins (gaps in these profiled "
+                    "intervals were closed by a direct maximisation); other bins may sit low "
+                    "too: raise sampler: profile: max_steps",
     "at_prior_edge": "their 95% intervals reach the end of the prior range, so the limit there "
                      "is set by the range; widen it in the runcard where the physics allows",
 }
@@ -146,6 +161,11 @@ def assess(diagnostics: Diagnostics, thresholds: Thresholds = Thresholds()) -> l
                                      tuple(noisy), _ADVICE["marginal_ess"]))
     low("profile_converged_fraction", diagnostics.profile_converged_fraction)
     high("outside_fraction", diagnostics.outside_fraction)
+    closed = [g for g in diagnostics.profile_gaps if not g.get("real", True)]
+    if closed:
+        out.append(DiagnosticWarning("profile_gaps", float(len(closed)), 0.0,
+                                     tuple(dict.fromkeys(str(g["coefficient"]) for g in closed)),
+                                     _ADVICE["profile_gaps"]))
     if diagnostics.at_prior_edge:
         out.append(DiagnosticWarning("at_prior_edge", float(len(diagnostics.at_prior_edge)), 0.0,
                                      tuple(diagnostics.at_prior_edge), _ADVICE["at_prior_edge"]))
