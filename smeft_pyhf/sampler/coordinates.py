@@ -28,12 +28,22 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.sampler.kernels.standardisation import Standardised, standardise, unbounded
-from smeft_pyhf.sampler.kernels.weights import weighted_cholesky, weighted_covariance
+from smeft_pyhf.sampler.kernels.weights import (
+    weighted_cholesky,
+    weighted_covariance,
+    weighted_moments,
+)
 from smeft_pyhf.sampler.prescaling import PrescaleResult
 
 __all__ = ["cover_chains", "flow_coordinates", "profile_covariance", "weight_near_edges"]
 
 log = logging.getLogger(__name__)
+
+
+def _finite(log_weights: Tensor, dtype: torch.dtype) -> Tensor:
+    """``log_weights`` in ``dtype`` with every non-finite value (NaN, ``+-inf``) ``-inf``."""
+    return torch.where(torch.isfinite(log_weights), log_weights.to(dtype),
+                       log_weights.new_tensor(-math.inf, dtype=dtype))
 
 
 def weight_near_edges(samples: Tensor, log_weights: Tensor, std: Tensor, box: Tensor,
@@ -45,8 +55,7 @@ def weight_near_edges(samples: Tensor, log_weights: Tensor, std: Tensor, box: Te
         >>> weight_near_edges(x, torch.zeros(3), torch.tensor([0.1]), torch.tensor([[0.0, 1.0]]), 2.0)
         tensor([0.6667])
     """
-    w = torch.softmax(torch.where(torch.isfinite(log_weights), log_weights.to(samples.dtype),
-                                  samples.new_tensor(-math.inf)), 0)
+    w = torch.softmax(_finite(log_weights, samples.dtype), 0)
     near = (samples - box[:, 0] < k * std) | (box[:, 1] - samples < k * std)
     return (w[:, None] * near.to(samples.dtype)).sum(0)
 
@@ -70,13 +79,8 @@ def flow_coordinates(target: Callable[[Tensor], Tensor], prescaled: PrescaleResu
         if bool(bounded.any()):
             log.log(level, "logit map onto the prior box for %d coefficient(s) near its edges: %s",
                     int(bounded.sum()), ", ".join(n for n, b in zip(names, bounded.tolist(), strict=True) if b))
-            u = unbounded(samples, box, bounded, eps=Standardised.EDGE_EPS)
-            w = torch.softmax(torch.where(torch.isfinite(prescaled.log_weights),
-                                          prescaled.log_weights.to(torch.float64),
-                                          samples.new_tensor(-math.inf)), 0)
-            mean = (w[:, None] * u).sum(0)
-            std = torch.sqrt((w[:, None] * (u - mean) ** 2).sum(0))
-            samples = u
+            samples = unbounded(samples, box, bounded, eps=Standardised.EDGE_EPS)
+            mean, std = weighted_moments(samples, _finite(prescaled.log_weights, torch.float64))
         else:
             bounded = None
     factor = None

@@ -309,13 +309,9 @@ def run_sampler(
     level = logging.INFO if progress else logging.DEBUG
     setup = _setup(log_prob, names, ranges, config, init_scale, init_mean)
     names, dtype, target = setup.names, setup.dtype, setup.target
-    key = config_hash(config.to_dict(), seed=seed, names=names, ranges=setup.ranges,
-                      init_scale=init_scale, init_mean=init_mean, device=setup.device,
-                      support=support)
-    checkpoint = Checkpoint.open(checkpoint_dir, key, setup.device)
+    checkpoint = _open_checkpoint(checkpoint_dir, config, seed, setup, init_scale=init_scale,
+                                  init_mean=init_mean, support=support, level=level)
     resumed = tuple(checkpoint.done)
-    if resumed:
-        log.log(level, "resuming from %s after step(s): %s", checkpoint.path, ", ".join(resumed))
     flow = _build_flow(len(names), config.flow, seed, setup.device, dtype, checkpoint.flow_state)
     steps = _Steps(checkpoint, seed, setup.device, level, flow)
 
@@ -334,8 +330,6 @@ def run_sampler(
     ranges = histogram_ranges(setup.ranges, posterior_ranges(
         chains, res1.mean.to(dtype), res1.std.to(dtype), config.range_nsigma),
         config.histogram_ranges)
-    pilot = config.range_pilot > 0 and (setup.ranges is None
-                                        or config.histogram_ranges == "posterior")
 
     # 2. pre-training
     steps.run("pretrain", lambda gen: pretrain(
@@ -353,19 +347,9 @@ def run_sampler(
     # 4. sampling (after a pilot sample that widens the ranges to the flow's reach)
     flow.eval()
     draw = _flow_sampler(flow, zlog)
-
-    def sample_step(gen: torch.Generator) -> SampleResult:
-        hist_ranges = ranges
-        if pilot:
-            with StepRng(seed, _PILOT_SEED, setup.device) as pilot_gen:
-                hist_ranges = widen_to_flow(draw, target, ranges, setup.ranges,
-                                            n=config.range_pilot, tail=config.range_tail,
-                                            chunk=config.sample.eval_chunk, generator=pilot_gen,
-                                            level=level, names=names)
-        return sample_and_histogram(draw, target, ranges=hist_ranges, config=config.sample,
-                                    generator=gen, names=names)
-
-    res4 = steps.run("sample", sample_step)
+    res4 = steps.run("sample", lambda gen: sample_and_histogram(
+        draw, target, ranges=_pilot_ranges(draw, setup, ranges, config, seed, level),
+        config=config.sample, generator=gen, names=names))
 
     # 5. profiling, in the target's dtype
     cov = profile_covariance(zlog, res1, whitening=config.whitening, dtype=dtype)
@@ -454,6 +438,34 @@ def _setup(log_prob: LogProb, names: Sequence[str], ranges: Tensor | None,
     scale0 = (init_scale.to(device=device, dtype=dtype) if isinstance(init_scale, Tensor)
               else float(init_scale))
     return _Setup(names, device, dtype, target_dtype, target, ranges, mean0, scale0)
+
+
+def _open_checkpoint(folder: str | Path | None, config: SamplerConfig, seed: int,
+                     setup: _Setup, *, init_scale: float | Tensor, init_mean: Tensor | None,
+                     support: Tensor | None, level: int) -> Checkpoint:
+    """The run's checkpoint: resumed when ``folder`` holds one of the same configuration."""
+    key = config_hash(config.to_dict(), seed=seed, names=setup.names, ranges=setup.ranges,
+                      init_scale=init_scale, init_mean=init_mean, device=setup.device,
+                      support=support)
+    checkpoint = Checkpoint.open(folder, key, setup.device)
+    if checkpoint.done:
+        log.log(level, "resuming from %s after step(s): %s", checkpoint.path,
+                ", ".join(checkpoint.done))
+    return checkpoint
+
+
+def _pilot_ranges(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+                  setup: _Setup, ranges: Tensor, config: SamplerConfig, seed: int,
+                  level: int) -> Tensor:
+    """``ranges`` widened to a pilot sample of the trained flow (its own seeded generator),
+    unless ``config.range_pilot`` is 0 or the given ranges are binned as they are."""
+    if config.range_pilot <= 0 or (setup.ranges is not None
+                                   and config.histogram_ranges != "posterior"):
+        return ranges
+    with StepRng(seed, _PILOT_SEED, setup.device) as generator:
+        return widen_to_flow(draw, setup.target, ranges, setup.ranges, n=config.range_pilot,
+                             tail=config.range_tail, chunk=config.sample.eval_chunk,
+                             generator=generator, level=level, names=setup.names)
 
 
 def _build_flow(dim: int, config: FlowConfig, seed: int, device: torch.device,
