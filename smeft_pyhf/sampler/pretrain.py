@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -197,18 +198,17 @@ def _likelihood_step(flow: CouplingFlow, optimizer: torch.optim.Optimizer, x: Te
     return float(loss.detach())
 
 
+@dataclass
 class _Chains:
     """The training set: Metropolis chains with their log-density and acceptance counters."""
 
-    def __init__(self, x: Tensor, log_p: Tensor, step_size: float, n_eval: int,
-                 acc_total: float, acc_steps: int, last_acceptance: float) -> None:
-        self.x = x
-        self.log_p = log_p
-        self.step_size = step_size
-        self.n_eval = n_eval
-        self.acc_total = acc_total
-        self.acc_steps = acc_steps
-        self.last_acceptance = last_acceptance
+    x: Tensor
+    log_p: Tensor
+    step_size: float
+    n_eval: int
+    acc_total: float
+    acc_steps: int
+    last_acceptance: float
 
     def evolve(self, log_prob: Callable[[Tensor], Tensor], chosen: Tensor | slice, *,
                config: PretrainConfig, generator: torch.Generator) -> None:

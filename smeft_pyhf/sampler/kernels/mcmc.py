@@ -3,9 +3,9 @@ step-size adaptation (eq. 18), batched over independent chains.
 
 Example:
     >>> g = torch.Generator().manual_seed(0)
-    >>> res = run_mcmc(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(512, 3), n_steps=50,
-    ...                step_size=0.1, generator=g)
-    >>> abs(res.acceptance - 0.33) < 0.1
+    >>> x, log_p, accepted = metropolis_step(lambda x: -(x**2).sum(-1), torch.zeros(3, 1),
+    ...                                      torch.zeros(3), step_size=0.5, generator=g)
+    >>> bool(torch.equal(x[~accepted], torch.zeros_like(x[~accepted])))
     True
 
 References:
