@@ -76,6 +76,7 @@ __all__ = [
     "from_sampler_result",
     "resolve_device",
     "run_fit",
+    "sampler_diagnostics",
     "work_dir",
 ]
 
