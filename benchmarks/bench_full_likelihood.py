@@ -20,11 +20,8 @@ import numpy as np
 import pyhf
 import torch
 
-from smeft_pyhf.likelihood.full_likelihood import (
-    fit_full,
-    full_likelihood_model,
-    profile_scan_full,
-)
+from smeft_pyhf.checks.full_likelihood import full_likelihood_model
+from smeft_pyhf.checks.profile_scan import fit_full, profile_scan_full
 from smeft_pyhf.likelihood.poisson import PoissonCounting
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -54,8 +51,8 @@ def main() -> None:
         print(f"logpdf ({label}): {(time.perf_counter() - start) / 200 * 1e3:.3f} ms")
 
     fit = fit_full(model, data)
-    print(f"global fit: 2NLL {fit.twice_nll:.3f}, {fit.calls} calls, {fit.seconds:.1f} s")
-    c_hat = fit.parameters[model.config.par_slice("c13qq")][0]
+    print(f"global fit: 2NLL {fit.twice_nll:.3f}, {fit.n_evaluations} calls, {fit.seconds:.1f} s")
+    c_hat = fit.bestfit[model.config.par_slice("c13qq")][0]
     values = np.linspace(c_hat - 0.3, c_hat + 0.3, args.points)
     scan = profile_scan_full(model, data, "c13qq", values, global_fit=fit)
     print(f"scan of {args.points} points: {scan.seconds:.1f} s "

@@ -159,15 +159,13 @@ def main() -> None:
                           init_mean=target.init_mean, ranges=target.ranges,
                           support=target.ranges)
         total = time.perf_counter() - t0
-        ranges = {n: tuple(rc.ranges[n]) for n in names}
-        fit = make_fit_result(names=names, **from_sampler_result(res, names=tuple(names),
-                                                                 ranges=ranges))
+        fit = make_fit_result(names=names, **from_sampler_result(res))
         fits.append(fit)
         d = fit.diagnostics
         s = res.sample_result
         print(f"\nseed {seed}: " + ", ".join(f"{k} {res.timings[k]:.1f} s" for k in STEPS)
               + f"; total {total:.1f} s")
-        print(f"  ESS/N {res.ess_fraction:.4f} of {res.n_samples} samples, largest weight share "
+        print(f"  ESS/N {res.sample_result.ess_fraction:.4f} of {res.sample_result.n_samples} samples, largest weight share "
               f"{d.max_weight_share:.2e}, log Z {s.log_evidence:.3f} +- {s.log_evidence_error:.3f}")
         worst = min(d.marginal_ess.items(), key=lambda kv: kv[1])
         print(f"  smallest marginal ESS {worst[1]:.3g} ({worst[0]}), profile converged "
@@ -176,7 +174,7 @@ def main() -> None:
         print(f"  profiled 95% intervals in pieces: {len(broken)} {broken}")
         train = res.train_result
         run = {"seed": seed, "timings": dict(res.timings), "total": total,
-               "ess_fraction": res.ess_fraction, "n_samples": res.n_samples,
+               "ess_fraction": res.sample_result.ess_fraction, "n_samples": res.sample_result.n_samples,
                "diagnostics": d.to_dict(), "log_evidence": s.log_evidence,
                "broken_profiled": broken,
                "train_ess_history": [float(v) for v in train.ess_history]}

@@ -79,8 +79,8 @@ def main() -> None:
         print(f"  {step:9s} {res.timings[step]:9.2f} s")
     print(f"  total     {total:9.2f} s")
     sample_s = res.timings["sample"]
-    print(f"samples {res.n_samples}, {res.n_samples / sample_s:,.0f} samples/s in step 4")
-    print(f"ESS {res.ess:,.0f}, ESS/N {res.ess_fraction:.4f}, log Z {res.log_evidence:.4f}")
+    print(f"samples {res.sample_result.n_samples}, {res.sample_result.n_samples / sample_s:,.0f} samples/s in step 4")
+    print(f"ESS {res.sample_result.ess:,.0f}, ESS/N {res.sample_result.ess_fraction:.4f}, log Z {res.sample_result.log_evidence:.4f}")
     pr = res.profile_result
     print(f"profiling: {pr.n_points} start points, {pr.mean_steps:.1f} L-BFGS steps, "
           f"{100 * pr.converged_fraction:.1f}% converged")

@@ -76,7 +76,7 @@ def main() -> None:
         else:
             checks = toy.weighted_summary(x, w)
         steps = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
-        rate = result.n_samples / max(result.timings.get("sample", float("nan")), 1e-9)
+        rate = result.sample_result.n_samples / max(result.timings.get("sample", float("nan")), 1e-9)
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
             memory = f"peak GPU memory {peak:.0f} MiB"
@@ -84,7 +84,7 @@ def main() -> None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             memory = f"peak RSS {peak:.0f} MiB"
         print(f"{name} [{args.config}, {device}]: {wall:.1f} s ({steps}); "
-              f"{rate:.3g} samples/s; ESS/N {result.ess_fraction:.3f} of {result.n_samples}; "
+              f"{rate:.3g} samples/s; ESS/N {result.sample_result.ess_fraction:.3f} of {result.sample_result.n_samples}; "
               f"{memory}")
         print(f"  {checks}")
 

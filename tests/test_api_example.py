@@ -37,4 +37,4 @@ def test_api_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "my_results" / "results.json").is_file()
     results = namespace["results"]
     assert results.names == ("ctG", "ctZ", "ctW", "cpQM", "c8qt")
-    assert namespace["sampled"].best_fit.shape == (3,)
+    assert namespace["sampled"].profile_result.best_fit.shape == (3,)

@@ -42,7 +42,7 @@ def _hull(interval: Any) -> tuple[float, float] | None:
 
 
 def comparison_table(result: Any) -> str:
-    """Plain-text report of a :class:`~smeft_pyhf.likelihood.full_likelihood.CardComparison`."""
+    """Plain-text report of a :class:`~smeft_pyhf.checks.card_vs_full.CardComparison`."""
     modes = list(result.cards)
     head = ["c", "mu(c)", "full"] + [f"card:{m}" for m in modes]
     if modes:
@@ -143,7 +143,7 @@ def compare_command(workspace: Path, card: Path, coefficient: str, points: int =
                     card_modes: tuple[str, ...] = (), signal_samples: tuple[str, ...] = (),
                     tolerance: float = 0.1, as_json: bool = False) -> None:
     """Compare the Gaussian CARD with the full likelihood of WORKSPACE in one coefficient."""
-    from ..likelihood.full_likelihood import compare_card_vs_full, default_scan_range
+    from ..checks.card_vs_full import compare_card_vs_full, default_scan_range
 
     if database is None:
         env = os.environ.get(DATABASE_ENV)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -63,6 +62,10 @@ from ..results.results_file import (
 )
 from .runcard import Runcard, build_sampler_config, load_runcard
 
+if TYPE_CHECKING:
+    from ..sampler.pipeline import SamplerConfig, SamplerResult
+    from ..sampler.sampling import SampleResult
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -73,6 +76,7 @@ __all__ = [
     "from_sampler_result",
     "resolve_device",
     "run_fit",
+    "sampler_diagnostics",
     "work_dir",
 ]
 
@@ -174,20 +178,6 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
-def _get(result: Any, *names: str) -> Any:
-    """First attribute found on the sampler result or its per-step results."""
-    holders = [result] + [
-        getattr(result, step) for step in ("sample_result", "profile_result", "sample", "profile")
-        if hasattr(result, step)
-    ]
-    for name in names:
-        for holder in holders:
-            value = holder.get(name) if isinstance(holder, Mapping) else getattr(holder, name, None)
-            if value is not None:
-                return value
-    return None
-
-
 def _log_density_to_delta(values: np.ndarray, *, log: bool) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     if log:
@@ -207,116 +197,102 @@ def _reduce_best(values: np.ndarray, ndim: int) -> np.ndarray:
     return values
 
 
-def from_sampler_result(
-    result: Any,
-    *,
-    names: tuple[str, ...],
-    ranges: Mapping[str, tuple[float, float]],
-) -> dict[str, Any]:
-    """Histograms and diagnostics of a ``SamplerResult`` as :func:`make_fit_result` arguments.
+def _histograms_1d(values: Any, names: tuple[str, ...],
+                   ranges: Mapping[str, tuple[float, float]], *, log: bool) -> dict[str, Histogram1D]:
+    """``(d, bins)`` probabilities (``log=False``) or ``log p`` values as Δχ² histograms."""
+    out: dict[str, Histogram1D] = {}
+    for name, hist in zip(names, values, strict=True):
+        vals = _reduce_best(_numpy(hist), 1)
+        edges = np.linspace(*ranges[name], vals.shape[0] + 1)
+        out[name] = Histogram1D(edges, _log_density_to_delta(vals, log=log))
+    return out
 
-    Accepts the tensor layout of :mod:`smeft_pyhf.sampler.sampling` (``(d, bins)`` 1D arrays,
-    ``(P, bins, bins)`` 2D arrays with pairs ``i < j``; marginals as probabilities, profiles as
-    ``log p``) or dicts keyed by coefficient name / ``(x, y)`` pair.
+
+def _histograms_2d(values: Any, pairs: list[tuple[str, str]],
+                   ranges: Mapping[str, tuple[float, float]], *,
+                   log: bool) -> dict[tuple[str, str], Histogram2D]:
+    """``(P, bins, bins)`` arrays of the coefficient ``pairs`` as Δχ² histograms."""
+    out: dict[tuple[str, str], Histogram2D] = {}
+    for (x, y), hist in zip(pairs, values, strict=True):
+        vals = _reduce_best(_numpy(hist), 2)
+        xe = np.linspace(*ranges[x], vals.shape[0] + 1)
+        ye = np.linspace(*ranges[y], vals.shape[1] + 1)
+        out[(x, y)] = Histogram2D(xe, ye, _log_density_to_delta(vals, log=log))
+    return out
+
+
+def _weight_histogram(sample: SampleResult) -> WeightHistogram:
+    """The histogram of the sample's weights, without its under- and overflow bins."""
+    counts = _numpy(sample.weight_histogram)
+    edges = _numpy(sample.weight_edges)
+    if counts.shape[0] == edges.shape[0] + 1:
+        counts = counts[1:-1]
+    return WeightHistogram(edges, counts.astype(np.int64))
+
+
+def from_sampler_result(result: SamplerResult) -> dict[str, Any]:
+    """Histograms and diagnostics of a sampler result as :func:`make_fit_result` arguments.
+
+    The 1D/2D marginals (probabilities per bin) and profiles (``log L`` per bin) of steps 4
+    and 5 become Δχ² histograms over the sample's ranges; best fit, ESS, evidence, weight
+    histogram, timings and :func:`sampler_diagnostics` are taken over.
+
+    Example:
+        >>> import torch
+        >>> from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
+        >>> res = run_sampler(lambda x: -0.5 * (x**2).sum(-1), names=["a", "b"],
+        ...                   config=SamplerConfig.reduced(), seed=0, progress=False)
+        >>> out = from_sampler_result(res)
+        >>> sorted(out["profile2d"]), round(out["best_fit"]["a"], 3) + 0.0
+        ([('a', 'b')], 0.0)
     """
-    d = len(names)
-    raw_ranges = _get(result, "ranges")
-    if raw_ranges is not None and not isinstance(raw_ranges, Mapping):
-        arr = _numpy(raw_ranges).reshape(d, 2)
-        ranges = {n: (float(arr[i, 0]), float(arr[i, 1])) for i, n in enumerate(names)}
-    pairs_raw = _get(result, "pairs")
-    if pairs_raw is not None:
-        pairs = [tuple(int(v) for v in row) for row in _numpy(pairs_raw).astype(int)]
-    else:
-        pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
-
-    def one_d(value: Any, *, log: bool) -> dict[str, Histogram1D]:
-        out: dict[str, Histogram1D] = {}
-        if value is None:
-            return out
-        items = (
-            value.items() if isinstance(value, Mapping) else ((n, v) for n, v in zip(names, value, strict=False))
-        )
-        for name, hist in items:
-            vals = _reduce_best(_numpy(hist), 1)
-            lo, hi = ranges[name]
-            edges = np.linspace(lo, hi, vals.shape[0] + 1)
-            out[name] = Histogram1D(edges, _log_density_to_delta(vals, log=log))
-        return out
-
-    def two_d(value: Any, *, log: bool) -> dict[tuple[str, str], Histogram2D]:
-        out: dict[tuple[str, str], Histogram2D] = {}
-        if value is None:
-            return out
-        if isinstance(value, Mapping):
-            items = [(tuple(k) if not isinstance(k, str) else tuple(k.split("|")), v) for k, v in value.items()]
-        else:
-            items = [((names[i], names[j]), v) for (i, j), v in zip(pairs, value, strict=False)]
-        for (x, y), hist in items:
-            vals = _reduce_best(_numpy(hist), 2)
-            xe = np.linspace(*ranges[x], vals.shape[0] + 1)
-            ye = np.linspace(*ranges[y], vals.shape[1] + 1)
-            out[(x, y)] = Histogram2D(xe, ye, _log_density_to_delta(vals, log=log))
-        return out
-
-    profile1d = _get(result, "profile1d", "profile1d_log_prob", "log_prob_1d")
-    profile2d = _get(result, "profile2d", "profile2d_log_prob", "log_prob_2d")
-    weights = None
-    w_hist = _get(result, "weight_histogram")
-    w_edges = _get(result, "weight_edges")
-    if w_hist is not None and w_edges is not None:
-        counts = _numpy(w_hist)
-        edges = _numpy(w_edges)
-        if counts.shape[0] == edges.shape[0] + 1:  # under- and overflow bins
-            counts = counts[1:-1]
-        weights = WeightHistogram(edges, counts.astype(np.int64))
-    best = _get(result, "best_fit", "best_point")
-    if best is not None and not isinstance(best, Mapping):
-        arr = _numpy(best).reshape(-1)
-        best = {n: float(arr[i]) for i, n in enumerate(names)}
-    best_lp = _get(result, "best_log_prob", "best_log_likelihood")
-    timings = _get(result, "timings") or {}
+    names = result.names
+    sample, prof = result.sample_result, result.profile_result
+    arr = _numpy(sample.ranges).reshape(len(names), 2)
+    ranges = {n: (float(arr[i, 0]), float(arr[i, 1])) for i, n in enumerate(names)}
+    pairs = [(names[int(i)], names[int(j)]) for i, j in _numpy(sample.pairs).astype(int)]
+    best = _numpy(prof.best_fit).reshape(-1)
     return {
-        "diagnostics": sampler_diagnostics(result, names=names),
-        "ranges": dict(ranges),
-        "best_fit": dict(best or {}),
-        "best_log_likelihood": None if best_lp is None else float(best_lp),
-        "marginal1d": one_d(_get(result, "marginal1d"), log=False),
-        "marginal2d": two_d(_get(result, "marginal2d"), log=False),
-        "profile1d": one_d(profile1d, log=True),
-        "profile2d": two_d(profile2d, log=True),
-        "weights": weights,
-        "ess": _get(result, "ess"),
-        "n_samples": _get(result, "n_samples"),
-        "log_evidence": _get(result, "log_evidence"),
-        "timings": {k: float(v) for k, v in dict(timings).items() if isinstance(v, (int, float))},
+        "diagnostics": sampler_diagnostics(result),
+        "ranges": ranges,
+        "best_fit": {n: float(best[i]) for i, n in enumerate(names)},
+        "best_log_likelihood": float(prof.best_log_prob),
+        "marginal1d": _histograms_1d(sample.marginal1d, names, ranges, log=False),
+        "marginal2d": _histograms_2d(sample.marginal2d, pairs, ranges, log=False),
+        "profile1d": _histograms_1d(prof.profile1d, names, ranges, log=True),
+        "profile2d": _histograms_2d(prof.profile2d, pairs, ranges, log=True),
+        "weights": _weight_histogram(sample),
+        "ess": sample.ess,
+        "n_samples": sample.n_samples,
+        "log_evidence": sample.log_evidence,
+        "timings": {k: float(v) for k, v in result.timings.items()},
     }
 
 
-def sampler_diagnostics(result: Any, *, names: tuple[str, ...]) -> Diagnostics:
+def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
     """The convergence figures of a sampler result (see :mod:`smeft_pyhf.results.diagnostics`).
 
-    Figures the result does not carry (a stand-in without step results) stay None.
+    Example:
+        >>> import torch
+        >>> from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
+        >>> res = run_sampler(lambda x: -0.5 * (x**2).sum(-1), names=["a"],
+        ...                   config=SamplerConfig.reduced(), seed=0, progress=False)
+        >>> sampler_diagnostics(res).ess_fraction > 0.9
+        True
     """
-    sample = getattr(result, "sample_result", None)
-    profile = getattr(result, "profile_result", None)
-    ess = _get(result, "ess")
-    n = _get(result, "n_samples")
-    fields: dict[str, Any] = {}
-    if ess is not None and n:
-        fields["ess_fraction"] = float(ess) / float(n)
-    if sample is not None:
-        n_s = float(sample.n_samples)
-        fields["max_weight_share"] = (
+    sample = result.sample_result
+    n_s = float(sample.n_samples)
+    per_coefficient = marginal_ess(_numpy(sample.marginal1d), _numpy(sample.marginal1d_error))
+    return Diagnostics(
+        ess_fraction=float(sample.ess) / n_s if n_s else None,
+        max_weight_share=(
             math.exp(float(sample.max_log_weight) - float(sample.log_evidence)) / n_s
             if n_s > 0 and math.isfinite(float(sample.log_evidence)) else math.nan
-        )
-        fields["outside_fraction"] = float(sample.outside_fraction)
-        per_coefficient = marginal_ess(_numpy(sample.marginal1d), _numpy(sample.marginal1d_error))
-        fields["marginal_ess"] = {n: float(v) for n, v in zip(names, per_coefficient, strict=True)}
-    if profile is not None:
-        fields["profile_converged_fraction"] = float(profile.converged_fraction)
-    return Diagnostics(**fields)
+        ),
+        outside_fraction=float(sample.outside_fraction),
+        marginal_ess={n: float(v) for n, v in zip(result.names, per_coefficient, strict=True)},
+        profile_converged_fraction=float(result.profile_result.converged_fraction),
+    )
 
 
 class FitTarget(NamedTuple):
@@ -406,13 +382,6 @@ def torch_clamp(c: Any, low: Any, high: Any) -> Any:
     import torch
 
     return torch.maximum(torch.minimum(c, high.to(c.dtype)), low.to(c.dtype))
-
-
-def _run_sampler(log_prob: Callable[[Any], Any], **kwargs: Any) -> Any:
-    """Call :func:`smeft_pyhf.sampler.pipeline.run_sampler` (one place, patchable in tests)."""
-    from ..sampler.pipeline import run_sampler
-
-    return run_sampler(log_prob, **kwargs)
 
 
 def _input_files(runcard: Runcard) -> list[Path]:
@@ -515,7 +484,7 @@ def run_fit(
     scale_theory: float | None = None,
     plots: bool = True,
     plot_format: PlotFormat = "pdf",
-    sampler_config: Any = None,
+    sampler_config: SamplerConfig | None = None,
     on_sampled: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Run a fit described by a runcard and write its results folder.
@@ -597,15 +566,15 @@ def _run_locked(
     progress: bool,
     plots: bool,
     plot_format: PlotFormat,
-    sampler_config: Any,
+    sampler_config: SamplerConfig | None,
     on_sampled: Callable[[FitResult], None] | None,
 ) -> FitResult:
     """:func:`run_fit` once the output's lock is held."""
     dev = resolve_device(device or rc.device)
     where = str(rc.source or "runcard")
     cfg = sampler_config or build_sampler_config(rc.sampler, where=f"{where}: sampler")
-    if hasattr(cfg, "dtype") and getattr(cfg, "dtype", rc.dtype) != rc.dtype:
-        cfg = dataclasses.replace(cfg, dtype=rc.dtype)
+    if cfg.dtype != rc.dtype:
+        cfg = cfg.replace(dtype=rc.dtype)
     hashes = _input_hashes(rc)
     work = work_dir(out)
     _prepare_work(work, _fingerprint(rc, cfg, hashes, device=dev))
@@ -636,104 +605,39 @@ def _sample(
     *,
     out: Path,
     dev: str,
-    cfg: Any,
+    cfg: SamplerConfig,
     hashes: Mapping[str, str],
     work: Path,
     progress: bool,
 ) -> FitResult:
     """Likelihood, analytic solution and the five steps (or their cached result)."""
-    import torch
-
-    dtype = getattr(torch, rc.dtype)
     where = str(rc.source or "runcard")
     t_start = time.perf_counter()
     likelihood = build_fit_likelihood(rc)
-    names = tuple(likelihood.names)  # coefficients, then theory nuisances (theory: nuisance)
-    coefficient_names = tuple(getattr(likelihood, "coefficient_names", names))
-    bounds = np.asarray(getattr(likelihood, "bounds", np.zeros((len(names), 2))), dtype=float)
-    ranges = {
-        n: rc.ranges[n] if n in rc.ranges else (float(bounds[i, 0]), float(bounds[i, 1]))
-        for i, n in enumerate(names)
-    }
+    names, ranges = _fit_ranges(rc, likelihood)
     timings: dict[str, float] = {"likelihood": time.perf_counter() - t_start}
     from ..sampler.config import check_sampler_costs
 
     check_sampler_costs(cfg, dim=len(names), n_data=max(len(getattr(likelihood, "observables", ())), 1),
                         dtype_bytes=8 if rc.dtype == "float64" else 4, where=f"{where}: sampler")
-
-    analytic = None
-    if rc.analytic == "always" or (rc.analytic == "auto" and rc.linear_only):
-        t0 = time.perf_counter()
-        try:
-            analytic = analytic_solution(likelihood, coefficient_names)
-        except (ConfigError, DataError) as err:
-            if rc.analytic == "always":
-                raise ConfigError(
-                    f"the analytic linear-Gaussian solution is not available: {err}",
-                    where=f"{where}: analytic",
-                    hint="use analytic: auto or never",
-                ) from err
-            log.warning("analytic solution skipped: %s", err)
-        timings["analytic"] = time.perf_counter() - t0
-        if analytic is not None:
-            log.info(
-                "analytic linear-Gaussian solution: %s",
-                ", ".join(
-                    f"{n} = {analytic.best_fit[n]:.4g} +- {analytic.std[n]:.3g}"
-                    for n in coefficient_names
-                ),
-            )
-
-    cache = work / "sampler_result.pt"
-    converted = _load_cached(cache)
-    if converted is not None:
-        log.info("sampler result found in %s: skipping the five steps", work)
-    else:
-        target = fit_target(likelihood, ranges, device=dev, dtype=dtype, analytic=analytic)
-        log.info(
-            "sampling %d coefficients on %s (%s), seed %d: %s",
-            len(names),
-            dev,
-            rc.dtype,
-            rc.seed,
-            ", ".join(names),
-        )
-        t0 = time.perf_counter()
-        result = _run_sampler(
-            target.log_prob,
-            names=names,
-            ranges=target.ranges,
-            config=cfg,
-            seed=rc.seed,
-            checkpoint_dir=work / "checkpoints",
-            progress=progress,
-            init_scale=target.init_scale,
-            init_mean=target.init_mean,
-            support=target.ranges,
-        )
-        timings["sampler"] = time.perf_counter() - t0
-        converted = from_sampler_result(result, names=names, ranges=ranges)
-        save_tensors(cache, converted)
+    analytic = _analytic_if_asked(rc, likelihood, timings)
+    converted = _sampled(rc, likelihood, names=names, ranges=ranges, analytic=analytic, cfg=cfg,
+                         dev=dev, work=work, progress=progress, timings=timings)
     step_timings = {**timings, **converted.pop("timings", {})}
-    if "sampler" not in step_timings and "sampler" in timings:
-        step_timings["sampler"] = timings["sampler"]
-
-    fixed = {c.name: c.value for c in rc.coefficients if c.value is not None}
-    provenance = {
-        "inputs": dict(hashes),
-        "seed": rc.seed,
-        "device": dev,
-        "dtype": rc.dtype,
-        "smeft_pyhf": __version__,
-        "results_dir": str(out),
-        "runcard": str(rc.source) if rc.source else None,
-    }
     fit = make_fit_result(
         names=names,
         analytic=analytic,
-        fixed=fixed,
+        fixed={c.name: c.value for c in rc.coefficients if c.value is not None},
         config=rc.to_dict(),
-        provenance=provenance,
+        provenance={
+            "inputs": dict(hashes),
+            "seed": rc.seed,
+            "device": dev,
+            "dtype": rc.dtype,
+            "smeft_pyhf": __version__,
+            "results_dir": str(out),
+            "runcard": str(rc.source) if rc.source else None,
+        },
         timings=step_timings,
         **converted,
     )
@@ -745,6 +649,88 @@ def _sample(
             log.warning("not converged: %s", warning.message())
     log.info("five steps and histograms done in %.1f s", time.perf_counter() - t_start)
     return fit
+
+
+def _fit_ranges(rc: Runcard, likelihood: Any) -> tuple[tuple[str, ...],
+                                                       dict[str, tuple[float, float]]]:
+    """The sampled names (coefficients, then theory nuisances with ``theory: nuisance``) and
+    their ranges: the runcard's, else the likelihood's bounds."""
+    names = tuple(likelihood.names)
+    bounds = np.asarray(getattr(likelihood, "bounds", np.zeros((len(names), 2))), dtype=float)
+    ranges = {
+        n: rc.ranges[n] if n in rc.ranges else (float(bounds[i, 0]), float(bounds[i, 1]))
+        for i, n in enumerate(names)
+    }
+    return names, ranges
+
+
+def _analytic_if_asked(rc: Runcard, likelihood: Any,
+                       timings: dict[str, float]) -> AnalyticSolution | None:
+    """The linear-Gaussian solution when the runcard asks for it (``analytic: always``, or
+    ``auto`` with ``linear_only``); ``auto`` logs and skips a likelihood without one."""
+    if not (rc.analytic == "always" or (rc.analytic == "auto" and rc.linear_only)):
+        return None
+    coefficient_names = tuple(getattr(likelihood, "coefficient_names", likelihood.names))
+    t0 = time.perf_counter()
+    analytic = None
+    try:
+        analytic = analytic_solution(likelihood, coefficient_names)
+    except (ConfigError, DataError) as err:
+        if rc.analytic == "always":
+            raise ConfigError(
+                f"the analytic linear-Gaussian solution is not available: {err}",
+                where=f"{rc.source or 'runcard'}: analytic",
+                hint="use analytic: auto or never",
+            ) from err
+        log.warning("analytic solution skipped: %s", err)
+    timings["analytic"] = time.perf_counter() - t0
+    if analytic is not None:
+        log.info(
+            "analytic linear-Gaussian solution: %s",
+            ", ".join(
+                f"{n} = {analytic.best_fit[n]:.4g} +- {analytic.std[n]:.3g}"
+                for n in coefficient_names
+            ),
+        )
+    return analytic
+
+
+def _sampled(rc: Runcard, likelihood: Any, *, names: tuple[str, ...],
+             ranges: Mapping[str, tuple[float, float]], analytic: AnalyticSolution | None,
+             cfg: SamplerConfig, dev: str, work: Path, progress: bool,
+             timings: dict[str, float]) -> dict[str, Any]:
+    """The sampler's histograms as :func:`make_fit_result` arguments: from the work folder's
+    cache when an interrupted run left them, else from :func:`run_sampler` (then cached)."""
+    import torch
+
+    from ..sampler.pipeline import run_sampler
+
+    cache = work / "sampler_result.pt"
+    converted = _load_cached(cache)
+    if converted is not None:
+        log.info("sampler result found in %s: skipping the five steps", work)
+        return converted
+    target = fit_target(likelihood, ranges, device=dev, dtype=getattr(torch, rc.dtype),
+                        analytic=analytic)
+    log.info("sampling %d coefficients on %s (%s), seed %d: %s", len(names), dev, rc.dtype,
+             rc.seed, ", ".join(names))
+    t0 = time.perf_counter()
+    result = run_sampler(
+        target.log_prob,
+        names=names,
+        ranges=target.ranges,
+        config=cfg,
+        seed=rc.seed,
+        checkpoint_dir=work / "checkpoints",
+        progress=progress,
+        init_scale=target.init_scale,
+        init_mean=target.init_mean,
+        support=target.ranges,
+    )
+    timings["sampler"] = time.perf_counter() - t0
+    converted = from_sampler_result(result)
+    save_tensors(cache, converted)
+    return converted
 
 
 def _log_summary(fit: FitResult) -> None:

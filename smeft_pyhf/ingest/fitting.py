@@ -35,7 +35,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyhf
@@ -50,6 +50,7 @@ __all__ = [
     "StartResult",
     "WorkspaceFit",
     "fit",
+    "new_minuit",
     "numpy_backend",
     "parameter_indices",
     "random_starts",
@@ -285,7 +286,7 @@ class Objective:
         return grad
 
 
-def _minuit(
+def new_minuit(
     objective: Objective,
     start: np.ndarray,
     fixed: np.ndarray,
@@ -293,7 +294,20 @@ def _minuit(
     strategy: int,
     tolerance: float,
     steps: np.ndarray | None = None,
-):
+) -> Any:
+    """An ``iminuit.Minuit`` on ``objective`` from ``start`` (``fixed``: a mask of parameters
+    held fixed), with the model's bounds, ``-2 log L`` error definition and exact gradients
+    when the objective has them.
+
+    Example:
+        >>> from smeft_pyhf._resources import shipped_dir
+        >>> from smeft_pyhf.ingest.workspace import load_workspace
+        >>> ws = load_workspace(shipped_dir("workspaces") / "example_ttZ_like.json")
+        >>> obj = Objective(ws.model, ws.data, autodiff=False)
+        >>> m = new_minuit(obj, obj.init, obj.suggested_fixed, strategy=0, tolerance=0.1)
+        >>> bool(m.migrad().valid)
+        True
+    """
     import iminuit
 
     grad = objective.full_gradient if objective.exact_gradient else None
@@ -436,7 +450,7 @@ def _minimize(
     minuit = None
     for method in order:
         if method == "minuit":
-            minuit = _minuit(objective, start, fix, strategy=strategy, tolerance=tolerance)
+            minuit = new_minuit(objective, start, fix, strategy=strategy, tolerance=tolerance)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 minuit.migrad()
@@ -555,7 +569,7 @@ def _finish(
     elif hesse:
         hesser = minuit if (used == "minuit" and minuit is not None) else None
         if hesser is None:
-            hesser = _minuit(objective, best, fix, strategy=strategy, tolerance=tolerance)
+            hesser = new_minuit(objective, best, fix, strategy=strategy, tolerance=tolerance)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -887,7 +901,7 @@ def refit(
     if converged or not fallback:
         return RefitResult(x, fval, converged, "newton", objective.n_evaluations - calls0)
     log.debug("Newton refit did not converge (2NLL %.4f); Migrad takes over", fval)
-    minuit = _minuit(objective, x, fix, strategy=0, tolerance=0.1, steps=unc)
+    minuit = new_minuit(objective, x, fix, strategy=0, tolerance=0.1, steps=unc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         minuit.migrad()

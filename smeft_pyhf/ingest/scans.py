@@ -55,7 +55,7 @@ class NuisanceScan(NamedTuple):
     in units of its Hesse uncertainty, with the Gaussianity figures a card's ``scans:`` lists.
 
     (An exact scan of a SMEFT coefficient in the full workspace is
-    :class:`smeft_pyhf.likelihood.full_likelihood.CoefficientScan`.)
+    :class:`smeft_pyhf.checks.profile_scan.CoefficientScan`.)
 
     Attributes:
         parameter: parameter label.

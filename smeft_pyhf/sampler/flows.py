@@ -53,6 +53,7 @@ from zuko.nn import Linear as ZukoLinear
 from zuko.transforms import MonotonicRQSTransform
 
 from smeft_pyhf.sampler.config import FlowConfig
+from smeft_pyhf.sampler.kernels.evaluation import map_chunks
 from smeft_pyhf.sampler.splines import rqs_forward, rqs_inverse
 
 __all__ = ["CouplingFlow", "FlowConfig", "build_flow", "coupling_masks"]
@@ -201,19 +202,14 @@ class CouplingFlow(Flow):
             ladj_sum = ladj_sum + ladj.sum(-1)
         return self.base().log_prob(x) + ladj_sum
 
-    def _chunked(self, z: Tensor) -> bool:
-        """Whether to split an evaluation of ``z`` into ``config.cpu_chunk`` pieces."""
-        return (
-            z.device.type == "cpu"
-            and not torch.is_grad_enabled()
-            and z.shape[0] > self.config.cpu_chunk
-        )
+    def _chunk_size(self, z: Tensor) -> int | None:
+        """``config.cpu_chunk`` for an evaluation without gradients on the CPU, else None."""
+        if z.device.type == "cpu" and not torch.is_grad_enabled():
+            return self.config.cpu_chunk
+        return None
 
     def _sample_chunks(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        if not self._chunked(z):
-            return self._sample_fn(z)
-        parts = [self._sample_fn(chunk) for chunk in z.split(self.config.cpu_chunk)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return map_chunks(self._sample_fn, z, self._chunk_size(z))
 
     def sample_and_log_prob(self, n: int, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Draw ``n`` points and their log-density (differentiable, reparametrised).
@@ -235,9 +231,7 @@ class CouplingFlow(Flow):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """The flow density ``log g(x)`` ``(n,)`` for ``x`` of shape ``(n, dim)``."""
-        if not self._chunked(x):
-            return self._log_prob_fn(x)
-        return torch.cat([self._log_prob_fn(chunk) for chunk in x.split(self.config.cpu_chunk)])
+        return map_chunks(self._log_prob_fn, x, self._chunk_size(x))
 
     def draw(
         self, n: int, *, generator: torch.Generator, batch_size: int | None = None
@@ -256,8 +250,7 @@ class CouplingFlow(Flow):
             # one noise draw for all points, so the result does not depend on batch_size
             ref = self._reference()
             z = torch.randn((n, self.dim), generator=generator, device=ref.device, dtype=ref.dtype)
-            parts = [self._sample_chunks(chunk) for chunk in z.split(batch_size)]
-            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            return map_chunks(self._sample_chunks, z, batch_size)
 
 
 def _initialise(flow: CouplingFlow, generator: torch.Generator | None) -> None:

@@ -1,6 +1,6 @@
 """The five steps to happiness as one call: :func:`run_sampler`.
 
-1. pre-scaling (:func:`~smeft_pyhf.sampler.annealing.prescale`), 2. pre-training
+1. pre-scaling (:func:`~smeft_pyhf.sampler.prescaling.prescale`), 2. pre-training
 (:func:`~smeft_pyhf.sampler.pretrain.pretrain`), 3. training
 (:func:`~smeft_pyhf.sampler.training.train`), 4. sampling
 (:func:`~smeft_pyhf.sampler.sampling.sample_and_histogram`), 5. profiling
@@ -35,7 +35,7 @@ Example:
     ...                   seed=1, progress=False)
     >>> sorted(res.timings)
     ['prescale', 'pretrain', 'profile', 'sample', 'train']
-    >>> res.ess_fraction > 0.5
+    >>> res.sample_result.ess_fraction > 0.5
     True
 
 References:
@@ -46,8 +46,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import time
@@ -56,22 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from smeft_pyhf._io import load_tensors, save_tensors
 from smeft_pyhf.exceptions import ConfigError
-from smeft_pyhf.sampler.annealing import (
-    CheckedTarget,
-    NonFiniteCounts,
-    PrescaleResult,
-    Standardised,
-    prescale,
-    standardise,
-    unbounded,
-    weighted_cholesky,
-)
+from smeft_pyhf.sampler.checkpoint import Checkpoint, config_hash
 from smeft_pyhf.sampler.config import (
     FlowConfig,
     PrescaleConfig,
@@ -79,15 +66,15 @@ from smeft_pyhf.sampler.config import (
     TrainConfig,
     check_field,
 )
-from smeft_pyhf.sampler.flows import build_flow
+from smeft_pyhf.sampler.coordinates import cover_chains, flow_coordinates, profile_covariance
+from smeft_pyhf.sampler.flows import CouplingFlow, build_flow
+from smeft_pyhf.sampler.kernels.standardisation import Standardised
+from smeft_pyhf.sampler.prescaling import PrescaleResult, prescale
 from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
 from smeft_pyhf.sampler.profiling import ProfileConfig, ProfileResult, profile
-from smeft_pyhf.sampler.sampling import (
-    SampleConfig,
-    SampleResult,
-    evaluate_in_chunks,
-    sample_and_histogram,
-)
+from smeft_pyhf.sampler.ranges import histogram_ranges, posterior_ranges, widen_to_flow
+from smeft_pyhf.sampler.sampling import SampleConfig, SampleResult, sample_and_histogram
+from smeft_pyhf.sampler.seeding import StepRng, step_seed
 from smeft_pyhf.sampler.training import TrainResult, train
 
 __all__ = ["STEPS", "SamplerConfig", "SamplerResult", "run_sampler"]
@@ -106,16 +93,9 @@ _STEP_TITLES = {
     "sample": "sampling and histogramming",
     "profile": "profiling (batched L-BFGS)",
 }
-_RESULT_TYPES: dict[str, type] = {
-    "PrescaleResult": PrescaleResult,
-    "PretrainResult": PretrainResult,
-    "TrainResult": TrainResult,
-    "SampleResult": SampleResult,
-    "ProfileResult": ProfileResult,
-    "NonFiniteCounts": NonFiniteCounts,
-}
-_CHECKPOINT = "sampler_checkpoint.pt"
-_FORMAT = 1
+_STEP_SEEDS = {"prescale": 1, "pretrain": 2, "train": 3, "sample": 4, "profile": 5}
+_PILOT_SEED = 6
+_FLOW_SEED = 99
 
 
 @dataclass(frozen=True)
@@ -150,7 +130,7 @@ class SamplerConfig:
         support_map: with a ``support`` box given to :func:`run_sampler`, ``"logit"`` (default)
             maps every coordinate whose posterior is pressed against a box edge through
             ``logit((x - low) / (high - low))`` before standardising
-            (:class:`~smeft_pyhf.sampler.annealing.Standardised`): the flow never draws
+            (:class:`~smeft_pyhf.sampler.kernels.standardisation.Standardised`): the flow never draws
             outside the box, and a posterior cut off by the edge becomes a smooth tail it can
             learn. ``"none"`` leaves all coordinates affine. A coordinate counts as pressed
             when the pre-scaling sample puts more than ``support_weight`` of its weight within
@@ -240,227 +220,38 @@ class SamplerConfig:
 
 
 class SamplerResult(NamedTuple):
-    """Everything :func:`run_sampler` produced.
+    """Everything :func:`run_sampler` produced: the five step results and the run's figures.
+
+    The histograms, profiles, ESS and evidence live in the step results:
+    ``sample_result.ranges``/``marginal1d``/``marginal2d``/``ess``/``log_evidence`` (step 4),
+    ``profile_result.profile1d``/``profile2d``/``best_fit``/``best_log_prob`` (step 5),
+    ``prescale_result.mean``/``std`` (step 1).
 
     Attributes:
         names: coefficient names, in the order of the coordinates.
-        ranges: (d, 2) histogram ranges.
-        pairs: (P, 2) coefficient index pairs of the 2D arrays.
-        marginal1d: (d, bins_1d) marginal probabilities per bin.
-        marginal2d: (P, bins_2d, bins_2d).
-        profile1d: (d, profile_bins_1d) profile ``log L`` at the bin centres.
-        profile2d: (P, profile_bins_2d, profile_bins_2d).
-        ess: effective sample size of step 4.
-        ess_fraction: ``ess / n_samples``.
-        n_samples: samples drawn in step 4.
-        timings: seconds per step (keys :data:`STEPS`; resumed steps keep their first timing).
-        best_fit: (d,) the global maximum of ``log L`` found.
-        best_log_prob: ``log L`` there.
-        log_evidence: ``log`` of the integral of ``L`` (step 4 estimate).
-        configs: the :class:`SamplerConfig` used.
+        config: the :class:`SamplerConfig` used.
         seed: the seed.
-        mean: (d,) pre-scaling mean.
-        std: (d,) pre-scaling standard deviation.
-        prescale_result: step 1 result.
+        prescale_result: step 1 result (pre-scaling moments, chains and weights).
         pretrain_result: step 2 result.
-        train_result: step 3 result.
-        sample_result: step 4 result (histogram errors, profile start points, weights).
-        profile_result: step 5 result (argmax points, sampled profiles, bin centres).
+        train_result: step 3 result (ESS history).
+        sample_result: step 4 result (histograms, ESS, evidence, profile start points).
+        profile_result: step 5 result (profiles, best fit, bin centres).
         flow: the trained flow (standardised coordinates).
+        timings: seconds per step (keys :data:`STEPS`; resumed steps keep their first timing).
         resumed_steps: steps taken from a checkpoint instead of being run.
     """
 
     names: tuple[str, ...]
-    ranges: Tensor
-    pairs: Tensor
-    marginal1d: Tensor
-    marginal2d: Tensor
-    profile1d: Tensor
-    profile2d: Tensor
-    ess: float
-    ess_fraction: float
-    n_samples: int
-    timings: dict[str, float]
-    best_fit: Tensor
-    best_log_prob: float
-    log_evidence: float
-    configs: SamplerConfig
+    config: SamplerConfig
     seed: int
-    mean: Tensor
-    std: Tensor
     prescale_result: PrescaleResult
     pretrain_result: PretrainResult
     train_result: TrainResult
     sample_result: SampleResult
     profile_result: ProfileResult
     flow: nn.Module
+    timings: dict[str, float]
     resumed_steps: tuple[str, ...]
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _reference_tensor(log_prob: LogProb) -> Tensor | None:
-    if isinstance(log_prob, nn.Module):
-        for t in log_prob.parameters():
-            return t
-        for t in log_prob.buffers():
-            if t.is_floating_point():
-                return t
-        for t in log_prob.buffers():
-            return t
-    return None
-
-
-def _step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([int(seed), step]).generate_state(1, dtype=np.uint32)[0])
-
-
-class _StepRng:
-    """A generator for step ``k`` plus a forked, seeded global torch RNG while the step runs."""
-
-    def __init__(self, seed: int, step: int, device: torch.device) -> None:
-        self.seed = _step_seed(seed, step)
-        self.device = device
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        self._fork = None
-
-    def __enter__(self) -> torch.Generator:
-        devices = [self.device] if self.device.type == "cuda" else []
-        self._fork = torch.random.fork_rng(devices=devices)
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-        return self.generator
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._fork is not None
-        self._fork.__exit__(*exc)
-
-
-def _config_hash(config: SamplerConfig, *, seed: int, names: Sequence[str],
-                 ranges: Tensor | None, init_scale: float | Tensor,
-                 init_mean: Tensor | None, device: torch.device,
-                 support: Tensor | None = None) -> str:
-    def plain(t: Any) -> Any:
-        if isinstance(t, Tensor):
-            return [float(v) for v in t.detach().reshape(-1).cpu().tolist()]
-        return t
-
-    payload = {
-        "format": _FORMAT,
-        "config": config.to_dict(),
-        "seed": int(seed),
-        "names": list(names),
-        "ranges": plain(ranges),
-        "init_scale": plain(init_scale),
-        "init_mean": plain(init_mean),
-        "device": device.type,
-    }
-    if support is not None:
-        payload["support"] = plain(support)
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    save_tensors(path, state)
-
-
-def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return load_tensors(path, types=_RESULT_TYPES, map_location=device)
-    except (ValueError, TypeError) as err:  # a damaged or foreign file: start afresh
-        log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
-        return None
-
-
-def _cast_floats(result: Any, dtype: torch.dtype) -> Any:
-    """A NamedTuple with its floating-point tensors cast to ``dtype``."""
-    changes = {k: v.to(dtype) for k, v in result._asdict().items()
-               if isinstance(v, Tensor) and v.is_floating_point()}
-    return result._replace(**changes)
-
-
-def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], None]:
-    every = max(1, total // 10)
-    start = time.perf_counter()
-
-    def callback(status: Any) -> None:
-        k = int(status.step) + 1
-        if k % every == 0 or k == total:
-            extra = ""
-            ess = getattr(status, "ess", None)
-            if ess is not None:
-                extra = f", ESS/N {ess:.3f}"
-            log.log(level, "  %s: step %d/%d, loss %.4g%s (%.1f s)", step, k, total,
-                    float(status.loss), extra, time.perf_counter() - start)
-
-    return callback
-
-
-# ----------------------------------------------------------------------------- the pipeline
-
-
-def _reach(low: Tensor, high: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """``[low, high]`` widened to ``[lo, hi]`` plus 5 % of its span on each side."""
-    pad = 0.05 * (hi - lo)
-    return torch.minimum(low, lo - pad), torch.maximum(high, hi + pad)
-
-
-def _posterior_ranges(chains: Tensor, mean: Tensor, std: Tensor, k: float) -> Tensor:
-    """``mean +- k std``, widened to every pre-scaling chain (plus 5 %), so that a second mode
-    with a small weight is not cut off (the top fit's positive cpt mode was)."""
-    low, high = mean - k * std, mean + k * std
-    if chains.shape[0]:
-        low, high = _reach(low, high, chains.min(0).values, chains.max(0).values)
-    return torch.stack([low, high], dim=1)
-
-
-def _weighted_quantiles(x: Tensor, log_w: Tensor, q: Tensor) -> Tensor:
-    """(d, len(q)) weighted quantiles of every column of ``x`` (n, d)."""
-    w = torch.softmax(log_w.to(torch.float64), 0)
-    xs, order = x.to(torch.float64).sort(dim=0)
-    cw = w[order].cumsum(0).T.contiguous()  # (d, n)
-    idx = torch.searchsorted(cw, q.to(cw).expand(x.shape[1], -1).contiguous())
-    return xs.T.gather(1, idx.clamp_max(x.shape[0] - 1))
-
-
-def _widen_to_flow(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
-                   target: LogProb, ranges: Tensor, given: Tensor | None, *, n: int,
-                   tail: float, chunk: int, generator: torch.Generator,
-                   level: int, names: Sequence[str] | None = None) -> Tensor:
-    """``ranges`` widened to the weighted ``tail`` quantiles of ``n`` flow samples (+5 %)."""
-    x, log_q = draw(n, generator)
-    checked = CheckedTarget(target, step="sampling (range pilot)", names=names, logger=log)
-    log_w = (evaluate_in_chunks(checked, x, chunk) - log_q).to(torch.float64)
-    checked.report()
-    ok = torch.isfinite(log_w)
-    if int(ok.sum()) < 2:
-        return ranges
-    q = _weighted_quantiles(x[ok], log_w[ok], torch.tensor([tail, 1.0 - tail]))
-    q = q.to(ranges)
-    low, high = _reach(ranges[:, 0], ranges[:, 1], q[:, 0], q[:, 1])
-    if given is not None:
-        low, high = torch.maximum(low, given[:, 0]), torch.minimum(high, given[:, 1])
-    wider = torch.stack([low, high], dim=1)
-    moved = (wider - ranges).abs().amax(dim=1) > 0
-    if bool(moved.any()):
-        log.log(level, "histogram ranges widened to the flow's weighted samples for %d "
-                "coefficient(s)", int(moved.sum()))
-    return wider
-
-
-def _cover_prescale_samples(flow: Any, zlog: Any, chains: Tensor, level: int) -> None:
-    """Widen the flow's spline domain to cover every pre-scaling chain (25 % margin)."""
-    z = zlog.to_standardised(chains)
-    reach = float(z.abs().max()) if z.numel() else 0.0
-    bound = max(flow.config.bound, float(math.ceil(1.25 * reach)))
-    if bound > flow.config.bound:
-        log.log(level, "flow: spline domain widened from +-%g to +-%g to cover the pre-scaling "
-                "samples (largest |z| %.2f)", flow.config.bound, bound, reach)
-        flow.set_bound(bound)
 
 
 def run_sampler(
@@ -504,23 +295,121 @@ def run_sampler(
         DataError: the target is ``+inf`` at a point some step evaluated; the message names
             the step and the point ``c = (name=value, ...)``. NaN and ``-inf`` values count
             as zero density; every step logs how many there were (a warning above
-            :data:`~smeft_pyhf.sampler.annealing.NAN_WARNING_FRACTION` NaN) and keeps the
+            :data:`~smeft_pyhf.sampler.kernels.nonfinite.NAN_WARNING_FRACTION` NaN) and keeps the
             counts in its result's ``nonfinite`` field.
 
     Example:
         >>> import torch
         >>> res = run_sampler(lambda x: -0.5 * ((x - 1.0) ** 2).sum(-1), names=["c1"],
         ...                   config=SamplerConfig.reduced(), seed=0, progress=False)
-        >>> abs(float(res.best_fit[0]) - 1.0) < 1e-3
+        >>> abs(float(res.profile_result.best_fit[0]) - 1.0) < 1e-3
         True
     """
     config = config or SamplerConfig()
+    level = logging.INFO if progress else logging.DEBUG
+    setup = _setup(log_prob, names, ranges, config, init_scale, init_mean)
+    names, dtype, target = setup.names, setup.dtype, setup.target
+    checkpoint = _open_checkpoint(checkpoint_dir, config, seed, setup, init_scale=init_scale,
+                                  init_mean=init_mean, support=support, level=level)
+    resumed = tuple(checkpoint.done)
+    flow = _build_flow(len(names), config.flow, seed, setup.device, dtype, checkpoint.flow_state)
+    steps = _Steps(checkpoint, seed, setup.device, level, flow)
+
+    # 1. pre-scaling, then the flow's coordinates and the histogram ranges
+    res1 = steps.run("prescale", lambda gen: prescale(
+        target, len(names), config=config.prescale, generator=gen, init_scale=setup.scale0,
+        init_mean=setup.mean0, names=names))
+    zlog = flow_coordinates(target, res1, whitening=config.whitening, support=support,
+                            support_map=config.support_map,
+                            support_nsigma=config.support_nsigma,
+                            support_weight=config.support_weight, dtype=dtype, names=names,
+                            level=level)
+    chains = res1.samples[torch.isfinite(res1.log_weights)].to(dtype)  # the live chains
+    if config.flow.adaptive_bound:
+        cover_chains(flow, zlog, chains, level)
+    ranges = histogram_ranges(setup.ranges, posterior_ranges(
+        chains, res1.mean.to(dtype), res1.std.to(dtype), config.range_nsigma),
+        config.histogram_ranges)
+
+    # 2. pre-training
+    steps.run("pretrain", lambda gen: pretrain(
+        flow, zlog, zlog.to_standardised(res1.samples.to(dtype)), config=config.pretrain,
+        generator=gen, log_weights=res1.log_weights, names=names,
+        callback=_progress_callback("pre-training", _n_pretrain_steps(
+            config.pretrain, res1.samples.shape[0]), level)))
+
+    # 3. training
+    n_train = config.train.n_batches * (1 + config.train.buffered_per_online)
+    steps.run("train", lambda gen: train(
+        flow, zlog, config=config.train, generator=gen, names=names,
+        callback=_progress_callback("training", n_train, level)))
+
+    # 4. sampling (after a pilot sample that widens the ranges to the flow's reach)
+    flow.eval()
+    draw = _flow_sampler(flow, zlog)
+    res4 = steps.run("sample", lambda gen: sample_and_histogram(
+        draw, target, ranges=_pilot_ranges(draw, setup, ranges, config, seed, level),
+        config=config.sample, generator=gen, names=names))
+
+    # 5. profiling, in the target's dtype
+    cov = profile_covariance(zlog, res1, whitening=config.whitening, dtype=dtype)
+    res5 = steps.run("profile", lambda _gen: profile(
+        log_prob, _cast_floats(res4, setup.target_dtype), config=config.profile,
+        covariance=cov.to(setup.target_dtype), names=names))
+
+    timings = {s: float(checkpoint.timings[s]) for s in STEPS}
+    log.log(level, "sampler finished: %s; ESS/N %.4f of %d samples",
+            ", ".join(f"{s} {timings[s]:.1f} s" for s in STEPS), res4.ess_fraction,
+            res4.n_samples)
+    return SamplerResult(
+        names=names,
+        config=config,
+        seed=int(seed),
+        prescale_result=res1,
+        pretrain_result=checkpoint.results["pretrain"],
+        train_result=checkpoint.results["train"],
+        sample_result=res4,
+        profile_result=res5,
+        flow=flow,
+        timings=timings,
+        resumed_steps=resumed,
+    )
+
+
+class _Setup(NamedTuple):
+    """The checked inputs of :func:`run_sampler`."""
+
+    names: tuple[str, ...]
+    device: torch.device
+    dtype: torch.dtype  # the sampler's
+    target_dtype: torch.dtype  # the target's parameters'
+    target: LogProb  # the target called in the sampler's dtype
+    ranges: Tensor | None  # the given ranges, on the device in the sampler's dtype
+    mean0: Tensor
+    scale0: float | Tensor
+
+
+def _reference_tensor(log_prob: LogProb) -> Tensor | None:
+    if isinstance(log_prob, nn.Module):
+        for t in log_prob.parameters():
+            return t
+        for t in log_prob.buffers():
+            if t.is_floating_point():
+                return t
+        for t in log_prob.buffers():
+            return t
+    return None
+
+
+def _setup(log_prob: LogProb, names: Sequence[str], ranges: Tensor | None,
+           config: SamplerConfig, init_scale: float | Tensor,
+           init_mean: Tensor | None) -> _Setup:
+    """Names, device and dtypes checked and chosen; the target cast to the sampler's dtype."""
     names = tuple(str(n) for n in names)
     dim = len(names)
     if dim < 1 or len(set(names)) != dim:
         raise ConfigError(f"need at least one unique coefficient name, got {names!r}",
                           where="run_sampler", hint="pass distinct names, one per coordinate")
-    level = logging.INFO if progress else logging.DEBUG
     dtype = getattr(torch, config.dtype)
     ref = _reference_tensor(log_prob)
     if ref is not None:
@@ -548,215 +437,111 @@ def run_sampler(
              else torch.as_tensor(init_mean).to(device=device, dtype=dtype))
     scale0 = (init_scale.to(device=device, dtype=dtype) if isinstance(init_scale, Tensor)
               else float(init_scale))
+    return _Setup(names, device, dtype, target_dtype, target, ranges, mean0, scale0)
 
-    # checkpoint state
-    state: dict[str, Any] = {"format": _FORMAT, "done": [], "results": {}, "timings": {},
-                             "flow_state": None}
-    path: Path | None = None
-    resumed: list[str] = []
-    if checkpoint_dir is not None:
-        folder = Path(checkpoint_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / _CHECKPOINT
-        key = _config_hash(config, seed=seed, names=names, ranges=ranges,
-                           init_scale=init_scale, init_mean=init_mean, device=device,
-                           support=support)
-        state["hash"] = key
-        old = _load_checkpoint(path, device)
-        if old is not None and old.get("hash") == key and old.get("format") == _FORMAT:
-            state = old
-            resumed = list(old["done"])
-            log.log(level, "resuming from %s after step(s): %s", path, ", ".join(resumed))
-        elif old is not None:
-            log.warning("checkpoint %s belongs to another configuration; starting afresh", path)
 
-    with _StepRng(seed, 99, device):  # flow weights: from their own CPU generator
-        flow_gen = torch.Generator().manual_seed(_step_seed(seed, 99))
-        flow = build_flow(dim, config=config.flow, generator=flow_gen).to(device=device,
-                                                                          dtype=dtype)
-    if state["flow_state"] is not None:
-        flow.load_state_dict(state["flow_state"])
+def _open_checkpoint(folder: str | Path | None, config: SamplerConfig, seed: int,
+                     setup: _Setup, *, init_scale: float | Tensor, init_mean: Tensor | None,
+                     support: Tensor | None, level: int) -> Checkpoint:
+    """The run's checkpoint: resumed when ``folder`` holds one of the same configuration."""
+    key = config_hash(config.to_dict(), seed=seed, names=setup.names, ranges=setup.ranges,
+                      init_scale=init_scale, init_mean=init_mean, device=setup.device,
+                      support=support)
+    checkpoint = Checkpoint.open(folder, key, setup.device)
+    if checkpoint.done:
+        log.log(level, "resuming from %s after step(s): %s", checkpoint.path,
+                ", ".join(checkpoint.done))
+    return checkpoint
 
-    def finish(step: str, result: Any, seconds: float) -> None:
-        state["done"].append(step)
-        state["results"][step] = result
-        state["timings"][step] = seconds
-        state["flow_state"] = {k: v.detach().clone() for k, v in flow.state_dict().items()}
-        log.log(level, "[%d/5] %s: done in %.1f s", STEPS.index(step) + 1, step, seconds)
-        if path is not None:
-            _save_checkpoint(path, state)
 
-    def begin(step: str) -> bool:
-        if step in state["done"]:
-            log.log(level, "[%d/5] %s: taken from the checkpoint", STEPS.index(step) + 1,
-                    step)
-            return False
-        log.log(level, "[%d/5] %s ...", STEPS.index(step) + 1, _STEP_TITLES[step])
-        return True
+def _pilot_ranges(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+                  setup: _Setup, ranges: Tensor, config: SamplerConfig, seed: int,
+                  level: int) -> Tensor:
+    """``ranges`` widened to a pilot sample of the trained flow (its own seeded generator),
+    unless ``config.range_pilot`` is 0 or the given ranges are binned as they are."""
+    if config.range_pilot <= 0 or (setup.ranges is not None
+                                   and config.histogram_ranges != "posterior"):
+        return ranges
+    with StepRng(seed, _PILOT_SEED, setup.device) as generator:
+        return widen_to_flow(draw, setup.target, ranges, setup.ranges, n=config.range_pilot,
+                             tail=config.range_tail, chunk=config.sample.eval_chunk,
+                             generator=generator, level=level, names=setup.names)
 
-    results = state["results"]
 
-    # 1. pre-scaling
-    if begin("prescale"):
+def _build_flow(dim: int, config: FlowConfig, seed: int, device: torch.device,
+                dtype: torch.dtype, state: dict[str, Tensor] | None) -> CouplingFlow:
+    """The flow, initialised from its own seeded CPU generator (or a checkpoint's weights)."""
+    with StepRng(seed, _FLOW_SEED, device):
+        flow_gen = torch.Generator().manual_seed(step_seed(seed, _FLOW_SEED))
+        flow = build_flow(dim, config=config, generator=flow_gen).to(device=device, dtype=dtype)
+    if state is not None:
+        flow.load_state_dict(state)
+    return flow
+
+
+class _Steps:
+    """Runs the steps of one :func:`run_sampler` call: each with its seeded generator, timed,
+    logged and checkpointed, or taken from the checkpoint when it finished before."""
+
+    def __init__(self, checkpoint: Checkpoint, seed: int, device: torch.device, level: int,
+                 flow: nn.Module) -> None:
+        self.checkpoint = checkpoint
+        self.seed = seed
+        self.device = device
+        self.level = level
+        self.flow = flow
+
+    def run(self, step: str, fn: Callable[[torch.Generator], Any]) -> Any:
+        """``fn(generator)``, or the checkpoint's result of ``step``."""
+        k = STEPS.index(step) + 1
+        if step in self.checkpoint.done:
+            log.log(self.level, "[%d/5] %s: taken from the checkpoint", k, step)
+            return self.checkpoint.results[step]
+        log.log(self.level, "[%d/5] %s ...", k, _STEP_TITLES[step])
         t0 = time.perf_counter()
-        with _StepRng(seed, 1, device) as gen:
-            res1 = prescale(target, dim, config=config.prescale, generator=gen,
-                            init_scale=scale0, init_mean=mean0, names=names)
-        finish("prescale", res1, time.perf_counter() - t0)
-    res1 = results["prescale"]
-    mean, std = res1.mean.to(dtype), res1.std.to(dtype)
-    zlog = _coordinates(target, res1, config, support, dtype, level, names)
-    log_det = zlog.log_det
-    # the profiles' L-BFGS preconditioner: the pre-scaling covariance in the original coordinates
-    if config.whitening != "full":
-        cov = torch.diag(std * std)
-    elif zlog.bounded is None:
-        cov = zlog.factor @ zlog.factor.T
-    else:
-        cov = _weighted_covariance(res1.samples.to(torch.float64), res1.log_weights).to(dtype)
-    chains = res1.samples[torch.isfinite(res1.log_weights)].to(dtype)  # the live chains
-    if config.flow.adaptive_bound:
-        _cover_prescale_samples(flow, zlog, chains, level)
-    posterior_ranges = _posterior_ranges(chains, mean, std, config.range_nsigma)
-    given = None if ranges is None else torch.as_tensor(ranges, dtype=dtype, device=mean.device)
-    pilot = config.range_pilot > 0 and (given is None or config.histogram_ranges == "posterior")
-    if ranges is None:
-        ranges = posterior_ranges
-    elif config.histogram_ranges == "posterior":
-        clipped = torch.stack([torch.maximum(given[:, 0], posterior_ranges[:, 0]),
-                               torch.minimum(given[:, 1], posterior_ranges[:, 1])], dim=1)
-        ranges = torch.where((clipped[:, 1] > clipped[:, 0])[:, None], clipped, given)
+        with StepRng(self.seed, _STEP_SEEDS[step], self.device) as gen:
+            result = fn(gen)
+        seconds = time.perf_counter() - t0
+        log.log(self.level, "[%d/5] %s: done in %.1f s", k, step, seconds)
+        self.checkpoint.record(step, result, seconds, flow_state={
+            name: v.detach().clone() for name, v in self.flow.state_dict().items()})
+        return result
 
-    # 2. pre-training
-    if begin("pretrain"):
-        t0 = time.perf_counter()
-        with _StepRng(seed, 2, device) as gen:
-            res2 = pretrain(flow, zlog, zlog.to_standardised(res1.samples.to(dtype)),
-                            config=config.pretrain, generator=gen,
-                            log_weights=res1.log_weights, names=names,
-                            callback=_progress_callback("pre-training", _n_pretrain_steps(
-                                config.pretrain, res1.samples.shape[0]), level))
-        finish("pretrain", res2, time.perf_counter() - t0)
 
-    # 3. training
-    if begin("train"):
-        t0 = time.perf_counter()
-        with _StepRng(seed, 3, device) as gen:
-            total = config.train.n_batches * (1 + config.train.buffered_per_online)
-            res3 = train(flow, zlog, config=config.train, generator=gen, names=names,
-                         callback=_progress_callback("training", total, level))
-        finish("train", res3, time.perf_counter() - t0)
-
-    # 4. sampling
-    flow.eval()
+def _flow_sampler(flow: CouplingFlow,
+                  zlog: Standardised) -> Callable[[int, torch.Generator], tuple[Tensor, Tensor]]:
+    """``(n, generator) -> (x, log q(x))``: flow samples in the original coordinates."""
 
     def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, log_q = flow.sample_and_log_prob(n, generator=generator)
-        return zlog.to_original(z), log_q - log_det(z)
+        return zlog.to_original(z), log_q - zlog.log_det(z)
 
-    if begin("sample"):
-        t0 = time.perf_counter()
-        if pilot:
-            with _StepRng(seed, 6, device) as gen:
-                ranges = _widen_to_flow(draw, target, ranges, given, n=config.range_pilot,
-                                        tail=config.range_tail,
-                                        chunk=config.sample.eval_chunk, generator=gen,
-                                        level=level, names=names)
-        with _StepRng(seed, 4, device) as gen:
-            res4 = sample_and_histogram(draw, target, ranges=ranges, config=config.sample,
-                                        generator=gen, names=names)
-        finish("sample", res4, time.perf_counter() - t0)
-    res4 = results["sample"]
-
-    # 5. profiling, in the target's dtype
-    if begin("profile"):
-        t0 = time.perf_counter()
-        with _StepRng(seed, 5, device):
-            res5 = profile(log_prob, _cast_floats(res4, target_dtype), config=config.profile,
-                           covariance=cov.to(target_dtype), names=names)
-        finish("profile", res5, time.perf_counter() - t0)
-    res5 = results["profile"]
-
-    timings = {s: float(state["timings"][s]) for s in STEPS}
-    log.log(level, "sampler finished: %s; ESS/N %.4f of %d samples",
-            ", ".join(f"{s} {timings[s]:.1f} s" for s in STEPS), res4.ess_fraction,
-            res4.n_samples)
-    return SamplerResult(
-        names=names,
-        ranges=res4.ranges,
-        pairs=res4.pairs,
-        marginal1d=res4.marginal1d,
-        marginal2d=res4.marginal2d,
-        profile1d=res5.profile1d,
-        profile2d=res5.profile2d,
-        ess=res4.ess,
-        ess_fraction=res4.ess_fraction,
-        n_samples=res4.n_samples,
-        timings=timings,
-        best_fit=res5.best_fit,
-        best_log_prob=res5.best_log_prob,
-        log_evidence=res4.log_evidence,
-        configs=config,
-        seed=int(seed),
-        mean=mean,
-        std=std,
-        prescale_result=res1,
-        pretrain_result=results["pretrain"],
-        train_result=results["train"],
-        sample_result=res4,
-        profile_result=res5,
-        flow=flow,
-        resumed_steps=tuple(resumed),
-    )
+    return draw
 
 
-def _weighted_covariance(x: Tensor, log_weights: Tensor) -> Tensor:
-    """The covariance of ``x`` under the normalised weights ``exp(log_weights)``."""
-    w = torch.softmax(torch.where(torch.isfinite(log_weights), log_weights.to(x.dtype),
-                                  x.new_tensor(-math.inf)), 0)
-    centred = x - (w[:, None] * x).sum(0)
-    return (w[:, None] * centred).T @ centred
+def _cast_floats(result: Any, dtype: torch.dtype) -> Any:
+    """A NamedTuple with its floating-point tensors cast to ``dtype``."""
+    changes = {k: v.to(dtype) for k, v in result._asdict().items()
+               if isinstance(v, Tensor) and v.is_floating_point()}
+    return result._replace(**changes)
 
 
-def _pressed_against_edges(samples: Tensor, log_weights: Tensor, std: Tensor, box: Tensor,
-                           k: float) -> Tensor:
-    """Per coordinate, the weight of ``samples`` within ``k * std`` of an edge of ``box``."""
-    w = torch.softmax(torch.where(torch.isfinite(log_weights), log_weights.to(samples.dtype),
-                                  samples.new_tensor(-math.inf)), 0)
-    near = (samples - box[:, 0] < k * std) | (box[:, 1] - samples < k * std)
-    return (w[:, None] * near.to(samples.dtype)).sum(0)
+def _progress_callback(step: str, total: int, level: int) -> Callable[[Any], None]:
+    every = max(1, total // 10)
+    start = time.perf_counter()
 
+    def callback(status: Any) -> None:
+        k = int(status.step) + 1
+        if k % every == 0 or k == total:
+            extra = ""
+            ess = getattr(status, "ess", None)
+            if ess is not None:
+                extra = f", ESS/N {ess:.3f}"
+            log.log(level, "  %s: step %d/%d, loss %.4g%s (%.1f s)", step, k, total,
+                    float(status.loss), extra, time.perf_counter() - start)
 
-def _coordinates(target: LogProb, res1: PrescaleResult, config: SamplerConfig,
-                 support: Tensor | None, dtype: torch.dtype, level: int,
-                 names: Sequence[str]) -> Standardised:
-    """The flow's coordinates: the pre-scaling moments, whitened, with the logit map on the
-    coordinates whose posterior comes close to an edge of ``support``."""
-    samples = res1.samples.to(torch.float64)
-    mean, std = res1.mean.to(torch.float64), res1.std.to(torch.float64)
-    bounded = None
-    if support is not None and config.support_map == "logit":
-        box = support.to(device=samples.device, dtype=torch.float64)
-        bounded = _pressed_against_edges(samples, res1.log_weights, std, box,
-                                         config.support_nsigma) > config.support_weight
-        if bool(bounded.any()):
-            log.log(level, "logit map onto the prior box for %d coefficient(s) near its edges: %s",
-                    int(bounded.sum()), ", ".join(n for n, b in zip(names, bounded.tolist(), strict=True) if b))
-            u = unbounded(samples, box, bounded, eps=Standardised.EDGE_EPS)
-            w = torch.softmax(torch.where(torch.isfinite(res1.log_weights),
-                                          res1.log_weights.to(torch.float64),
-                                          samples.new_tensor(-math.inf)), 0)
-            mean = (w[:, None] * u).sum(0)
-            std = torch.sqrt((w[:, None] * (u - mean) ** 2).sum(0))
-            samples = u
-        else:
-            bounded = None
-    factor = None
-    if config.whitening == "full":
-        factor = weighted_cholesky(samples, res1.log_weights.to(torch.float64)).to(dtype)
-    return standardise(target, mean.to(dtype), std.to(dtype), factor,
-                       support=None if bounded is None else support.to(dtype), bounded=bounded)
+    return callback
 
 
 def _n_pretrain_steps(config: PretrainConfig, n_available: int) -> int:

@@ -29,19 +29,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from smeft_pyhf.sampler.annealing import (
-    CheckedTarget,
-    NonFiniteCounts,
-    resample_indices,
-    run_mcmc,
-)
 from smeft_pyhf.sampler.config import PretrainConfig
 from smeft_pyhf.sampler.flows import CouplingFlow
+from smeft_pyhf.sampler.kernels.mcmc import run_mcmc
+from smeft_pyhf.sampler.kernels.nonfinite import CheckedTarget, NonFiniteCounts
+from smeft_pyhf.sampler.kernels.resampling import resample_indices
 
 __all__ = ["PretrainConfig", "PretrainResult", "PretrainStatus", "pretrain"]
 
@@ -115,7 +113,7 @@ def pretrain(
     The Metropolis step size adapts towards ``config.target_acceptance`` (eq. 18) unless
     ``config.adapt_step_size`` is off. Samples must be on the flow's device and dtype.
     The target's NaN and ``-inf`` values count as zero density and are reported in
-    :attr:`PretrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.annealing.CheckedTarget`).
+    :attr:`PretrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.kernels.nonfinite.CheckedTarget`).
 
     Args:
         flow: the flow to train (a :class:`CouplingFlow` or any module with ``log_prob``).
@@ -127,7 +125,7 @@ def pretrain(
         callback: called with a :class:`PretrainStatus` after every optimiser step.
         names: coefficient names, for error messages; the point is given in original
             coordinates when ``log_prob`` has a ``to_original`` method (a
-            :class:`~smeft_pyhf.sampler.annealing.Standardised` target).
+            :class:`~smeft_pyhf.sampler.kernels.standardisation.Standardised` target).
 
     Returns:
         A :class:`PretrainResult`.
@@ -146,35 +144,11 @@ def pretrain(
         2
     """
     start = time.perf_counter()
-    m = samples.shape[0]
-    n = config.n_samples or m
-    n_eval = 0
+    n = config.n_samples or samples.shape[0]
     log_prob = CheckedTarget(log_prob, step="pre-training", names=names, logger=log,
                              to_original=getattr(log_prob, "to_original", None))
-    with torch.no_grad():
-        if log_weights is not None:
-            idx = resample_indices(log_weights, n, generator=generator)
-        elif n != m:
-            idx = torch.randint(m, (n,), generator=generator, device=samples.device)
-        else:
-            idx = torch.arange(m, device=samples.device)
-        x = samples[idx].clone()
-        mcmc = run_mcmc(
-            log_prob,
-            x,
-            n_steps=config.burn_in_steps,
-            step_size=config.initial_step_size,
-            generator=generator,
-            target_acceptance=config.target_acceptance,
-            adapt=config.adapt_step_size,
-            bounds=config.step_size_bounds,
-            chunk_size=config.chunk_size,
-        )
-        x, log_p, step_size = mcmc.samples, mcmc.log_prob, mcmc.step_size
-        n_eval += mcmc.n_evaluations
-        acc_total = 0.0 if math.isnan(mcmc.acceptance) else mcmc.acceptance * config.burn_in_steps
-        acc_steps = config.burn_in_steps if config.burn_in_steps else 0
-    last_acceptance = mcmc.acceptance
+    chains = _burn_in(log_prob, samples, n, config=config, generator=generator,
+                      log_weights=log_weights)
     log_prob.check()
 
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
@@ -182,54 +156,21 @@ def pretrain(
     n_batches = math.ceil(n / config.batch_size)
     step = 0
     for epoch in range(config.epochs):
-        perm = torch.randperm(n, generator=generator, device=x.device)
+        perm = torch.randperm(n, generator=generator, device=chains.x.device)
         for b in range(n_batches):
             batch = perm[b * config.batch_size : (b + 1) * config.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = -flow.log_prob(x[batch]).mean()
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(flow.parameters(), config.max_grad_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(_likelihood_step(flow, optimizer, chains.x[batch], config))
             if config.mcmc_steps:
-                with torch.no_grad():
-                    chosen = batch if config.mcmc_scope == "batch" else slice(None)
-                    mcmc = run_mcmc(
-                        log_prob,
-                        x[chosen],
-                        n_steps=config.mcmc_steps,
-                        step_size=step_size,
-                        generator=generator,
-                        log_p=log_p[chosen],
-                        target_acceptance=config.target_acceptance,
-                        adapt=config.adapt_step_size,
-                        bounds=config.step_size_bounds,
-                        chunk_size=config.chunk_size,
-                    )
-                    x[chosen] = mcmc.samples
-                    log_p[chosen] = mcmc.log_prob
-                    step_size = mcmc.step_size
-                    n_eval += mcmc.n_evaluations
-                    acc_total += mcmc.acceptance * config.mcmc_steps
-                    acc_steps += config.mcmc_steps
-                    last_acceptance = mcmc.acceptance
+                chains.evolve(log_prob, batch if config.mcmc_scope == "batch" else slice(None),
+                              config=config, generator=generator)
                 log_prob.check()
             if callback is not None:
-                callback(
-                    PretrainStatus(
-                        step,
-                        epoch,
-                        losses[-1],
-                        last_acceptance,
-                        step_size,
-                        time.perf_counter() - start,
-                    )
-                )
+                callback(PretrainStatus(step, epoch, losses[-1], chains.last_acceptance,
+                                        chains.step_size, time.perf_counter() - start))
             step += 1
     nonfinite = log_prob.report()
     seconds = time.perf_counter() - start
-    acceptance = acc_total / acc_steps if acc_steps else math.nan
+    acceptance = chains.acc_total / chains.acc_steps if chains.acc_steps else math.nan
     log.info(
         "pre-training: %d steps (%d epochs x %d batches), final loss %.4g, acceptance %.2f, "
         "%d target evaluations, %.1f s",
@@ -238,8 +179,86 @@ def pretrain(
         n_batches,
         losses[-1] if losses else math.nan,
         acceptance,
-        n_eval,
+        chains.n_eval,
         seconds,
     )
-    return PretrainResult(tuple(losses), step, n_eval, acceptance, step_size, seconds, x,
-                          nonfinite)
+    return PretrainResult(tuple(losses), step, chains.n_eval, acceptance, chains.step_size,
+                          seconds, chains.x, nonfinite)
+
+
+def _likelihood_step(flow: CouplingFlow, optimizer: torch.optim.Optimizer, x: Tensor,
+                     config: PretrainConfig) -> float:
+    """One Adam step on the maximum-likelihood loss ``-mean log g(x)`` (eq. 21)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = -flow.log_prob(x).mean()
+    loss.backward()
+    if config.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.max_grad_norm)
+    optimizer.step()
+    return float(loss.detach())
+
+
+@dataclass
+class _Chains:
+    """The training set: Metropolis chains with their log-density and acceptance counters."""
+
+    x: Tensor
+    log_p: Tensor
+    step_size: float
+    n_eval: int
+    acc_total: float
+    acc_steps: int
+    last_acceptance: float
+
+    def evolve(self, log_prob: Callable[[Tensor], Tensor], chosen: Tensor | slice, *,
+               config: PretrainConfig, generator: torch.Generator) -> None:
+        """``config.mcmc_steps`` Metropolis steps on the ``chosen`` chains."""
+        with torch.no_grad():
+            mcmc = run_mcmc(
+                log_prob,
+                self.x[chosen],
+                n_steps=config.mcmc_steps,
+                step_size=self.step_size,
+                generator=generator,
+                log_p=self.log_p[chosen],
+                target_acceptance=config.target_acceptance,
+                adapt=config.adapt_step_size,
+                bounds=config.step_size_bounds,
+                chunk_size=config.chunk_size,
+            )
+            self.x[chosen] = mcmc.samples
+            self.log_p[chosen] = mcmc.log_prob
+            self.step_size = mcmc.step_size
+            self.n_eval += mcmc.n_evaluations
+            self.acc_total += mcmc.acceptance * config.mcmc_steps
+            self.acc_steps += config.mcmc_steps
+            self.last_acceptance = mcmc.acceptance
+
+
+def _burn_in(log_prob: Callable[[Tensor], Tensor], samples: Tensor, n: int, *,
+             config: PretrainConfig, generator: torch.Generator,
+             log_weights: Tensor | None) -> _Chains:
+    """``n`` points resampled from ``samples`` (by weight) and ``config.burn_in_steps``
+    Metropolis steps on them."""
+    m = samples.shape[0]
+    with torch.no_grad():
+        if log_weights is not None:
+            idx = resample_indices(log_weights, n, generator=generator)
+        elif n != m:
+            idx = torch.randint(m, (n,), generator=generator, device=samples.device)
+        else:
+            idx = torch.arange(m, device=samples.device)
+        mcmc = run_mcmc(
+            log_prob,
+            samples[idx].clone(),
+            n_steps=config.burn_in_steps,
+            step_size=config.initial_step_size,
+            generator=generator,
+            target_acceptance=config.target_acceptance,
+            adapt=config.adapt_step_size,
+            bounds=config.step_size_bounds,
+            chunk_size=config.chunk_size,
+        )
+    acc_total = 0.0 if math.isnan(mcmc.acceptance) else mcmc.acceptance * config.burn_in_steps
+    return _Chains(mcmc.samples, mcmc.log_prob, mcmc.step_size, mcmc.n_evaluations, acc_total,
+                   config.burn_in_steps, mcmc.acceptance)

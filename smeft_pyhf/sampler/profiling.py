@@ -42,8 +42,8 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
-from smeft_pyhf.sampler.annealing import CheckedTarget, NonFiniteCounts
 from smeft_pyhf.sampler.config import check_field
+from smeft_pyhf.sampler.kernels.nonfinite import CheckedTarget, NonFiniteCounts
 from smeft_pyhf.sampler.sampling import SampleResult, best_per_bin, bin_centres
 
 __all__ = ["LbfgsResult", "ProfileConfig", "ProfileResult", "lbfgs_maximise", "profile"]

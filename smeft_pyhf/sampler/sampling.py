@@ -53,8 +53,9 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
-from smeft_pyhf.sampler.annealing import CheckedTarget, NonFiniteCounts
 from smeft_pyhf.sampler.config import check_field
+from smeft_pyhf.sampler.kernels.evaluation import evaluate_in_chunks
+from smeft_pyhf.sampler.kernels.nonfinite import CheckedTarget, NonFiniteCounts
 
 __all__ = [
     "SampleConfig",
@@ -315,24 +316,6 @@ def best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[T
     return best[:n_bins], arg[:n_bins]
 
 
-def evaluate_in_chunks(log_prob: LogProb, x: Tensor, chunk: int) -> Tensor:
-    """``log_prob(x)`` without gradients, in chunks of at most ``chunk`` rows; NaN -> ``-inf``.
-
-    ``+inf`` stays ``+inf``; wrap the target in a
-    :class:`~smeft_pyhf.sampler.annealing.CheckedTarget` to count NaN and reject ``+inf``.
-
-    Example:
-        >>> evaluate_in_chunks(lambda x: x.sum(-1), torch.ones(5, 2), 2).tolist()
-        [2.0, 2.0, 2.0, 2.0, 2.0]
-    """
-    if x.shape[0] == 0:
-        return x.new_zeros((0,))
-    with torch.no_grad():
-        out = torch.cat([log_prob(part) for part in torch.split(x, chunk)])
-    out = out.to(x.dtype)
-    return torch.where(torch.isnan(out), out.new_tensor(-math.inf), out)
-
-
 def sample_and_histogram(
     draw: Draw,
     log_prob: LogProb,
@@ -346,7 +329,7 @@ def sample_and_histogram(
 
     Samples where the target is NaN or ``-inf`` get zero weight; they are counted
     (:attr:`SampleResult.n_nonfinite`, :attr:`SampleResult.nonfinite`) and logged, with a
-    warning when more than :data:`~smeft_pyhf.sampler.annealing.NAN_WARNING_FRACTION` of the
+    warning when more than :data:`~smeft_pyhf.sampler.kernels.nonfinite.NAN_WARNING_FRACTION` of the
     points are NaN.
 
     Args:

@@ -59,15 +59,12 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from smeft_pyhf.sampler.annealing import (
-    CheckedTarget,
-    NonFiniteCounts,
-    anneal,
-    evaluate,
-    log_ess,
-)
 from smeft_pyhf.sampler.config import TrainConfig
 from smeft_pyhf.sampler.flows import CouplingFlow
+from smeft_pyhf.sampler.kernels.ais import anneal
+from smeft_pyhf.sampler.kernels.evaluation import evaluate_in_chunks
+from smeft_pyhf.sampler.kernels.nonfinite import CheckedTarget, NonFiniteCounts
+from smeft_pyhf.sampler.kernels.weights import log_ess
 
 __all__ = [
     "PrioritisedBuffer",
@@ -287,7 +284,7 @@ def train(
 
     The learning rate follows ``config.lr_schedule`` over all optimiser steps. Points where
     the target is ``-inf`` (or NaN) get zero weight; they are counted and reported in
-    :attr:`TrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.annealing.CheckedTarget`).
+    :attr:`TrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.kernels.nonfinite.CheckedTarget`).
 
     Args:
         flow: the flow to train (a :class:`CouplingFlow`).
@@ -297,7 +294,7 @@ def train(
         callback: called with a :class:`TrainingStatus` after every optimiser step.
         names: coefficient names, for error messages; the point is given in original
             coordinates when ``log_prob`` has a ``to_original`` method (a
-            :class:`~smeft_pyhf.sampler.annealing.Standardised` target).
+            :class:`~smeft_pyhf.sampler.kernels.standardisation.Standardised` target).
 
     Returns:
         A :class:`TrainResult`.
@@ -316,154 +313,177 @@ def train(
         ['online', 'buffered', 'online', 'buffered']
     """
     start = time.perf_counter()
-    ref = next(flow.parameters())
-    dim = flow.dim
-    B = config.batch_size
-    T = config.ais_steps
-    optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
-    total_steps = config.n_batches * (1 + config.buffered_per_online)
-    buffer = PrioritisedBuffer(config.buffer_capacity, ref.new_empty((0, dim)))
-    beta = torch.arange(T + 1, dtype=ref.dtype, device=ref.device)[:, None] / max(T, 1)
-    coefficients = torch.cat([1 - 2 * beta, 2 * beta], 1)
-    step_size = torch.as_tensor(config.initial_step_size, dtype=ref.dtype, device=ref.device)
-    log_prob = CheckedTarget(log_prob, step="training", names=names, logger=log,
-                             to_original=getattr(log_prob, "to_original", None))
-
-    def components_fn(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            log_g = flow.log_prob(x)
-        return torch.stack([log_g, evaluate(log_prob, x, chunk_size=config.chunk_size)], -1)
-
-    losses: list[float] = []
-    ess_history: list[float] = []
-    ais_ess_history: list[float] = []
-    n_eval = 0
-    step = 0
-
-    def optimise(loss: Tensor) -> float:
-        nonlocal step
-        lr = config.learning_rate * learning_rate_factor(step, total_steps, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), config.max_grad_norm)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        step += 1
-        return lr
-
+    checked = CheckedTarget(log_prob, step="training", names=names, logger=log,
+                            to_original=getattr(log_prob, "to_original", None))
+    run = _Training(flow, checked, config, generator, callback, start)
     for batch in range(config.n_batches):
-        # 1. online samples from the flow
-        with torch.no_grad():
-            x0, log_q0 = flow.sample_and_log_prob(B, generator=generator)
-            log_p0 = evaluate(log_prob, x0, chunk_size=config.chunk_size)
-            comp0 = torch.stack([log_q0, log_p0], -1)
-            n_eval += B
-            ess = _fraction(comp0[:, 1] - comp0[:, 0])
-            # 2. AIS from g to p^2/g
-            if T > 0:
-                res = anneal(
-                    components_fn,
-                    x0,
-                    comp0,
-                    coefficients,
-                    generator=generator,
-                    step_size=step_size,
-                    mcmc_steps=config.mcmc_steps,
-                    target_acceptance=config.target_acceptance,
-                    bounds=config.step_size_bounds,
-                    resample_threshold=config.ais_resample_threshold,
-                )
-                x, log_w, step_size = res.samples, res.log_weights, res.step_size
-                acceptance = float(res.acceptance)
-                n_eval += res.n_evaluations
-            else:
-                x, acceptance = x0, math.nan
-                log_w = 2 * (comp0[:, 1] - comp0[:, 0])  # p^2/g relative to g
-            ais_ess = _fraction(log_w)
-        log_prob.check()
-        ess_history.append(ess)
-        ais_ess_history.append(ais_ess)
-        # 3. online step, eqs. (25)-(26)
-        if bool(torch.isfinite(log_w).any()):
-            log_g = flow.log_prob(x)
-            weights = soft_clip(_normalised_weights(log_w), config.clip_alpha)
-            loss = -(weights * log_g).mean()
-            lr = optimise(loss)
-            buffer.add(x, log_w, log_g.detach())
-            if callback is not None:
-                callback(
-                    TrainingStatus(
-                        step - 1,
-                        batch,
-                        "online",
-                        losses[-1],
-                        lr,
-                        ess,
-                        ais_ess,
-                        acceptance,
-                        float(step_size),
-                        len(buffer),
-                        time.perf_counter() - start,
-                    )
-                )
-        else:
-            log.warning(
-                "training batch %d: the target vanishes at every AIS sample; skipped", batch
-            )
-        # 4. buffered steps, eq. (27)
-        if config.buffered_per_online and buffer.has_weight():
-            for _ in range(config.buffered_per_online):
-                idx = buffer.sample(B, generator=generator)
-                log_g = flow.log_prob(buffer.x[idx])
-                log_ratio = buffer.log_q[idx] - log_g.detach()
-                weights = soft_clip(_normalised_weights(log_ratio), config.clip_alpha)
-                loss = -(weights * log_g).mean()
-                lr = optimise(loss)
-                with torch.no_grad():
-                    buffer.adjust(idx, log_g.detach())
-                if callback is not None:
-                    callback(
-                        TrainingStatus(
-                            step - 1,
-                            batch,
-                            "buffered",
-                            losses[-1],
-                            lr,
-                            None,
-                            None,
-                            None,
-                            float(step_size),
-                            len(buffer),
-                            time.perf_counter() - start,
-                        )
-                    )
-        stop = training_converged(ess_history, config)
+        online = run.online_samples()
+        checked.check()
+        run.ess_history.append(online.ess)
+        run.ais_ess_history.append(online.ais_ess)
+        run.online_step(batch, online)
+        if config.buffered_per_online and run.buffer.has_weight():
+            run.buffered_steps(batch)
+        stop = training_converged(run.ess_history, config)
         if stop or batch % max(1, config.n_batches // 10) == 0 or batch == config.n_batches - 1:
             log.info(
                 "training batch %d/%d: ESS/N %.3f, AIS ESS/N %.3f, acceptance %.2f, loss %.4g",
                 batch + 1,
                 config.n_batches,
-                ess,
-                ais_ess,
-                acceptance,
-                losses[-1] if losses else math.nan,
+                online.ess,
+                online.ais_ess,
+                online.acceptance,
+                run.losses[-1] if run.losses else math.nan,
             )
         if stop:
             log.info("training converged after %d of %d batches: %s", batch + 1,
                      config.n_batches, stop)
             break
-    nonfinite = log_prob.report()
-    seconds = time.perf_counter() - start
+    nonfinite = checked.report()
     return TrainResult(
-        tuple(losses),
-        tuple(ess_history),
-        tuple(ais_ess_history),
-        step,
-        n_eval,
-        float(step_size),
-        seconds,
+        tuple(run.losses),
+        tuple(run.ess_history),
+        tuple(run.ais_ess_history),
+        run.step,
+        run.n_eval,
+        float(run.step_size),
+        time.perf_counter() - start,
         nonfinite,
     )
+
+
+class _Online(NamedTuple):
+    """One online batch after the AIS: points, AIS log-weights and figures for the log."""
+
+    x: Tensor
+    log_w: Tensor
+    ess: float
+    ais_ess: float
+    acceptance: float
+
+
+class _Training:
+    """The state of one :func:`train` run: flow, optimiser, buffer, histories, counters."""
+
+    def __init__(self, flow: CouplingFlow, log_prob: CheckedTarget, config: TrainConfig,
+                 generator: torch.Generator,
+                 callback: Callable[[TrainingStatus], None] | None, start: float) -> None:
+        ref = next(flow.parameters())
+        self.flow = flow
+        self.log_prob = log_prob
+        self.config = config
+        self.generator = generator
+        self.callback = callback
+        self.start = start
+        self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
+        self.total_steps = config.n_batches * (1 + config.buffered_per_online)
+        self.buffer = PrioritisedBuffer(config.buffer_capacity, ref.new_empty((0, flow.dim)))
+        T = config.ais_steps
+        beta = torch.arange(T + 1, dtype=ref.dtype, device=ref.device)[:, None] / max(T, 1)
+        self.coefficients = torch.cat([1 - 2 * beta, 2 * beta], 1)
+        self.step_size = torch.as_tensor(config.initial_step_size, dtype=ref.dtype,
+                                         device=ref.device)
+        self.losses: list[float] = []
+        self.ess_history: list[float] = []
+        self.ais_ess_history: list[float] = []
+        self.n_eval = 0
+        self.step = 0
+
+    def components(self, x: Tensor) -> Tensor:
+        """``(log g, log p)`` at ``x``: the density components of the AIS path."""
+        with torch.no_grad():
+            log_g = self.flow.log_prob(x)
+        return torch.stack([log_g, evaluate_in_chunks(self.log_prob, x, self.config.chunk_size)],
+                           -1)
+
+    def online_samples(self) -> _Online:
+        """Steps 1-2: draw a batch from the flow and run the AIS from g to p^2/g."""
+        config = self.config
+        with torch.no_grad():
+            x0, log_q0 = self.flow.sample_and_log_prob(config.batch_size,
+                                                       generator=self.generator)
+            log_p0 = evaluate_in_chunks(self.log_prob, x0, config.chunk_size)
+            comp0 = torch.stack([log_q0, log_p0], -1)
+            self.n_eval += config.batch_size
+            ess = _fraction(comp0[:, 1] - comp0[:, 0])
+            if config.ais_steps > 0:
+                res = anneal(
+                    self.components,
+                    x0,
+                    comp0,
+                    self.coefficients,
+                    generator=self.generator,
+                    step_size=self.step_size,
+                    mcmc_steps=config.mcmc_steps,
+                    target_acceptance=config.target_acceptance,
+                    bounds=config.step_size_bounds,
+                    resample_threshold=config.ais_resample_threshold,
+                )
+                x, log_w, self.step_size = res.samples, res.log_weights, res.step_size
+                acceptance = float(res.acceptance)
+                self.n_eval += res.n_evaluations
+            else:
+                x, acceptance = x0, math.nan
+                log_w = 2 * (comp0[:, 1] - comp0[:, 0])  # p^2/g relative to g
+            return _Online(x, log_w, ess, _fraction(log_w), acceptance)
+
+    def optimise(self, loss: Tensor) -> float:
+        """One Adam step at the scheduled learning rate; returns that rate."""
+        config = self.config
+        lr = config.learning_rate * learning_rate_factor(self.step, self.total_steps, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.flow.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.losses.append(float(loss.detach()))
+        self.step += 1
+        return lr
+
+    def report(self, batch: int, kind: Literal["online", "buffered"], lr: float,
+               online: _Online | None) -> None:
+        """Hand a :class:`TrainingStatus` of the last optimiser step to the callback."""
+        if self.callback is None:
+            return
+        self.callback(
+            TrainingStatus(
+                self.step - 1,
+                batch,
+                kind,
+                self.losses[-1],
+                lr,
+                None if online is None else online.ess,
+                None if online is None else online.ais_ess,
+                None if online is None else online.acceptance,
+                float(self.step_size),
+                len(self.buffer),
+                time.perf_counter() - self.start,
+            )
+        )
+
+    def online_step(self, batch: int, online: _Online) -> None:
+        """Step 3, eqs. (25)-(26): one step on the AIS points, which then enter the buffer."""
+        if not bool(torch.isfinite(online.log_w).any()):
+            log.warning(
+                "training batch %d: the target vanishes at every AIS sample; skipped", batch
+            )
+            return
+        log_g = self.flow.log_prob(online.x)
+        weights = soft_clip(_normalised_weights(online.log_w), self.config.clip_alpha)
+        lr = self.optimise(-(weights * log_g).mean())
+        self.buffer.add(online.x, online.log_w, log_g.detach())
+        self.report(batch, "online", lr, online)
+
+    def buffered_steps(self, batch: int) -> None:
+        """Step 4, eq. (27): steps on buffered points with the q-ratio correction."""
+        for _ in range(self.config.buffered_per_online):
+            idx = self.buffer.sample(self.config.batch_size, generator=self.generator)
+            log_g = self.flow.log_prob(self.buffer.x[idx])
+            log_ratio = self.buffer.log_q[idx] - log_g.detach()
+            weights = soft_clip(_normalised_weights(log_ratio), self.config.clip_alpha)
+            lr = self.optimise(-(weights * log_g).mean())
+            with torch.no_grad():
+                self.buffer.adjust(idx, log_g.detach())
+            self.report(batch, "buffered", lr, None)

@@ -1,10 +1,9 @@
-"""`smeft-pyhf fit`: errors as one paragraph with exit code 2, a run with a stand-in sampler."""
+"""`smeft-pyhf fit`: errors as one paragraph with exit code 2, runs with a tiny sampler block."""
 
 from __future__ import annotations
 
 import json
 import textwrap
-import types
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from click.testing import CliRunner
 
 from smeft_pyhf._resources import examples_dir
 from smeft_pyhf.cli import cli
-from smeft_pyhf.fit import run as run_module
 
 DB = examples_dir() / "database"
 
@@ -34,6 +32,14 @@ coefficients:
   ctW: {{min: -2, max: 2}}
 linear_only: true
 theory: gaussian
+sampler:  # a few seconds
+  prescale: {{n_samples: 512, n_steps: 50}}
+  flow: {{n_blocks: 2, hidden_features: 16}}
+  pretrain: {{batch_size: 256, epochs: 1, mcmc_steps: 2, burn_in_steps: 5}}
+  train: {{n_batches: 6, batch_size: 256, buffered_per_online: 1, buffer_capacity: 4096}}
+  sample: {{n_batches: 2, batch_size: 10000, profile_bins_2d: 5}}
+  profile: {{batch_size: 4000, max_steps: 40}}
+  range_pilot: 4096
 """
 
 
@@ -62,22 +68,7 @@ def test_missing_runcard_exit_2(tmp_path):
     assert "runcard not found" in " ".join(result.output.split())
 
 
-def fake_sampler(log_prob, *, names, ranges, config, seed, checkpoint_dir, progress,
-                 init_scale, init_mean, support=None):
-    d = len(names)
-    centres = torch.linspace(-1, 1, 40)
-    grid = (centres[:, None] - torch.zeros(d)).T  # (d, 40)
-    return types.SimpleNamespace(
-        marginal1d=torch.exp(-0.5 * (grid / 0.3) ** 2),
-        profile1d=-0.5 * (grid / 0.3) ** 2,
-        marginal2d=torch.ones(d * (d - 1) // 2, 8, 8),
-        profile2d=torch.zeros(d * (d - 1) // 2, 8, 8),
-        ess=10.0, n_samples=20, timings={"train": 1.0}, best_fit=torch.zeros(d),
-    )
-
-
-def test_fit_with_stand_in_sampler(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
+def test_fit_with_a_tiny_sampler(tmp_path):
     path = runcard(tmp_path, GOOD)
     out = tmp_path / "out"
     runner = CliRunner()
@@ -100,7 +91,6 @@ def test_fit_with_stand_in_sampler(tmp_path, monkeypatch):
 
 
 def test_cuda_without_gpu_exit_2(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = CliRunner().invoke(cli, ["fit", str(runcard(tmp_path, GOOD)), "--device", "cuda",
                                       "--output", str(tmp_path / "o")])
@@ -109,7 +99,6 @@ def test_cuda_without_gpu_exit_2(tmp_path, monkeypatch):
 
 
 def test_no_argument_uses_embedded_default(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["fit", "--no-plots"])
     assert result.exit_code == 0, result.output
@@ -129,7 +118,6 @@ def test_a_second_fit_on_the_same_output_stops_at_once_naming_the_first(
 
     from smeft_pyhf._io import _HOST, lock_path
 
-    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
     path = runcard(tmp_path, GOOD)
     out = tmp_path / "out"
     first = subprocess.Popen(
@@ -160,7 +148,6 @@ def test_a_second_fit_on_the_same_output_stops_at_once_naming_the_first(
 def test_quiet_applies_to_the_command_only(tmp_path, monkeypatch):
     import logging
 
-    monkeypatch.setattr(run_module, "_run_sampler", fake_sampler)
     package_log = logging.getLogger("smeft_pyhf")
     before = package_log.level
     result = CliRunner().invoke(cli, ["fit", str(runcard(tmp_path, GOOD)), "--output",

@@ -68,8 +68,7 @@ def test_edge_modes_and_widths_against_the_exact_answer():
     res = run_sampler(box_prior(log_l, box[:, 0], box[:, 1]), names=NAMES, ranges=box,
                       config=config, seed=1, progress=False, init_mean=box.mean(1),
                       init_scale=(box[:, 1] - box[:, 0]) / 4, support=box)
-    ranges = {n: tuple(BOX[i].tolist()) for i, n in enumerate(NAMES)}
-    fit = make_fit_result(names=NAMES, **from_sampler_result(res, names=NAMES, ranges=ranges))
+    fit = make_fit_result(names=NAMES, **from_sampler_result(res))
 
     # the fit diagnoses itself as converged, and flags the coefficient at its prior edge
     d = fit.diagnostics

@@ -43,7 +43,7 @@ def test_figures_equal_those_recomputed_from_the_kept_weights():
     )
     res = run_sampler(gaussian, names=("a", "b"), ranges=torch.tensor([[-0.5, 0.5], [-10.0, 10.0]],
                       dtype=torch.float64), config=cfg, seed=3, progress=False)
-    diag = sampler_diagnostics(res, names=("a", "b"))
+    diag = sampler_diagnostics(res)
     s = res.sample_result
     x = s.samples.double().numpy()
     w = np.exp(s.samples_log_weight.double().numpy() - s.max_log_weight)

@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from smeft_pyhf.exceptions import DataError
-from smeft_pyhf.sampler.annealing import (
+from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
+from smeft_pyhf.sampler.flows import build_flow
+from smeft_pyhf.sampler.kernels.nonfinite import (
     NAN_WARNING_FRACTION,
     CheckedTarget,
     NonFiniteCounts,
-    prescale,
-    standardise,
 )
-from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
-from smeft_pyhf.sampler.flows import build_flow
+from smeft_pyhf.sampler.kernels.standardisation import standardise
 from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
+from smeft_pyhf.sampler.prescaling import prescale
 from smeft_pyhf.sampler.pretrain import pretrain
 from smeft_pyhf.sampler.profiling import ProfileConfig, profile
 from smeft_pyhf.sampler.sampling import SampleConfig, sample_and_histogram

@@ -24,6 +24,7 @@ from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
 from smeft_pyhf.sampler.pipeline import STEPS, SamplerConfig, run_sampler
 from smeft_pyhf.sampler.profiling import ProfileConfig
+from smeft_pyhf.sampler.ranges import widen_to_flow
 from smeft_pyhf.sampler.sampling import SampleConfig, bin_edges
 from smeft_pyhf.sampler.toys import CorrelatedGaussian, random_covariance
 
@@ -42,10 +43,12 @@ def _banana(x: torch.Tensor) -> torch.Tensor:
 
 
 def _same(a, b) -> None:
-    for name in ("marginal1d", "marginal2d", "profile1d", "profile2d", "best_fit", "ranges"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
-    assert a.ess == b.ess
-    assert a.log_evidence == b.log_evidence
+    for name in ("marginal1d", "marginal2d", "ranges"):
+        assert torch.equal(getattr(a.sample_result, name), getattr(b.sample_result, name)), name
+    for name in ("profile1d", "profile2d", "best_fit"):
+        assert torch.equal(getattr(a.profile_result, name), getattr(b.profile_result, name)), name
+    assert a.sample_result.ess == b.sample_result.ess
+    assert a.sample_result.log_evidence == b.sample_result.log_evidence
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +61,21 @@ def test_same_seed_same_result(tiny_run) -> None:
     _same(tiny_run, again)
     other = run_sampler(_banana, names=["a", "b", "c"], config=TINY.replace(
         sample=TINY.sample.replace(n_batches=1)), seed=8, progress=False)
-    assert not torch.equal(other.marginal1d, tiny_run.marginal1d)
+    assert not torch.equal(other.sample_result.marginal1d, tiny_run.sample_result.marginal1d)
 
 
 def test_result_contents(tiny_run) -> None:
     r = tiny_run
     assert set(r.timings) == set(STEPS) and all(t >= 0 for t in r.timings.values())
     assert r.names == ("a", "b", "c")
-    assert r.marginal1d.shape == (3, 80) and r.marginal2d.shape == (3, 40, 40)
-    assert r.profile1d.shape == (3, 10) and r.profile2d.shape == (3, 5, 5)
-    assert r.n_samples == 8000 and 0 < r.ess_fraction <= 1
-    assert r.marginal1d.dtype == torch.float32
+    assert r.sample_result.marginal1d.shape == (3, 80) and r.sample_result.marginal2d.shape == (3, 40, 40)
+    assert r.profile_result.profile1d.shape == (3, 10) and r.profile_result.profile2d.shape == (3, 5, 5)
+    assert r.sample_result.n_samples == 8000 and 0 < r.sample_result.ess_fraction <= 1
+    assert r.sample_result.marginal1d.dtype == torch.float32
     # default ranges: pre-scaling mean +- 4 std, widened to the flow's weighted pilot sample
-    assert bool((r.ranges[:, 0] <= r.mean - 4 * r.std + 1e-5).all())
-    assert bool((r.ranges[:, 1] >= r.mean + 4 * r.std - 1e-5).all())
-    assert r.best_log_prob == pytest.approx(0.0, abs=1e-5)
+    assert bool((r.sample_result.ranges[:, 0] <= r.prescale_result.mean - 4 * r.prescale_result.std + 1e-5).all())
+    assert bool((r.sample_result.ranges[:, 1] >= r.prescale_result.mean + 4 * r.prescale_result.std - 1e-5).all())
+    assert r.profile_result.best_log_prob == pytest.approx(0.0, abs=1e-5)
     assert r.resumed_steps == ()
 
 
@@ -130,9 +133,9 @@ class _Float64Target(torch.nn.Module):
 def test_float64_module_target() -> None:
     target = _Float64Target()
     r = run_sampler(target, names=["a", "b"], config=TINY, seed=1, progress=False)
-    assert r.marginal1d.dtype == torch.float32  # the sampler
-    assert r.profile1d.dtype == torch.float64  # the profiling in the target's dtype
-    assert torch.allclose(r.best_fit, target.centre, atol=1e-7)
+    assert r.sample_result.marginal1d.dtype == torch.float32  # the sampler
+    assert r.profile_result.profile1d.dtype == torch.float64  # the profiling in the target's dtype
+    assert torch.allclose(r.profile_result.best_fit, target.centre, atol=1e-7)
 
 
 def test_bad_inputs() -> None:
@@ -155,14 +158,14 @@ def test_gaussian4d_full_pipeline_intervals() -> None:
                     config=SamplerConfig.reduced(), seed=3, progress=False,
                     init_scale=float(target.std.max()))
     # ESS/N over the 24 runs: 0.9946 +- 0.0015 (sd), at least 0.991
-    assert r.ess_fraction > 0.98
+    assert r.sample_result.ess_fraction > 0.98
     mu, sd = mean.numpy(), target.std.numpy()
-    edges = bin_edges(r.ranges, 80).numpy()
+    edges = bin_edges(r.sample_result.ranges, 80).numpy()
     # ESS >= 40k: quantile MC errors <= 0.01 sigma, plus the histogram's binning. Largest
     # deviation of the 8 ends over the 24 runs, in sigma: 68 %: 0.010 +- 0.003 (sd), at most
     # 0.017; 95 %: 0.018 +- 0.006, at most 0.026
     for i in range(4):
-        prob = r.marginal1d[i].double().numpy()
+        prob = r.sample_result.marginal1d[i].double().numpy()
         cdf = np.concatenate([[0.0], np.cumsum(prob)]) / prob.sum()
         for z, level, tol in ((1.0, 0.6827, 0.03), (1.959964, 0.95, 0.05)):
             lo = np.interp((1 - level) / 2, cdf, edges[i])
@@ -173,16 +176,16 @@ def test_gaussian4d_full_pipeline_intervals() -> None:
     # largest deviation over the 24 runs 1.7e-6 +- 0.5e-6 (sd), at most 2.9e-6
     c = r.profile_result.centres1d
     for i in range(4):
-        fin = torch.isfinite(r.profile1d[i])
+        fin = torch.isfinite(r.profile_result.profile1d[i])
         exact = target.profile1d(i, c[i])
-        assert torch.allclose(r.profile1d[i][fin], exact[fin], atol=1e-5)
+        assert torch.allclose(r.profile_result.profile1d[i][fin], exact[fin], atol=1e-5)
     # the target is normalised: log Z = 0 within 5 of its standard errors sqrt(1/ESS - 1/N)
     # (~3e-4; the 24 runs: within 1.8 SE)
-    assert abs(r.log_evidence) < 5 * r.sample_result.log_evidence_error
+    assert abs(r.sample_result.log_evidence) < 5 * r.sample_result.log_evidence_error
     # best fit: largest |x - mean| / min std over the 24 runs 0.9e-5 +- 0.9e-5 (sd), at most
     # 3.1e-5
-    assert torch.allclose(r.best_fit, mean, atol=1e-4 * float(target.std.min()))
-    assert math.isfinite(r.best_log_prob)
+    assert torch.allclose(r.profile_result.best_fit, mean, atol=1e-4 * float(target.std.min()))
+    assert math.isfinite(r.profile_result.best_log_prob)
 
 
 def test_wide_given_ranges_are_clipped_to_the_posterior():
@@ -196,7 +199,7 @@ def test_wide_given_ranges_are_clipped_to_the_posterior():
     wide = torch.tensor([[-100.0, 100.0], [-100.0, 1.0]])
     res = _run(target, names=("a", "b"), ranges=wide, config=_Config.reduced(), seed=2,
                progress=False)
-    lo, hi = res.ranges[:, 0], res.ranges[:, 1]
+    lo, hi = res.sample_result.ranges[:, 0], res.sample_result.ranges[:, 1]
     # 4 std of a unit Gaussian from the pre-scaling, widened to the flow's pilot sample. Over
     # the 24 runs: lo[0] -4.17 +- 0.11 (sd), lo[1] -4.19 +- 0.08, hi[0] 4.05 +- 0.07, all
     # within 3.9-4.4 in size; each 5-sd band lies inside 3.6-4.75
@@ -205,7 +208,7 @@ def test_wide_given_ranges_are_clipped_to_the_posterior():
     assert hi[1] == pytest.approx(1.0)  # the given bound is tighter: kept
     given = _run(target, names=("a", "b"), ranges=wide, seed=2, progress=False,
                  config=dataclasses.replace(_Config.reduced(), histogram_ranges="given"))
-    torch.testing.assert_close(given.ranges, wide)
+    torch.testing.assert_close(given.sample_result.ranges, wide)
 
 
 def _far_small_mode(x: torch.Tensor) -> torch.Tensor:
@@ -236,9 +239,9 @@ def test_spline_domain_covers_a_mode_beyond_five_sigma(adaptive) -> None:
     r = run_sampler(_far_small_mode, names=["a", "b"], config=config, seed=3, progress=False,
                     init_scale=2.0, ranges=torch.tensor([[-1.0, 3.0], [-4.0, 4.0]]))
     # the histogram range reaches the far mode (mean + 4 std alone would stop at 1.4)
-    low, high = (float(v) for v in r.ranges[0])
+    low, high = (float(v) for v in r.sample_result.ranges[0])
     assert low == -1.0 and 2.1 < high < 2.4  # low: the given range; mean - 4 std is -1.3
-    m = r.marginal1d[0]
+    m = r.sample_result.marginal1d[0]
     left = torch.linspace(low, high, m.shape[0] + 1)[:-1]
     mass = float(m[left > 1.0].sum() / m.sum())
     if adaptive:
@@ -269,7 +272,7 @@ def test_ranges_widen_to_a_mode_the_flow_found_and_stay_in_the_given_ranges() ->
 
     start = torch.tensor([[-4.0, 4.0]], dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
-    wide = pipeline._widen_to_flow(draw, log_mix, start, None, n=200_000, tail=1e-4,
+    wide = widen_to_flow(draw, log_mix, start, None, n=200_000, tail=1e-4,
                                    chunk=50_000, generator=gen, level=0)
     # weighted 1e-4 quantiles of the mixture: 8 + 0.5 * 3.090 = 9.545 (1e-3 of the small
     # mode) and -3.690 (0.9 Phi(z) = 1e-4); each widened by 5 % of the span 13.235.
@@ -284,7 +287,7 @@ def test_ranges_widen_to_a_mode_the_flow_found_and_stay_in_the_given_ranges() ->
     assert float(wide[0, 1]) == pytest.approx(9.545 + 0.662, abs=5 * se_high)
     assert float(wide[0, 0]) == pytest.approx(-3.690 - 0.662, abs=5 * se_low)
     given = torch.tensor([[-10.0, 9.0]], dtype=torch.float64)
-    clipped = pipeline._widen_to_flow(draw, log_mix, start, given, n=200_000, tail=1e-4,
+    clipped = widen_to_flow(draw, log_mix, start, given, n=200_000, tail=1e-4,
                                       chunk=50_000, generator=gen, level=0)
     assert float(clipped[0, 1]) == 9.0
     assert float(clipped[0, 0]) == pytest.approx(-3.690 - 0.662, abs=5 * se_low)

@@ -40,6 +40,6 @@ def test_training_and_sampling_stop_when_done():
     assert training_converged(res.train_result.ess_history, config.train) != ""
     assert training_converged(res.train_result.ess_history[:-1], config.train) == ""
     # sampling stops at the first batch that brings the ESS to 12k, well before 50 batches
-    assert res.ess >= 12_000
-    assert res.n_samples % 5000 == 0 and res.n_samples < 50 * 5000
-    assert res.ess - 5000 < 12_000  # one batch fewer would not have reached it
+    assert res.sample_result.ess >= 12_000
+    assert res.sample_result.n_samples % 5000 == 0 and res.sample_result.n_samples < 50 * 5000
+    assert res.sample_result.ess - 5000 < 12_000  # one batch fewer would not have reached it

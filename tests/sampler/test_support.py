@@ -10,8 +10,8 @@ import torch
 from scipy.stats import norm
 
 from smeft_pyhf.fit.run import box_prior
-from smeft_pyhf.sampler.annealing import Standardised
 from smeft_pyhf.sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
+from smeft_pyhf.sampler.kernels.standardisation import Standardised
 from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
 from smeft_pyhf.sampler.sampling import SampleConfig
 
@@ -91,14 +91,14 @@ def test_only_a_posterior_with_weight_at_an_edge_is_mapped():
     a standard normal 3 widths below its upper edge (merely near it: weight within half a
     width of the edge P(Z > 2.5) = 0.0062) and a half-normal whose mode is its lower edge
     (P(|Z| < 0.5 sd) with sd = sqrt(1 - 2/pi): 0.2366)."""
-    from smeft_pyhf.sampler.pipeline import _pressed_against_edges
+    from smeft_pyhf.sampler.coordinates import weight_near_edges
 
     n = 400_000
     g = torch.Generator().manual_seed(0)
     samples = torch.stack([torch.randn(n, generator=g, dtype=torch.float64),
                            torch.randn(n, generator=g, dtype=torch.float64).abs()], 1)
     box = torch.tensor([[-10.0, 3.0], [0.0, 10.0]], dtype=torch.float64)
-    weight = _pressed_against_edges(samples, torch.zeros(n, dtype=torch.float64),
+    weight = weight_near_edges(samples, torch.zeros(n, dtype=torch.float64),
                                     samples.std(0), box, 0.5)
     sd_half = math.sqrt(1 - 2 / math.pi)
     exact = torch.tensor([norm.sf(2.5), 2 * norm.cdf(0.5 * sd_half) - 1], dtype=torch.float64)

@@ -166,18 +166,18 @@ def test_mixture_d4_pipeline_finds_all_modes() -> None:
     # runs: largest pull of the five 1.7 +- 0.6 (sd), at most 2.7)
     assert bool(((masses - mix.weights.double()).abs() < 5 * errors).all()), (masses, errors)
     # ESS/N over the 24 runs: 0.860 +- 0.017 (sd), at least 0.830
-    assert r.ess_fraction > 0.77
+    assert r.sample_result.ess_fraction > 0.77
     # normalised target: log Z = 0 within 5 of its standard errors sqrt(1/ESS - 1/N) (~0.002)
-    assert abs(r.log_evidence) < 5 * sr.log_evidence_error
+    assert abs(r.sample_result.log_evidence) < 5 * sr.log_evidence_error
     # profile: smooth and equal to the brute-force maximum over y on a fine grid
     c = r.profile_result.centres1d[0].double()
     y = torch.linspace(-8, 8, 16001, dtype=torch.float64)
     exact = torch.stack([mix.double().log_prob(torch.stack([ci.expand_as(y), y], 1)).max()
                          for ci in c])
-    fin = torch.isfinite(r.profile1d[0])
+    fin = torch.isfinite(r.profile_result.profile1d[0])
     # 4.7e-7 on all 24 runs (the float32 target's resolution, and the reference grid's
     # spacing); 1e-5 leaves room for a few float32 ulps more on another machine
-    assert (r.profile1d[0][fin].double() - exact[fin]).abs().max() < 1e-5
+    assert (r.profile_result.profile1d[0][fin].double() - exact[fin]).abs().max() < 1e-5
 
 
 def _toy_config(*, train_batches: int = 30, sample_batches: int = 2, sample_size: int = 20_000,
@@ -220,7 +220,7 @@ def test_mixture_d10_pipeline_finds_all_modes() -> None:
     # (sd), at most 3.1)
     assert bool(((masses - mix.weights.double()).abs() < 5 * errors).all()), (masses, errors)
     # ESS/N over the 18 runs: 0.929 +- 0.011 (sd), at least 0.903
-    assert r.ess_fraction > 0.87
+    assert r.sample_result.ess_fraction > 0.87
 
 
 @pytest.mark.slow
@@ -265,7 +265,7 @@ def test_spirals_pipeline_finds_both_spirals(sigma, kwargs, ks_scale, at_peak) -
     centres = r.profile_result.centres1d[0].double()
     inside = centres.abs() < 1.7
     peak = -0.5 * math.log(2 * math.pi * sigma**2) - math.log(2 * float(spirals.arc_length))
-    values = r.profile1d[0].double()[inside]
+    values = r.profile_result.profile1d[0].double()[inside]
     assert bool(torch.isfinite(values).all())
     close = (values - peak).abs() < 1.5
     assert float(close.double().mean()) >= at_peak, values - peak

@@ -1,4 +1,4 @@
-"""Full-likelihood mode: the pyhf ``smeft`` custom modifier, profile scans, card comparison."""
+"""The full-likelihood checks: the pyhf ``smeft`` custom modifier, profile scans, card comparison."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ import pytest
 import yaml
 
 from smeft_pyhf._resources import shipped_dir
+from smeft_pyhf.checks.card_vs_full import compare_card_vs_full, intervals_from_curve
+from smeft_pyhf.checks.full_likelihood import MODIFIER_SET, full_likelihood_model, smeft_factor
+from smeft_pyhf.checks.profile_scan import fit_full, profile_scan_full
 from smeft_pyhf.exceptions import ConfigError, WorkspaceError
-from smeft_pyhf.likelihood.full_likelihood import (
-    compare_card_vs_full,
-    fit_full,
-    full_likelihood_model,
-    intervals_from_curve,
-    profile_scan_full,
-    smeft_factor,
-)
 
 TOY = {
     "channels": [{"name": "sr", "samples": [
@@ -79,7 +74,6 @@ def test_toy_yields_and_logpdf() -> None:
 def test_batched_model_matches_unbatched() -> None:
     model, data = full_likelihood_model(TOY, coefficients=["ca"], linear={"ca": 0.5},
                                         quadratic={"ca*ca": 0.25})
-    from smeft_pyhf.likelihood.full_likelihood import MODIFIER_SET
 
     batched = pyhf.Model(model.spec, modifier_set=MODIFIER_SET, validate=False, poi_name="ca",
                          batch_size=3)
@@ -204,7 +198,7 @@ def test_schannel_minimum_where_mu_equals_mu_hat(schannel: dict) -> None:
     model, data = full_likelihood_model(ws, coefficients=["c13qq"], linear=schannel["lin"],
                                         quadratic=schannel["quad"])
     fit = fit_full(model, data)
-    c_hat = fit.parameters[model.config.par_slice("c13qq")][0]
+    c_hat = fit.bestfit[model.config.par_slice("c13qq")][0]
     assert 1 + lin * c_hat + quad * c_hat**2 == pytest.approx(0.793, abs=0.01)
     assert fit.twice_nll == pytest.approx(390.780, abs=0.02)
 

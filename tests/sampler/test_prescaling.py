@@ -1,4 +1,4 @@
-"""Step 1 (pre-scaling): AIS on analytic Gaussians, the Metropolis kernel, resampling.
+"""Step 1 (pre-scaling): AIS from a Gaussian base to analytic Gaussians.
 
 Bounds on random results are 5 standard errors computed in the test, or the spread over "the
 24 runs": seeds 0-7 of the test's run generator (the target kept) under each of
@@ -14,31 +14,11 @@ import pytest
 import torch
 
 from smeft_pyhf.exceptions import ConfigError
-from smeft_pyhf.sampler.annealing import (
-    adapt_step_size,
-    anneal,
-    effective_sample_size,
-    evaluate,
-    log_ess,
-    prescale,
-    resample_indices,
-    run_mcmc,
-    standardise,
-)
 from smeft_pyhf.sampler.config import PrescaleConfig
+from smeft_pyhf.sampler.prescaling import prescale
 
 
-def gaussian(mean: torch.Tensor, std: torch.Tensor):
-    """Normalised diagonal Gaussian log-density."""
-
-    def log_prob(x: torch.Tensor) -> torch.Tensor:
-        z = (x - mean) / std
-        return (-0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-    return log_prob
-
-
-def test_prescale_2d_shifted_scaled_gaussian(dtype):
+def test_prescale_2d_shifted_scaled_gaussian(dtype, gaussian):
     mean = torch.tensor([1.0, -2.0], dtype=dtype)
     std = torch.tensor([0.5, 3.0], dtype=dtype)
     config = PrescaleConfig(n_samples=4096, n_steps=150)
@@ -65,7 +45,7 @@ def test_prescale_2d_shifted_scaled_gaussian(dtype):
     assert res.n_evaluations == 4096 * (1 + 150)
 
 
-def test_prescale_10d_gaussian_with_different_widths():
+def test_prescale_10d_gaussian_with_different_widths(gaussian):
     dim = 10
     g0 = torch.Generator().manual_seed(11)
     mean = 3 * torch.randn(dim, generator=g0)
@@ -84,7 +64,7 @@ def test_prescale_10d_gaussian_with_different_widths():
     assert abs(res.acceptance - 0.33) < 0.002
 
 
-def test_prescale_per_dimension_init_scale_and_mean():
+def test_prescale_per_dimension_init_scale_and_mean(gaussian):
     mean = torch.tensor([100.0, 0.0])
     std = torch.tensor([0.01, 10.0])  # widths differ by three orders of magnitude
     g = torch.Generator().manual_seed(2)
@@ -141,7 +121,7 @@ def test_prescale_nan_counts_as_zero_density():
     assert float(w[res.samples[:, 0] > 2].sum()) == 0.0
 
 
-def test_prescale_is_deterministic_under_a_seed():
+def test_prescale_is_deterministic_under_a_seed(gaussian):
     target = gaussian(torch.tensor([0.5, 1.0, -1.0]), torch.tensor([1.0, 2.0, 0.5]))
     config = PrescaleConfig(n_samples=512, n_steps=40)
     runs = [
@@ -154,7 +134,7 @@ def test_prescale_is_deterministic_under_a_seed():
     assert not torch.equal(runs[0].samples, runs[2].samples)
 
 
-def test_chunked_evaluation_gives_identical_results():
+def test_chunked_evaluation_gives_identical_results(gaussian):
     target = gaussian(torch.zeros(2), torch.ones(2))
     a = prescale(
         target,
@@ -171,7 +151,7 @@ def test_chunked_evaluation_gives_identical_results():
     assert torch.allclose(a.samples, b.samples) and torch.allclose(a.mean, b.mean)
 
 
-def test_systematic_resampling_config():
+def test_systematic_resampling_config(gaussian):
     target = gaussian(torch.tensor([2.0]), torch.tensor([0.5]))
     g = torch.Generator().manual_seed(5)
     res = prescale(
@@ -187,105 +167,6 @@ def test_systematic_resampling_config():
     assert abs(float(res.std[0]) - 0.5) < 0.03
 
 
-def test_adaptive_step_size_reaches_target_acceptance():
-    target = gaussian(torch.zeros(5), torch.tensor([0.1, 0.5, 1.0, 1.0, 2.0]))
-    g = torch.Generator().manual_seed(6)
-    x = torch.randn(2048, 5, generator=g)
-    burn = run_mcmc(target, x, n_steps=100, step_size=1.0, generator=g)
-    res = run_mcmc(target, burn.samples, n_steps=100, step_size=burn.step_size, generator=g)
-    # 100 steps x 2048 chains: the acceptance rate is pinned to the target by the adaptation;
-    # over the 24 runs it is 0.33 - 0.0001 +- 0.0002 (sd), at most 0.0004 off: mean + 5 sd is
-    # 0.001, and 0.002 leaves room for the rounding of the adaptation on other machines
-    assert abs(res.acceptance - 0.33) < 0.002
-    assert res.n_evaluations == 2048 * 101
-
-
-def test_mcmc_without_adaptation_keeps_target_invariant():
-    # exact Metropolis with a fixed step size: samples of N(0,1) stay N(0,1)
-    target = gaussian(torch.zeros(1), torch.ones(1))
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(20000, 1, generator=g)
-    res = run_mcmc(target, x, n_steps=20, step_size=0.5, adapt=False, generator=g)
-    assert res.step_size == 0.5
-    # each of the 20000 independent chains starts from an exact draw and ends with one: exact
-    # independent N(0, 1) draws, so 5 standard errors (1/sqrt(n) for the mean, 1/sqrt(2n) for
-    # the std). Pulls over the 24 runs: <= 2.5 and <= 1.05
-    se = 1 / math.sqrt(20000)
-    assert abs(float(res.samples.mean())) < 5 * se
-    assert abs(float(res.samples.std()) - 1) < 5 * se / math.sqrt(2)
-
-
-def test_adapt_step_size_rule():
-    tau = torch.tensor(1.0)
-    # tau <- tau * 2**min(a/0.33 - 1, 1)
-    assert float(adapt_step_size(tau, torch.tensor(0.33))) == pytest.approx(1.0)
-    assert float(adapt_step_size(tau, torch.tensor(0.0))) == pytest.approx(0.5)
-    assert float(adapt_step_size(tau, torch.tensor(0.495))) == pytest.approx(2**0.5)
-    assert float(adapt_step_size(tau, torch.tensor(1.0))) == pytest.approx(2.0)
-    assert float(adapt_step_size(tau, torch.tensor(0.0), bounds=(0.9, 2.0))) == pytest.approx(0.9)
-
-
-def test_effective_sample_size_and_log_ess():
-    lw = torch.log(torch.tensor([1.0, 1.0, 2.0, 0.0]))
-    assert effective_sample_size(lw) == pytest.approx(16 / 6)
-    assert float(log_ess(torch.full((3,), -math.inf))) == -math.inf
-
-
-@pytest.mark.parametrize("method", ["multinomial", "systematic"])
-def test_resample_indices_follow_the_weights(method):
-    g = torch.Generator().manual_seed(8)
-    p = torch.tensor([0.1, 0.2, 0.0, 0.7])
-    idx = resample_indices(p.log(), 100000, generator=g, method=method)
-    freq = torch.bincount(idx, minlength=4).double() / 100000
-    # binomial SE sqrt(p (1 - p) / n) <= 0.0016: 0.01 is > 6 SE
-    assert torch.allclose(freq, p.double(), atol=0.01)
-    assert int((idx == 2).sum()) == 0
-
-
-def test_anneal_between_two_gaussians_estimates_log_normaliser():
-    # components (log N(0,1) normalised, log of N(3, 0.5) times e^2); Z ratio = e^2
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        a = gaussian(torch.zeros(1), torch.ones(1))(x)
-        b = gaussian(torch.tensor([3.0]), torch.tensor([0.5]))(x) + 2.0
-        return torch.stack([a, b], -1)
-
-    g = torch.Generator().manual_seed(9)
-    x = torch.randn(4096, 1, generator=g)
-    beta = torch.linspace(0, 1, 101)[:, None]
-    res = anneal(
-        fn,
-        x,
-        fn(x),
-        torch.cat([1 - beta, beta], 1),
-        generator=g,
-        step_size=0.2,
-        resample_threshold=0.5,
-    )
-    # over the 24 runs: log Z - 2 = 0.003 +- 0.018 (sd), at most 0.038 (the weights' own SE,
-    # ~0.008, misses the resampling); the weighted mean - 3 = -0.005 +- 0.010. Bounds:
-    # mean + 5 sd
-    log_z = torch.logsumexp(res.log_weights, 0) - math.log(4096)
-    assert abs(float(log_z) - 2.0) < 0.1
-    w = torch.softmax(res.log_weights, 0)
-    assert abs(float((w * res.samples[:, 0]).sum()) - 3.0) < 0.06
-
-
-def test_standardise_keeps_normalisation_and_maps_coordinates():
-    mean = torch.tensor([1.0, -2.0])
-    std = torch.tensor([0.5, 3.0])
-    f = standardise(gaussian(mean, std), mean, std)
-    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
-    expected = gaussian(torch.zeros(2), torch.ones(2))(z)
-    assert torch.allclose(f(z), expected, atol=1e-5)
-    x = f.to_original(z)
-    assert torch.allclose(f.to_standardised(x), z, atol=1e-6)
-
-
-def test_evaluate_rejects_wrong_shapes():
-    with pytest.raises(ValueError, match="shape"):
-        evaluate(lambda x: x, torch.zeros(3, 2))
-
-
 def test_config_validation():
     with pytest.raises(ConfigError, match="target_acceptance"):
         PrescaleConfig(target_acceptance=1.5)
@@ -297,8 +178,6 @@ def test_config_validation():
 def test_population_proposal_on_badly_scaled_correlated_gaussian():
     """Widths 0.01..100 and rho 0.95 between pairs, base width 10 everywhere: the population
     proposal recovers the widths and keeps a healthy acceptance."""
-    from smeft_pyhf.sampler.annealing import prescale as _prescale
-    from smeft_pyhf.sampler.config import PrescaleConfig as _Config
 
     d = 6
     widths = torch.tensor([0.01, 0.1, 1.0, 10.0, 100.0, 0.03], dtype=torch.float64)
@@ -312,7 +191,7 @@ def test_population_proposal_on_badly_scaled_correlated_gaussian():
         return -0.5 * torch.einsum("bi,ij,bj->b", x, prec, x)
 
     g = torch.Generator().manual_seed(3)
-    res = _prescale(target, d, config=_Config(n_samples=2048, n_steps=200), generator=g,
+    res = prescale(target, d, config=PrescaleConfig(n_samples=2048, n_steps=200), generator=g,
                     init_scale=torch.full((d,), 10.0, dtype=torch.float64))
     # over the 24 runs: acceptance 0.3287-0.3293 (sd 0.0002); the largest relative width
     # error of the six 0.022 +- 0.009 (sd), at most 0.035. Bounds: mean + 5 sd (acceptance:
@@ -321,50 +200,7 @@ def test_population_proposal_on_badly_scaled_correlated_gaussian():
     torch.testing.assert_close(res.std, widths, rtol=0.07, atol=0.0)
 
 
-def test_full_whitening_maps_a_correlated_gaussian_to_a_standard_normal():
-    from smeft_pyhf.sampler.annealing import standardise, weighted_cholesky
-
-    g = torch.Generator().manual_seed(5)
-    cov = torch.tensor([[4.0, 1.9], [1.9, 1.0]], dtype=torch.float64)
-    mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
-    dist = torch.distributions.MultivariateNormal(mean, cov)
-    x = mean + torch.randn(20000, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
-    factor = weighted_cholesky(x, torch.zeros(20000, dtype=torch.float64))
-    zlog = standardise(dist.log_prob, x.mean(0), x.std(0), factor)
-    z = zlog.to_standardised(x)
-    torch.testing.assert_close(zlog.to_original(z), x)
-    # whitening with the samples' own (1/n-normalised) covariance: torch.cov (1/(n - 1)) of
-    # the whitened samples is the identity times n / (n - 1), exactly (5e-5 off on every run of
-    # seeds 0-7 x ATEN default/avx2/avx512)
-    eye = torch.eye(2, dtype=torch.float64)
-    torch.testing.assert_close(torch.cov(z.T), eye, atol=2e-4, rtol=0)
-    # the density stays normalised: log p_z equals the standard-normal density up to the
-    # mismatch between the estimated and the true mean and covariance (a quadratic in z of
-    # size ~ sqrt(2 / n) z^2). Largest difference at the first 100 points over seeds 0-7 (same
-    # on all three ATEN settings): 0.068 +- 0.035 (sd), at most 0.138 (seed 5: 0.023); bound
-    # mean + 5 sd. A dropped log|det A| would be off by 0.47
-    std_normal = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    assert (zlog(z[:100]) - std_normal[:100]).abs().max() < 0.25
-
-
-def test_annealing_schedules():
-    from smeft_pyhf.sampler.annealing import annealing_schedule
-
-    linear = annealing_schedule(10)
-    torch.testing.assert_close(linear, torch.arange(11, dtype=torch.float64) / 10)
-    logit = annealing_schedule(402, "logit", 1e-6)
-    assert float(logit[0]) == 0.0 and float(logit[-1]) == 1.0
-    assert bool((logit[1:] > logit[:-1]).all())
-    inner = torch.logit(logit[1:-1])
-    # evenly spaced in logit(beta), from logit(1e-6) to logit(1 - 1e-6)
-    assert float(inner[0]) == pytest.approx(math.log(1e-6 / (1 - 1e-6)))
-    assert float(inner[-1]) == pytest.approx(-math.log(1e-6 / (1 - 1e-6)))
-    torch.testing.assert_close(inner.diff(), inner.diff()[:1].expand(400))
-    with pytest.raises(ConfigError, match="schedule"):
-        PrescaleConfig(schedule="cosine")
-
-
-def test_logit_schedule_follows_a_target_a_thousand_times_narrower_than_the_base():
+def test_logit_schedule_follows_a_target_a_thousand_times_narrower_than_the_base(gaussian):
     """20-dim Gaussian, widths 1e-3..1 against a base of width 2: with 300 logit steps the
     widths and means are right and the AIS log Z (exactly 0: the target is normalised) is off
     by a few units; the paper's linear schedule is off by thousands.
