@@ -9,8 +9,8 @@ number of coupling blocks, ...) carry our own defaults and say so in their descr
 every step from these sizes (and the number of parameters and measurements), and
 :func:`check_sampler_costs` refuses settings above :data:`MAX_MEMORY_GB` or
 :data:`MAX_EVALUATIONS` before anything is allocated. A field whose metadata says
-``allow_inf`` takes ``inf`` in a runcard (``TrainConfig.clip_alpha``); the runcard reader
-(:func:`smeft_pyhf.fit.runcard.apply_overrides`) refuses non-finite values elsewhere.
+``allow_inf`` takes ``inf`` in a runcard (``TrainConfig.clip_alpha``); the runcard schema
+(:func:`smeft_pyhf.fit.sampler_block.dataclass_schema`) refuses non-finite values elsewhere.
 
 Example:
     >>> from smeft_pyhf.sampler.config import PrescaleConfig, TrainConfig
