@@ -181,8 +181,8 @@ def read_document(
         try:
             document = json.loads(text)
         except json.JSONDecodeError as err:
-            raise InputError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}",
-                             where=where) from err
+            raise InputError(f"is not valid JSON at line {err.lineno}, column {err.colno} "
+                             f"({err.msg})", where=where) from err
     else:
         document = parse_yaml(text, where=where, loader=loader)
     if not isinstance(document, dict):
