@@ -131,7 +131,7 @@ def test_sampler_overrides():
     combined = build_sampler_config({"paper": "combined", "train": {"n_batches": 7}})
     assert (combined.prescale.n_samples, combined.prescale.n_steps) == (40960, 5500)
     assert (combined.train.n_batches, combined.train.ais_steps) == (7, 8)
-    with pytest.raises(ConfigError, match="invalid value 'combo'.*top, higgs, combined"):
+    with pytest.raises(ConfigError, match=r"invalid value 'combo'.*top, higgs, combined"):
         build_sampler_config({"paper": "combo"})
     with pytest.raises(ConfigError, match="expected true/false"):
         build_sampler_config({"flow": {"compile": 1}})
@@ -184,7 +184,7 @@ def test_sampler_block_with_top_level_settings_from_a_file(tmp_path):
     config = build_sampler_config(rc.sampler)
     assert (config.prescale.n_samples, config.train.n_batches, config.range_nsigma) == (40960, 7, 5)
     assert rc.to_dict()["sampler"]["paper"] == "combined"
-    with pytest.raises(ConfigError, match="sampler.paper: invalid value 'combo'"):
+    with pytest.raises(ConfigError, match=r"sampler\.paper: invalid value 'combo'"):
         load_runcard(write(tmp_path, yaml.safe_dump(base(sampler={"paper": "combo"}))))
 
 
@@ -248,7 +248,7 @@ def test_sampler_numbers_in_yaml_and_infinite_clip(tmp_path):
     assert build_sampler_config({"sample": {"weight_range": [-8, 3]}}).sample.weight_range == (
         -8.0, 3.0)
     # a number written as text (quoted in YAML) is a string, and refused
-    with pytest.raises(ConfigError, match="train.learning_rate: expected a number, got '1e-3'"):
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: expected a number, got '1e-3'"):
         build_sampler_config({"train": {"learning_rate": "1e-3"}})
 
 
