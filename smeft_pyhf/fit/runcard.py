@@ -61,7 +61,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 import os
@@ -124,8 +123,7 @@ def database_datasets(database: Path) -> tuple[str, ...]:
 @lru_cache(maxsize=256)
 def _theory_table(path: Path, mtime: float) -> tuple[dict[str, tuple[str, ...]], int]:
     """The keys per order of a theory table and its number of points (``best_sm``)."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = read_document(path, error=DataError, what="SMEFiT theory table")
     keys = {
         order: tuple(data[order].keys())
         for order in ("LO", "NLO_QCD")
