@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -99,26 +99,21 @@ def intervals_from_curve(x: np.ndarray, delta: np.ndarray, *,
 
 
 def _card_total(card: Any) -> tuple[float, float, float]:
-    """(best_fit, up, down) of a card's total uncertainty (mapping, object or YAML path)."""
-    from smeft_pyhf.likelihood.cards import _get
+    """(best_fit, up, down) of a card's total uncertainty (card, card mapping or card file)."""
+    from smeft_pyhf.formats.card import MeasurementCard, load_card
 
-    raw = card
     where = "card"
     if isinstance(card, (str, os.PathLike)):
-        import yaml
-
         where = str(card)
-        try:
-            raw = yaml.safe_load(Path(card).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            from smeft_pyhf.exceptions import InputError
-
-            raise InputError(f"cannot be read ({err})", where=where) from err
-    measurement = _get(raw, "measurement")
-    total = _get(measurement, "total")
-    best = _get(measurement, "best_fit")
-    up = _get(total, "up", _get(total, "symmetric"))
-    down = _get(total, "down", _get(total, "symmetric"))
+        card = load_card(card)
+    measurement = card.measurement if isinstance(card, MeasurementCard) else (
+        card.get("measurement") if isinstance(card, Mapping) else None)
+    measurement = measurement if isinstance(measurement, Mapping) else {}
+    total = measurement.get("total")
+    total = total if isinstance(total, Mapping) else {}
+    best = measurement.get("best_fit")
+    up = total.get("up", total.get("symmetric"))
+    down = total.get("down", total.get("symmetric"))
     if best is None or up is None or down is None:
         raise DataError("the card has no measurement.total uncertainty",
                         where=f"{where}: measurement.total",

@@ -27,6 +27,8 @@ A runcard is a YAML file (schema ``smeft_pyhf/schemas/runcard.schema.json``,
       paper: top                       # Table 5 column to start from: top | higgs | combined
       train: {n_batches: 50}
     output: smeft_pyhf_results
+    workers: null                      # worker processes for the likelihood (null: this one)
+    scheduler: null                    # address of a running scheduler (null: none)
 
 Coefficient names follow the SMEFiT convention with a ``c`` prefix (``OtG`` -> ``ctG``); the
 ``O`` spelling is accepted too. When ``database`` is absent, the environment variable
@@ -36,14 +38,18 @@ A SMEFiT runcard (keys ``coefficients``, ``datasets`` and ``result_ID``/``use_qu
 directly through :func:`smeft_pyhf.likelihood.smefit_runcard.read_smefit_runcard`; see
 :func:`load_runcard`.
 
-Validation happens in three stages: YAML parsing, the JSON schema, then semantic checks
+Validation happens in three stages: YAML parsing (:mod:`smeft_pyhf.formats.reader`; ``1e-3``
+is a number there), the JSON schema (:func:`smeft_pyhf.fit.sampler_block.runcard_schema`: keys,
+types and choices, the ``sampler`` block's steps and settings included), then semantic checks
 (finite ranges with ``min < max`` and finite fixed values, datasets present in the database,
 measurement cards valid with their prediction and replaced datasets in the database,
-coefficients present in at least one theory table, sampler settings known and of the type of
-their field, the sampler's estimated memory and number of likelihood evaluations below
+coefficients present in at least one theory table, the sampler settings accepted by its
+configuration, the sampler's estimated memory and number of likelihood evaluations below
 generous ceilings); any failure raises one :class:`~smeft_pyhf.exceptions.ConfigError` (a
-broken card: :class:`~smeft_pyhf.exceptions.DataError`) naming the file, the field and the
-valid choices.
+broken card: :class:`~smeft_pyhf.exceptions.DataError`; an unreadable file:
+:class:`~smeft_pyhf.exceptions.InputError`) naming the file, the field and the valid choices.
+The types (:class:`~smeft_pyhf.formats.runcard.Runcard`,
+:class:`~smeft_pyhf.formats.runcard.DatasetSpec`) live in :mod:`smeft_pyhf.formats.runcard`.
 
 Example:
     >>> from smeft_pyhf._resources import examples_dir
@@ -54,24 +60,29 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import json
 import logging
 import math
 import os
-import re
-import types
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import yaml
-
-from ..exceptions import ConfigError, DataError, InputError
+from ..exceptions import ConfigError, DataError
 from ..formats.coefficients import CoefficientSpec, coefficient_name
+from ..formats.reader import read_document, validate_document
+from ..formats.runcard import (
+    DATABASE_ENV,
+    RUNCARD_VERSION,
+    DatasetSpec,
+    Runcard,
+    is_smefit_runcard,
+    normalise_order,
+    resolve_database,
+    runcard_from_dict,
+)
+from .sampler_block import build_sampler_config, runcard_schema
 
 log = logging.getLogger(__name__)
 
@@ -80,124 +91,14 @@ __all__ = [
     "RUNCARD_VERSION",
     "DatasetSpec",
     "Runcard",
-    "apply_overrides",
     "build_sampler_config",
+    "check_runcard",
     "database_datasets",
     "is_smefit_runcard",
     "load_runcard",
     "parse_runcard",
     "theory_operators",
 ]
-
-RUNCARD_VERSION = 1
-DATABASE_ENV = "SMEFT_PYHF_DATABASE"
-_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "runcard.schema.json"
-
-Order = Literal["LO", "NLO_QCD"]
-TheoryMode = Literal["profiled", "marginalised", "gaussian", "nuisance"]
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """One input: a SMEFiT dataset (``name``, optional ``order``) or a measurement ``card``."""
-
-    name: str | None = None
-    order: Order | None = None
-    card: Path | None = None
-
-    def to_dict(self) -> dict[str, Any] | str:
-        """Runcard form."""
-        if self.card is not None:
-            return {"card": str(self.card)}
-        if self.order is None:
-            return str(self.name)
-        return {"name": self.name, "order": self.order}
-
-
-@dataclasses.dataclass(frozen=True)
-class Runcard:
-    """A validated, resolved runcard (paths absolute). Build with :func:`load_runcard`.
-
-    Example:
-        >>> from smeft_pyhf._resources import examples_dir
-        >>> rc = load_runcard(examples_dir() / "default_runcard.yaml")
-        >>> rc.replace(scale_theory=0.5).scale_theory
-        0.5
-    """
-
-    datasets: tuple[DatasetSpec, ...]
-    coefficients: tuple[CoefficientSpec, ...]
-    database: Path | None = None
-    name: str = "fit"
-    order: Order = "NLO_QCD"
-    linear_only: bool = False
-    rho: float = 0.99
-    theory: TheoryMode = "profiled"
-    scale_theory: float = 1.0
-    use_t0: bool = True
-    use_theory_cov: bool = True
-    device: str = "cpu"
-    dtype: Literal["float32", "float64"] = "float32"
-    seed: int = 1
-    analytic: Literal["auto", "always", "never"] = "auto"
-    sampler: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    output: Path = Path("smeft_pyhf_results")
-    source: Path | None = None
-    source_format: Literal["smeft-pyhf", "smefit"] = "smeft-pyhf"
-
-    @property
-    def free(self) -> tuple[CoefficientSpec, ...]:
-        """Sampled coefficients, in runcard order."""
-        return tuple(c for c in self.coefficients if c.is_free)
-
-    @property
-    def free_names(self) -> tuple[str, ...]:
-        """Names of the sampled coefficients."""
-        return tuple(c.name for c in self.free)
-
-    @property
-    def ranges(self) -> dict[str, tuple[float, float]]:
-        """``name -> (min, max)`` of the sampled coefficients."""
-        return {c.name: (float(c.minimum), float(c.maximum)) for c in self.free}  # type: ignore[arg-type]
-
-    @property
-    def smefit_datasets(self) -> tuple[DatasetSpec, ...]:
-        """The SMEFiT datasets."""
-        return tuple(d for d in self.datasets if d.card is None)
-
-    @property
-    def cards(self) -> tuple[Path, ...]:
-        """The measurement-card paths."""
-        return tuple(d.card for d in self.datasets if d.card is not None)
-
-    def replace(self, **changes: Any) -> Runcard:
-        """A copy with ``changes`` applied (no re-validation)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved runcard as a plain dict (stored in the results file)."""
-        return {
-            "runcard_version": RUNCARD_VERSION,
-            "name": self.name,
-            "database": None if self.database is None else str(self.database),
-            "datasets": [d.to_dict() for d in self.datasets],
-            "coefficients": {c.name: c.to_dict() for c in self.coefficients},
-            "order": self.order,
-            "linear_only": self.linear_only,
-            "rho": self.rho,
-            "theory": self.theory,
-            "scale_theory": self.scale_theory,
-            "use_t0": self.use_t0,
-            "use_theory_cov": self.use_theory_cov,
-            "device": self.device,
-            "dtype": self.dtype,
-            "seed": self.seed,
-            "analytic": self.analytic,
-            "sampler": _copy_sampler(self.sampler),
-            "output": str(self.output),
-            "source": None if self.source is None else str(self.source),
-            "source_format": self.source_format,
-        }
 
 
 # --------------------------------------------------------------------------- helpers
@@ -222,8 +123,7 @@ def database_datasets(database: Path) -> tuple[str, ...]:
 @lru_cache(maxsize=256)
 def _theory_table(path: Path, mtime: float) -> tuple[dict[str, tuple[str, ...]], int]:
     """The keys per order of a theory table and its number of points (``best_sm``)."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = read_document(path, error=DataError, what="SMEFiT theory table")
     keys = {
         order: tuple(data[order].keys())
         for order in ("LO", "NLO_QCD")
@@ -256,78 +156,7 @@ def theory_operators(database: Path, dataset: str, order: str = "NLO_QCD") -> fr
     return frozenset(names)
 
 
-def _normalise_order(order: str | None) -> Order | None:
-    if order is None:
-        return None
-    return "NLO_QCD" if order in ("NLO", "NLO_QCD") else "LO"
-
-
-def _schema_validate(data: Any, where: str) -> None:
-    import jsonschema
-
-    schema = json.loads(_SCHEMA.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft7Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
-    if not errors:
-        return
-    err = errors[0]
-    field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-    # friendlier messages for the common mistakes
-    if err.validator == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        valid = sorted(err.schema.get("properties", {}))
-        bad = extra[0] if extra else "?"
-        raise ConfigError(
-            f"unknown key '{bad}' in {field}",
-            where=where,
-            hint=_hint(bad, valid, "keys"),
-        )
-    if err.validator == "oneOf" and isinstance(err.instance, dict):
-        raise ConfigError(
-            f"invalid dataset entry at {field}: {err.instance!r}",
-            where=where,
-            hint="write a SMEFiT dataset as a name or {name: ..., order: LO|NLO_QCD}, "
-            "a measurement card as {card: path}",
-        )
-    if err.validator == "required":
-        raise ConfigError(f"{err.message} (at {field})", where=where, hint="add the missing key")
-    if err.validator == "enum":
-        raise ConfigError(
-            f"invalid value {err.instance!r} for {field}",
-            where=where,
-            hint="valid choices: " + ", ".join(map(str, err.validator_value)),
-        )
-    raise ConfigError(f"invalid value at {field}: {err.message}", where=where)
-
-
 # ------------------------------------------------------------------------- public API
-def is_smefit_runcard(data: Mapping[str, Any]) -> bool:
-    """True for a SMEFiT runcard (``coefficients`` + ``datasets`` + ``result_ID``/``use_quad``)."""
-    return (
-        isinstance(data, Mapping)
-        and "runcard_version" not in data
-        and "coefficients" in data
-        and "datasets" in data
-        and ("result_ID" in data or "use_quad" in data)
-    )
-
-
-def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError("runcard not found", where=str(path), hint="check the path")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(
-            f"malformed YAML{place}: {problem}",
-            where=str(path),
-            hint="check indentation and quoting",
-        ) from err
-
-
 def load_runcard(
     path: str | os.PathLike[str],
     *,
@@ -343,11 +172,11 @@ def load_runcard(
         restrict: for SMEFiT runcards: keep only the datasets present in the database
             (``"available"``) or only the top-quark ones among them (``"top"``); coefficients
             absent from every remaining theory table are then dropped too.
-        validate: run the semantic checks against the database.
+        validate: run the semantic checks against the database (:func:`check_runcard`).
 
     Raises:
-        ConfigError: malformed YAML, schema violation or semantic error (one paragraph).
-        InputError: the file does not exist.
+        ConfigError: schema violation or semantic error (one paragraph, file and field named).
+        InputError: the file does not exist or is not YAML.
 
     Example:
         >>> from smeft_pyhf._resources import examples_dir
@@ -355,13 +184,8 @@ def load_runcard(
         'NLO_QCD'
     """
     path = Path(path).resolve()
-    data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(
-            "a runcard must be a YAML mapping (key: value lines)",
-            where=str(path),
-            hint="start from smeft_pyhf/examples/default_runcard.yaml",
-        )
+    data = read_document(path, error=ConfigError, what="runcard",
+                         hint="start from smeft_pyhf/examples/default_runcard.yaml")
     if is_smefit_runcard(data):
         return _from_smefit(path, database=database, restrict=restrict, validate=validate)
     return parse_runcard(data, source=path, database=database, validate=validate)
@@ -376,6 +200,9 @@ def parse_runcard(
 ) -> Runcard:
     """Validate a runcard given as a dict (paths resolved relative to ``source``'s folder).
 
+    The document is checked against :func:`~smeft_pyhf.fit.sampler_block.runcard_schema`, then
+    (with ``validate``) against the database by :func:`check_runcard`.
+
     Example:
         >>> from smeft_pyhf._resources import examples_dir
         >>> rc = parse_runcard({"runcard_version": 1, "datasets": ["EX_tZ_13TeV"],
@@ -386,66 +213,11 @@ def parse_runcard(
     """
     src = Path(source).resolve() if source is not None else None
     where = str(src) if src is not None else "runcard"
-    base = src.parent if src is not None else Path.cwd()
-    _schema_validate(dict(data), where)
-
-    db = _resolve_database(data.get("database"), database, base, where)
-    datasets = []
-    for entry in data["datasets"]:
-        if isinstance(entry, str):
-            datasets.append(DatasetSpec(name=entry))
-        elif "card" in entry:
-            datasets.append(DatasetSpec(card=(base / entry["card"]).resolve()))
-        else:
-            datasets.append(DatasetSpec(name=entry["name"], order=_normalise_order(entry.get("order"))))
-    coefficients = []
-    for raw_name, spec in data["coefficients"].items():
-        constrain = spec.get("constrain")
-        coefficients.append(
-            CoefficientSpec(
-                name=coefficient_name(raw_name),
-                minimum=None if spec.get("min") is None else float(spec["min"]),
-                maximum=None if spec.get("max") is None else float(spec["max"]),
-                value=None if spec.get("value") is None else float(spec["value"]),
-                constrain=()
-                if constrain is None
-                else tuple((coefficient_name(k), float(v)) for k, v in constrain.items()),
-            )
-        )
-    runcard = Runcard(
-        datasets=tuple(datasets),
-        coefficients=tuple(coefficients),
-        database=db,
-        name=str(data.get("name", src.stem if src is not None else "fit")),
-        order=_normalise_order(data.get("order", "NLO_QCD")) or "NLO_QCD",
-        linear_only=bool(data.get("linear_only", False)),
-        rho=float(data.get("rho", 0.99)),
-        theory=data.get("theory", "profiled"),
-        scale_theory=float(data.get("scale_theory", 1.0)),
-        use_t0=bool(data.get("use_t0", True)),
-        use_theory_cov=bool(data.get("use_theory_cov", True)),
-        device=str(data.get("device", "cpu")),
-        dtype=data.get("dtype", "float32"),
-        seed=int(data.get("seed", 1)),
-        analytic=data.get("analytic", "auto"),
-        sampler=_copy_sampler(data.get("sampler", {})),
-        output=Path(data.get("output", "smeft_pyhf_results")),
-        source=src,
-    )
+    validate_document(dict(data), runcard_schema(), where=where, error=ConfigError)
+    runcard = runcard_from_dict(data, source=src, database=database)
     if validate:
         check_runcard(runcard)
     return runcard
-
-
-def _resolve_database(
-    value: str | None, override: str | os.PathLike[str] | None, base: Path, where: str
-) -> Path | None:
-    if override is not None:
-        return Path(override).resolve()
-    if value is not None:
-        return (base / value).resolve()
-    env = os.environ.get(DATABASE_ENV)
-    return Path(env).resolve() if env else None
 
 
 def check_runcard(runcard: Runcard) -> None:
@@ -618,251 +390,6 @@ def _check_coefficient_specs(runcard: Runcard, where: str) -> None:
         )
 
 
-# ------------------------------------------------------------------- sampler settings
-def _default_sampler_class() -> type:
-    try:
-        from ..sampler.pipeline import SamplerConfig
-    except ImportError:  # pragma: no cover - only while the pipeline module is missing
-        return _step_configs()
-    return SamplerConfig
-
-
-@lru_cache(maxsize=1)
-def _step_configs() -> type:
-    """Aggregate of the per-step configs (used to validate keys without the pipeline)."""
-    from ..sampler.config import FlowConfig, PrescaleConfig, PretrainConfig, TrainConfig
-    from ..sampler.profiling import ProfileConfig
-    from ..sampler.sampling import SampleConfig
-
-    return dataclasses.make_dataclass(
-        "StepConfigs",
-        [
-            ("prescale", PrescaleConfig, dataclasses.field(default_factory=PrescaleConfig)),
-            ("flow", FlowConfig, dataclasses.field(default_factory=FlowConfig)),
-            ("pretrain", PretrainConfig, dataclasses.field(default_factory=PretrainConfig)),
-            ("train", TrainConfig, dataclasses.field(default_factory=TrainConfig)),
-            ("sample", SampleConfig, dataclasses.field(default_factory=SampleConfig)),
-            ("profile", ProfileConfig, dataclasses.field(default_factory=ProfileConfig)),
-        ],
-        frozen=True,
-    )
-
-
-def _copy_sampler(block: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain copy of a sampler block: per-step mappings and top-level scalars (``paper``,
-    ``range_nsigma``, ...)."""
-    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in block.items()}
-
-
-def build_sampler_config(
-    overrides: Mapping[str, Any] | None,
-    *,
-    base: Any = None,
-    config_class: type | None = None,
-    where: str = "sampler",
-) -> Any:
-    """Apply partial per-step overrides to the paper-default sampler configuration.
-
-    The key ``paper`` picks the column of the paper's Table 5 to start from (``top``, the
-    default; ``higgs``; ``combined``, for fits of 40-50 coefficients).
-
-    Args:
-        overrides: ``{step: {field: value}}`` (``step`` in the fields of the config class).
-        base: configuration to start from (default: ``config_class()``).
-        config_class: the aggregate dataclass (default: ``sampler.pipeline.SamplerConfig``).
-        where: file/field shown in errors.
-
-    Raises:
-        ConfigError: unknown step or field (with the valid ones and a close match), or a value
-            of the wrong type.
-    """
-    from ..sampler.config import Sector
-
-    overrides = dict(overrides or {})
-    column = overrides.pop("paper", None)
-    if base is None:
-        cls = config_class or _default_sampler_class()
-        columns = get_args(Sector)
-        if column is None:
-            base = cls()
-        elif column in columns and hasattr(cls, "paper"):
-            base = cls.paper(column)
-        else:
-            raise ConfigError(f"unknown paper column {column!r}", where=f"{where}: paper",
-                              hint=f"use one of {', '.join(columns)} (Table 5)")
-    return apply_overrides(base, overrides, where=where)
-
-
-def apply_overrides(config: Any, overrides: Mapping[str, Any], *, where: str) -> Any:
-    """Recursively ``dataclasses.replace`` a (frozen) dataclass with a nested dict.
-
-    Every value is checked against the field's type annotation (``int``, ``float``, ``bool``,
-    ``str``, ``Literal[...]``, ``X | None``, ``tuple[float, float]``, nested dataclasses):
-    integers take integral numbers, floats take finite numbers (``inf`` only where the field's
-    metadata says ``allow_inf``), and numbers written as text (YAML reads ``1e-3`` as a string)
-    are read as numbers. The config's own checks (``__post_init__``) run afterwards; their
-    errors are raised again with ``where``.
-
-    Raises:
-        ConfigError: unknown setting (with close names), a value of the wrong type, or a value
-            the config refuses, naming ``where`` and the setting.
-
-    Example:
-        >>> @dataclasses.dataclass(frozen=True)
-        ... class Step:
-        ...     lr: float = 1e-3
-        ...     batches: int = 100
-        ...     chunk: int | None = None
-        >>> apply_overrides(Step(), {"batches": 10, "lr": "1e-2", "chunk": 64}, where="x")
-        Step(lr=0.01, batches=10, chunk=64)
-        >>> apply_overrides(Step(), {"chunk": "abc"}, where="rc.yaml: sampler: step")
-        Traceback (most recent call last):
-        ...
-        smeft_pyhf.exceptions.ConfigError: rc.yaml: sampler: step: chunk: expected an integer or null, got 'abc'
-    """
-    if not dataclasses.is_dataclass(config):
-        raise ConfigError(f"'{where}' takes a value, not a mapping", where=where)
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    hints = _field_types(config)
-    changes: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ConfigError(
-                f"unknown setting '{key}'",
-                where=where,
-                hint=_hint(key, sorted(fields), "settings here"),
-            )
-        current = getattr(config, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"'{key}' needs a mapping of settings", where=f"{where}: {key}")
-            changes[key] = apply_overrides(current, value, where=f"{where}: {key}")
-        else:
-            changes[key] = _coerce(
-                hints.get(key), value, where=f"{where}: {key}", current=current,
-                allow_inf=bool(fields[key].metadata.get("allow_inf", False)),
-            )
-    try:
-        return dataclasses.replace(config, **changes)
-    except ConfigError as err:  # a check of the config itself: name the runcard
-        raise ConfigError(err.message, where=where, hint=err.hint) from err
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid settings ({err})", where=where) from err
-
-
-def _field_types(config: Any) -> dict[str, Any]:
-    """The resolved field annotations of a dataclass (empty when they cannot be resolved)."""
-    try:
-        return typing.get_type_hints(type(config))
-    except (NameError, TypeError, AttributeError):
-        return {}
-
-
-_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
-
-
-def _describe(annotation: Any) -> str:
-    """A type annotation in words (for error messages)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = [_describe(a) for a in args if a is not type(None)]
-        text = " or ".join(options)
-        return text + " or null" if type(None) in args else text
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-        kinds = {_describe(a) for a in args}
-        kind = kinds.pop() if len(kinds) == 1 else "values"
-        kind = {"a number": "numbers", "an integer": "integers"}.get(kind, kind)
-        return f"a list of {len(args)} {kind}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a float when it is a number or a number written as text, else ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
-        return float(value)
-    return None
-
-
-def _coerce(annotation: Any, value: Any, *, where: str, current: Any = None,
-            allow_inf: bool = False) -> Any:
-    """Check ``value`` against the type ``annotation`` and convert it (see apply_overrides)."""
-    if annotation is None:
-        return _coerce_like(current, value, where=where)
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    wrong = ConfigError(f"expected {_describe(annotation)}, got {value!r}", where=where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise wrong
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(option, value, where=where, allow_inf=allow_inf)
-            except ConfigError:
-                continue
-        raise wrong
-    if origin is Literal:
-        for choice in args:
-            if type(choice) is type(value) and choice == value:
-                return value
-        raise wrong
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise wrong
-        if len(args) == 2 and args[1] is Ellipsis:
-            kinds = (args[0],) * len(value)
-        elif args and len(value) != len(args):
-            raise ConfigError(f"expected {_describe(annotation)}, got {len(value)} values "
-                              f"{list(value)!r}", where=where)
-        else:
-            kinds = args or (Any,) * len(value)
-        pairs = enumerate(zip(kinds, value, strict=True))
-        return tuple(_coerce(None if k is Any else k, v, where=f"{where}[{i}]", current=v,
-                             allow_inf=allow_inf) for i, (k, v) in pairs)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise wrong
-        return value
-    if annotation is int:
-        number = _number(value)
-        if number is None or not math.isfinite(number) or not number.is_integer():
-            raise wrong
-        return int(number)
-    if annotation is float:
-        number = _number(value)
-        if number is None or math.isnan(number) or (math.isinf(number) and not allow_inf):
-            raise wrong
-        return number
-    if annotation is str:
-        if not isinstance(value, str):
-            raise wrong
-        return value
-    return _coerce_like(current, value, where=where)
-
-
-def _coerce_like(current: Any, value: Any, *, where: str) -> Any:
-    """Type check by the current value (fields without a usable annotation)."""
-    if current is None or value is None:
-        return value
-    for kind in (bool, int, float, str):
-        if isinstance(current, kind):
-            return _coerce(kind, value, where=where)
-    if isinstance(current, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list, got {value!r}", where=where)
-        return tuple(value)
-    return value
-
-
 # -------------------------------------------------------------------- SMEFiT runcards
 def _from_smefit(
     path: Path,
@@ -874,7 +401,7 @@ def _from_smefit(
     from ..likelihood.smefit_runcard import read_smefit_runcard
 
     selection = read_smefit_runcard(path)
-    db = _resolve_database(None, database, path.parent, str(path))
+    db = resolve_database(None, database, path.parent)
     if restrict != "none":
         if db is None:
             raise ConfigError(
@@ -898,9 +425,9 @@ def _from_smefit(
                 where=str(path),
                 hint=f"check --database ({db})",
             )
-    order = _normalise_order(str(selection.order)) or "NLO_QCD"
+    order = normalise_order(str(selection.order)) or "NLO_QCD"
     datasets = tuple(
-        DatasetSpec(name=name, order=_normalise_order(d_order))
+        DatasetSpec(name=name, order=normalise_order(d_order))
         for name, d_order in (_selection_dataset(e) for e in selection.datasets)
     )
     coefficients = tuple(

@@ -46,20 +46,18 @@ Example:
 from __future__ import annotations
 
 import difflib
-import functools
-import json
 import logging
 import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
 from .._io import atomic_write_text
-from ..exceptions import DataError, InputError
+from ..exceptions import DataError
+from .reader import load_schema, read_document, validate_document
 
 __all__ = [
     "CARD_VERSION",
@@ -97,7 +95,6 @@ SYSTEMATIC_CATEGORIES: tuple[str, ...] = (
 _BACKGROUND_RE = re.compile(r"Background:[A-Za-z0-9_.+\-]+")
 
 CARD_VERSION = 1
-_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "measurement_card.schema.json"
 _HEADER = (
     "# smeft-pyhf measurement card (card_version 1). Written by `smeft-pyhf ingest`;\n"
     "# uncertainties are absolute on the POI unless called relative (= absolute / |best_fit|).\n"
@@ -229,22 +226,14 @@ class MeasurementCard(NamedTuple):
         return out
 
 
-@functools.lru_cache(maxsize=1)
 def card_schema() -> dict[str, Any]:
-    """The JSON schema of measurement cards.
+    """The JSON schema of measurement cards (``smeft_pyhf/schemas/measurement_card.schema.json``).
 
     Example:
         >>> card_schema()["properties"]["card_version"]
         {'const': 1}
     """
-    return json.loads(_SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def _path_of(parts: Any) -> str:
-    text = ""
-    for item in parts:
-        text += f"[{item}]" if isinstance(item, int) else f".{item}"
-    return text.lstrip(".") or "(top level)"
+    return load_schema("measurement_card")
 
 
 def _check_finite(obj: Any, where: str) -> None:
@@ -344,19 +333,9 @@ def validate_card(document: Mapping[str, Any], *, where: str = "<card>") -> None
         >>> validate_card({"card_version": 1})
         Traceback (most recent call last):
         ...
-        smeft_pyhf.exceptions.DataError: <card>: invalid measurement card at (top level): 'name' is a required property. Hint: see smeft_pyhf/schemas/measurement_card.schema.json
+        smeft_pyhf.exceptions.DataError: <card>: (top level): 'name' is a required property. Hint: add the missing key
     """
-    import jsonschema
-
-    validator = jsonschema.Draft7Validator(card_schema())
-    errors = sorted(validator.iter_errors(dict(document)), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = jsonschema.exceptions.best_match(errors)
-        raise DataError(
-            f"invalid measurement card at {_path_of(error.absolute_path)}: {error.message}",
-            where=where,
-            hint="see smeft_pyhf/schemas/measurement_card.schema.json",
-        )
+    validate_document(dict(document), "measurement_card", where=where, error=DataError)
     _check_finite(dict(document), "")
     check_card_categories(document, where=where)
 
@@ -447,7 +426,8 @@ def load_card(path: str | os.PathLike[str]) -> MeasurementCard:
 
     Raises:
         InputError: missing file or invalid YAML (with line/column).
-        DataError: schema violation (field path and value).
+        DataError: schema violation (field path and value); see
+            :func:`smeft_pyhf.formats.reader.read_document`.
 
     Example:
         >>> import tempfile, pathlib
@@ -456,17 +436,7 @@ def load_card(path: str | os.PathLike[str]) -> MeasurementCard:
         >>> load_card(path).systematics["Jets"]["absolute"]
         0.05
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("measurement card does not exist", where=str(path), hint="check the path")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"is not valid YAML{position}", where=str(path)) from None
-    if not isinstance(document, dict):
-        raise DataError("a measurement card must be a YAML mapping", where=str(path))
+    document = read_document(path, error=DataError, what="measurement card")
     validate_card(document, where=str(path))
     return card_from_dict(document, source=str(path))
 

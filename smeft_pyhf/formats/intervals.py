@@ -7,7 +7,7 @@ their intervals by it, and the thresholds and probabilities below are looked up 
 
 :class:`Interval` is what every interval code returns: the profiled and marginalised intervals
 of a fit (:mod:`smeft_pyhf.results.intervals`), the analytic Gaussian ones, and the
-full-likelihood vs card comparison (:mod:`smeft_pyhf.likelihood.full_likelihood`). Segments
+full-likelihood vs card comparison (:mod:`smeft_pyhf.checks.card_vs_full`). Segments
 below a threshold are found by :func:`segments_below`, the one linear-crossing code.
 
 Example:

@@ -60,16 +60,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
 def _absolute(value: Any, where: str) -> float:
-    number = value if isinstance(value, (int, float)) else _get(value, "absolute")
+    number = value.get("absolute") if isinstance(value, Mapping) else value
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise DataError(f"expected an absolute uncertainty, got {value!r}", where=where,
                         hint="write {absolute: <number>}")
@@ -93,21 +85,41 @@ def _categories(block: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def _check_measurement(name: Any, measurement: Any, where: str) -> None:
+    """The name, best fit and statistical uncertainty the likelihood needs."""
+    if not name:
+        raise DataError("field 'name' is missing", where=f"{where}name")
+    measurement = measurement if isinstance(measurement, Mapping) else {}
+    best_fit = measurement.get("best_fit")
+    if isinstance(best_fit, bool) or not isinstance(best_fit, (int, float)) or not math.isfinite(
+            float(best_fit)):
+        raise DataError(f"must be a finite number, got {best_fit!r}",
+                        where=f"{where}measurement.best_fit")
+    _absolute(measurement.get("stat"), f"{where}measurement.stat")
+
+
 def _from_mapping(document: Mapping[str, Any], source: str) -> MeasurementCard:
     """A card given as a mapping (the card layout; plain numbers allowed for absolute values)."""
     where = f"{source}: " if source != "<card>" else ""
-    measurement = _get(document, "measurement")
+    check_card_categories(document, where=source)
+    measurement = document.get("measurement")
+    _check_measurement(document.get("name"), measurement, where)
     filled = {
         "card_version": CARD_VERSION, "observable": {}, "parameters": {}, "diagnostics": {},
         "provenance": {}, **dict(document),
-        "systematics": _categories(_get(document, "systematics"), f"{where}systematics"),
-        "theory": _categories(_get(document, "theory"), f"{where}theory"),
+        "systematics": _categories(document.get("systematics"), f"{where}systematics"),
+        "theory": _categories(document.get("theory"), f"{where}theory"),
     }
-    if isinstance(measurement, Mapping):
-        stat = _get(measurement, "stat")
-        filled["measurement"] = {**measurement, "stat": {"absolute": stat} if isinstance(
-            stat, (int, float)) and not isinstance(stat, bool) else stat}
+    stat = measurement["stat"]
+    plain = isinstance(stat, (int, float)) and not isinstance(stat, bool)
+    filled["measurement"] = {**measurement, "stat": {"absolute": stat} if plain else stat}
     return card_from_dict(filled, source=None if source == "<card>" else source)
+
+
+def _source(provenance: Any, source: str | None) -> str:
+    """The file a card came from: ``provenance.card``, else where it was read."""
+    default = source or "<card>"
+    return str(provenance.get("card", default) if isinstance(provenance, Mapping) else default)
 
 
 def read_card(card: str | Path | Mapping[str, Any] | MeasurementCard, *,
@@ -138,28 +150,20 @@ def read_card(card: str | Path | Mapping[str, Any] | MeasurementCard, *,
     """
     if isinstance(card, (str, Path)):
         path = Path(card)
-        source = str(path)
         if not path.is_file():
-            raise InputError("cannot be read (No such file or directory)", where=source)
+            raise InputError("cannot be read (No such file or directory)", where=str(path))
         card = load_card(path)  # schema and categories checked there
-    else:
-        source = str(_get(_get(card, "provenance"), "card", _get(card, "source") or "<card>"))
+        source = str(path)
+    elif isinstance(card, MeasurementCard):
+        source = _source(card.provenance, card.source)
         check_card_categories(card, where=source)
-    where = f"{source}: " if source != "<card>" else ""
-    if not _get(card, "name"):
-        raise DataError("field 'name' is missing", where=f"{where}name")
-    measurement = _get(card, "measurement")
-    best_fit = _get(measurement, "best_fit")
-    if isinstance(best_fit, bool) or not isinstance(best_fit, (int, float)) or not math.isfinite(
-            float(best_fit)):
-        raise DataError(f"must be a finite number, got {best_fit!r}",
-                        where=f"{where}measurement.best_fit")
-    _absolute(_get(measurement, "stat"), f"{where}measurement.stat")
-    if not isinstance(card, MeasurementCard):
-        card = _from_mapping(card, source)
     else:
-        _categories(card.systematics, f"{where}systematics")
-        _categories(card.theory, f"{where}theory")
+        source = _source(card.get("provenance"), card.get("source"))
+        card = _from_mapping(card, source)
+    where = f"{source}: " if source != "<card>" else ""
+    _check_measurement(card.name, card.measurement, where)
+    _categories(card.systematics, f"{where}systematics")
+    _categories(card.theory, f"{where}theory")
     if not card.smefit_dataset:
         raise DataError("field 'prediction.smefit_dataset' is missing",
                         where=f"{where}prediction.smefit_dataset",

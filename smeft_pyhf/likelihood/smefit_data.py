@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -31,7 +30,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import yaml
 
-from smeft_pyhf.exceptions import DataError, InputError
+from smeft_pyhf.exceptions import DataError
+from smeft_pyhf.formats.reader import read_document
 
 __all__ = [
     "INTRA_DATASET_SYSTEMATICS",
@@ -169,32 +169,11 @@ def top_quark_datasets(database: str | Path) -> tuple[str, ...]:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror})", where=str(path)) from exc
-    try:
-        content = yaml.load(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        loc = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"is not valid YAML{loc}", where=str(path)) from exc
-    if not isinstance(content, dict):
-        raise DataError("must contain a mapping at the top level", where=str(path))
-    return content
+    return read_document(path, error=DataError, what="SMEFiT data file", loader=_YAML_LOADER)
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror})", where=str(path)) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                         where=str(path)) from exc
-    if not isinstance(content, dict):
-        raise DataError("must contain a JSON object at the top level", where=str(path))
-    return content
+    return read_document(path, error=DataError, what="SMEFiT theory table")
 
 
 def _field(content: dict, key: str, where: Path) -> object:

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import yaml
 
-from smeft_pyhf.exceptions import ConfigError, InputError
+from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.formats.coefficients import CoefficientSpec, coefficient_name, operator_name
+from smeft_pyhf.formats.reader import read_document
 from smeft_pyhf.likelihood.smefit_data import (
     ORDERS,
     available_datasets,
@@ -188,14 +188,7 @@ def read_smefit_runcard(path: str | Path) -> SmefitSelection:
         False
     """
     path = Path(path)
-    try:
-        card = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror})", where=str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"is not valid YAML ({exc})", where=str(path)) from exc
-    if not isinstance(card, dict):
-        raise ConfigError("must contain a mapping", where=str(path))
+    card = read_document(path, error=ConfigError, what="SMEFiT runcard")
     raw_order = str(card.get("order", "NLO"))
     if raw_order not in _ORDER_ALIASES:
         raise ConfigError(f"unknown order {raw_order!r}", where=f"{path}: order",

@@ -24,6 +24,7 @@ digits)::
       "provenance": {"created": "...", "versions": {...}, "inputs": {"path": "sha256"}, ...}
     }
 
+Schema: ``smeft_pyhf/schemas/results.schema.json`` (checked when written and when read).
 Non-finite numbers: the file is strict JSON, so NaN, ``+inf`` and ``-inf`` are written as the
 strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` and read back as those floats, in every
 numeric field and inside ``config`` and ``provenance`` (where these three strings always mean the
@@ -69,8 +70,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._io import atomic_write_text
-from ..exceptions import InputError
+from ..exceptions import DataError, InputError
 from ..formats.intervals import LEVELS, Interval, Level, as_level
+from ..formats.reader import read_document, validate_document
 from .diagnostics import Diagnostics, DiagnosticWarning, assess
 from .intervals import marginalised_interval, profiled_interval
 
@@ -494,11 +496,21 @@ def _h2(h: Histogram2D) -> dict:
 
 
 def write_results(result: FitResult, path: str | os.PathLike[str]) -> None:
-    """Write ``result`` as JSON to ``path`` (a file, or a folder getting ``results.json``)."""
+    """Write ``result`` as JSON to ``path`` (a file, or a folder getting ``results.json``).
+
+    The document is checked against ``smeft_pyhf/schemas/results.schema.json`` first and
+    written atomically.
+
+    Raises:
+        DataError: the result does not follow the results schema (nothing is written).
+        InputError: the folder is missing or not writable (nothing is written).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILENAME
-    text = json.dumps(results_to_dict(result), indent=1, sort_keys=False, allow_nan=False)
+    document = results_to_dict(result)
+    validate_document(document, "results", where=str(path), error=DataError)
+    text = json.dumps(document, indent=1, sort_keys=False, allow_nan=False)
     atomic_write_text(path, text + "\n")
     log.info("wrote %s (%.1f kB)", path, len(text) / 1e3)
 
@@ -506,25 +518,21 @@ def write_results(result: FitResult, path: str | os.PathLike[str]) -> None:
 def read_results(path: str | os.PathLike[str]) -> FitResult:
     """Read a results file (or a results folder holding ``results.json``).
 
+    The file is read by :func:`smeft_pyhf.formats.reader.read_document` and checked against
+    ``smeft_pyhf/schemas/results.schema.json``; the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` are read back as those floats.
+
     Raises:
-        InputError: missing file, malformed JSON, or not a smeft-pyhf results file.
+        InputError: missing file, malformed JSON, not a smeft-pyhf results file, or a file
+            that breaks the schema (field named).
     """
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILENAME
-    if not path.is_file():
-        raise InputError(
-            "results file not found",
-            where=str(path),
-            hint="give a results folder written by 'smeft-pyhf fit' or its results.json",
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(
-            f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", where=str(path)
-        ) from err
-    if not isinstance(data, dict) or data.get("format") != "smeft-pyhf-results":
+    data = read_document(path, error=InputError, what="results file",
+                         hint="give a results folder written by 'smeft-pyhf fit' or its "
+                         "results.json")
+    if data.get("format") != "smeft-pyhf-results":
         raise InputError(
             "not a smeft-pyhf results file (missing 'format: smeft-pyhf-results')", where=str(path)
         )
@@ -534,6 +542,7 @@ def read_results(path: str | os.PathLike[str]) -> FitResult:
             where=str(path),
             hint=f"this smeft-pyhf reads version {RESULTS_VERSION}",
         )
+    validate_document(data, "results", where=str(path), error=InputError)
     try:
         return results_from_dict(data)
     except (KeyError, TypeError, ValueError) as err:

@@ -9,8 +9,8 @@ number of coupling blocks, ...) carry our own defaults and say so in their descr
 every step from these sizes (and the number of parameters and measurements), and
 :func:`check_sampler_costs` refuses settings above :data:`MAX_MEMORY_GB` or
 :data:`MAX_EVALUATIONS` before anything is allocated. A field whose metadata says
-``allow_inf`` takes ``inf`` in a runcard (``TrainConfig.clip_alpha``); the runcard reader
-(:func:`smeft_pyhf.fit.runcard.apply_overrides`) refuses non-finite values elsewhere.
+``allow_inf`` takes ``inf`` in a runcard (``TrainConfig.clip_alpha``); the runcard schema
+(:func:`smeft_pyhf.fit.sampler_block.dataclass_schema`) refuses non-finite values elsewhere.
 
 Example:
     >>> from smeft_pyhf.sampler.config import PrescaleConfig, TrainConfig
@@ -125,15 +125,8 @@ class PrescaleConfig:
             ``log(beta / (1 - beta))`` from ``beta_min`` at ``t = 1`` to ``1 - beta_min`` at
             ``t = T - 1``: geometric at both ends, so the chains follow the tempered target both
             when the likelihood is orders of magnitude narrower than the base (small ``beta``)
-            and when it is wider (``beta`` near 1). Measured, 400 steps of 4096 chains: on the
-            whole LHC_NLO_QUAD_GLOB selection (50 coefficients) the linear schedule left the
-            best chain at ``log L = -28888`` (1500 steps: -6745), far from the posterior (the SM
-            point has -241), the logit one at -235 with the median chain at -247. On the
-            25-coefficient top fit both reach the posterior, but the AIS estimate of ``log Z``
-            is -9976 (linear; 1500 steps: -2789) against -107 (logit): only the logit chains
-            are near equilibrium, so only their weights mean something. A Gaussian with widths
-            from 0.01 to 100 on a base of width 10 (200 steps): every width within 2 % (logit),
-            13 % (linear); a purely geometric schedule missed the width 100 by a factor 2.
+            and when it is wider (``beta`` near 1); see ``docs/benchmarks.md`` for the two
+            schedules compared on the global and top fits.
         beta_min: the first non-zero ``beta`` of the logit schedule (and ``1 - beta_min`` the
             last one below 1).
         target_acceptance: Metropolis acceptance the adaptive step size aims at, eq. (18)
@@ -156,8 +149,8 @@ class PrescaleConfig:
             samples, so ``tau`` is in units of that covariance; ``"diagonal"`` uses the fixed
             per-dimension base width (the paper's isotropic step in pre-scaled units). The
             population proposal keeps the acceptance up when the target's widths and
-            correlations differ by orders of magnitude from the base (real SMEFT likelihoods:
-            ``"diagonal"`` collapsed to ``tau ~ 1e-5`` on the 25-coefficient top fit).
+            correlations differ by orders of magnitude from the base, as in real SMEFT
+            likelihoods.
     """
 
     n_samples: int = 10240
@@ -226,10 +219,7 @@ class FlowConfig:
         adaptive_bound: widen ``bound`` after pre-scaling so that it covers every pre-scaling
             sample with a margin of 25 % (``max(bound, 1.25 max |z|)``, rounded up). Outside
             the spline domain the flow is the identity and keeps the base's Gaussian tails,
-            so mass there is out of its reach. Measured on the whole LHC_NLO_QUAD_GLOB
-            selection: 1.6 % of the pre-scaling weight lay beyond 5 (up to 7.3) on some axis,
-            the second cpt/cQQ8 mode, and the flow's importance weights collapsed there
-            (ESS/N 1e-4, log Z 30 below the pre-scaling estimate).
+            so mass there is out of its reach.
         slope: minimum slope of the splines (zuko's default 1e-3).
         masks: how the coupling masks alternate: ``"alternating"`` flips the even/odd split each
             block; ``"binary"`` (default) takes the split from successive bits of the dimension
@@ -242,9 +232,8 @@ class FlowConfig:
         compile: wrap sampling and density evaluation in :func:`torch.compile` (off by default;
             useful on GPU only).
         cpu_chunk: on the CPU, evaluations without gradients (sampling, step 4) run in chunks
-            of at most this many points: the spline tensors of a whole 100k batch do not fit
-            in the cache (measured with the fused splines, 100k points of a 25-dim flow, one
-            core: 3.8 s in chunks of 1024, 4.7 s of 4096, 7.5 s whole). Ignored on GPUs.
+            of at most this many points, so that the spline tensors stay in the cache.
+            Ignored on GPUs.
     """
 
     n_blocks: int = 6

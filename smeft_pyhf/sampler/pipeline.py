@@ -119,10 +119,8 @@ class SamplerConfig:
         range_pilot: after training, draw this many points from the flow and widen the
             ``"posterior"`` ranges to their weighted ``range_tail`` and ``1 - range_tail``
             quantiles (plus 5 %), within the given ranges (0: keep the pre-scaling ranges).
-            The pre-scaling chains can miss a mode that the trained flow finds: on the whole
-            LHC_NLO_QUAD_GLOB selection (reduced CPU settings) the positive cpt mode lay beyond
-            every chain, so 14 % of the flow's weight fell outside the histograms, and every
-            profile started in the other mode, 0.45 in log L below the global maximum.
+            The pre-scaling chains can miss a mode that the trained flow finds; the pilot
+            keeps that mode inside the histograms and the profiles' start points.
         range_tail: the tail weight left outside the pilot's ranges on each side.
         whitening: ``"full"`` (default) standardises with the Cholesky factor of the weighted
             pre-scaling covariance, so the flow starts from decorrelated coordinates;

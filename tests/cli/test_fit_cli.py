@@ -44,21 +44,21 @@ sampler:  # a few seconds
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "match"),
+    ("old", "new", "match", "error"),
     [
-        ("linear_only: true", "linear_onyl: true", "unknown key 'linear_onyl'"),
-        ("{min: -1, max: 1}", "{min: 1, max: -1}", "bad range"),
-        ("EX_tZ_13TeV,", "EX_tZ_13TeVV,", "unknown dataset 'EX_tZ_13TeVV'"),
-        ("ctW:", "ctWW:", "coefficient 'ctWW'"),
-        ("datasets: [", "datasets: [[", "malformed YAML"),
+        ("linear_only: true", "linear_onyl: true", "unknown key 'linear_onyl'", "ConfigError"),
+        ("{min: -1, max: 1}", "{min: 1, max: -1}", "bad range", "ConfigError"),
+        ("EX_tZ_13TeV,", "EX_tZ_13TeVV,", "unknown dataset 'EX_tZ_13TeVV'", "ConfigError"),
+        ("ctW:", "ctWW:", "coefficient 'ctWW'", "ConfigError"),
+        ("datasets: [", "datasets: [[", "is not valid YAML at line", "InputError"),
     ],
 )
-def test_bad_runcard_exit_2(tmp_path, old, new, match):
+def test_bad_runcard_exit_2(tmp_path, old, new, match, error):
     path = runcard(tmp_path, GOOD.replace(old, new))
     result = CliRunner().invoke(cli, ["fit", str(path)])
     assert result.exit_code == 2, result.output
     assert match in " ".join(result.output.split())
-    assert result.output.startswith("Error (ConfigError)")
+    assert result.output.startswith(f"Error ({error})")
     assert "Traceback" not in result.output
 
 

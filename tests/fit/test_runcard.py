@@ -10,10 +10,9 @@ import pytest
 import yaml
 
 from smeft_pyhf._resources import examples_dir
-from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.exceptions import ConfigError, InputError
 from smeft_pyhf.fit.runcard import (
     Runcard,
-    apply_overrides,
     build_sampler_config,
     is_smefit_runcard,
     load_runcard,
@@ -74,10 +73,12 @@ def test_parse_normalises_names_orders_and_fixed():
         ({"coefficients": {"ctG": {"value": 0}}}, "no free coefficient"),
         ({"coefficients": {"ctG": {"min": -1, "max": 1}, "ctW": {"constrain": {"cxx": 1}}}},
          "constraint refers to 'cxx'"),
-        ({"sampler": {"train": {"n_batchs": 5}}}, "unknown setting 'n_batchs'.*did you mean 'n_batches'"),
-        ({"sampler": {"trian": {}}}, "unknown setting 'trian'.*did you mean 'train'"),
+        ({"sampler": {"train": {"n_batchs": 5}}}, "unknown key 'n_batchs'.*did you mean 'n_batches'"),
+        ({"sampler": {"trian": {}}}, "unknown key 'trian'.*did you mean 'train'"),
         ({"sampler": {"train": {"n_batches": "many"}}}, "expected an integer"),
         ({"datasets": [{"nme": "x"}]}, "invalid dataset entry"),
+        ({"workers": 0}, "workers: 0 is less than the minimum of 1"),
+        ({"scheduler": 3}, "scheduler: expected a string or null, got 3"),
         ({"datasets": [{"card": "nope.yaml"}]}, "measurement card not found"),
     ],
 )
@@ -98,9 +99,9 @@ def test_missing_database(monkeypatch):
 
 def test_malformed_yaml_and_not_a_mapping(tmp_path):
     bad = write(tmp_path, "runcard_version: 1\ndatasets: [a, b\n")
-    with pytest.raises(ConfigError, match="malformed YAML at line"):
+    with pytest.raises(InputError, match="not valid YAML at line"):
         load_runcard(bad)
-    with pytest.raises(ConfigError, match="YAML mapping"):
+    with pytest.raises(ConfigError, match="must be a mapping"):
         load_runcard(write(tmp_path, "- a\n- b\n", "list.yaml"))
 
 
@@ -123,22 +124,6 @@ def test_paths_relative_to_runcard(tmp_path):
 
 
 def test_sampler_overrides():
-    @dataclasses.dataclass(frozen=True)
-    class Step:
-        lr: float = 1e-3
-        n: int = 100
-        flag: bool = False
-
-    @dataclasses.dataclass(frozen=True)
-    class Cfg:
-        train: Step = dataclasses.field(default_factory=Step)
-
-    cfg = build_sampler_config({"train": {"lr": 1, "n": 5}}, config_class=Cfg)
-    assert cfg.train == Step(lr=1.0, n=5)
-    with pytest.raises(ConfigError, match="expected true/false"):
-        apply_overrides(Cfg(), {"train": {"flag": 1}}, where="x")
-    with pytest.raises(ConfigError, match="needs a mapping"):
-        apply_overrides(Cfg(), {"train": 3}, where="x")
     real = build_sampler_config({"train": {"n_batches": 7}, "sample": {"batch_size": 1000}})
     assert real.train.n_batches == 7 and real.sample.batch_size == 1000
     assert real.prescale.n_steps == 1500  # paper default untouched
@@ -146,8 +131,37 @@ def test_sampler_overrides():
     combined = build_sampler_config({"paper": "combined", "train": {"n_batches": 7}})
     assert (combined.prescale.n_samples, combined.prescale.n_steps) == (40960, 5500)
     assert (combined.train.n_batches, combined.train.ais_steps) == (7, 8)
-    with pytest.raises(ConfigError, match="unknown paper column 'combo'"):
+    with pytest.raises(ConfigError, match=r"invalid value 'combo'.*top, higgs, combined"):
         build_sampler_config({"paper": "combo"})
+    with pytest.raises(ConfigError, match="expected true/false"):
+        build_sampler_config({"flow": {"compile": 1}})
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        build_sampler_config({"train": 3})
+
+
+def test_runcard_and_workers_keys():
+    rc = parse_runcard(base(workers=4, scheduler="tcp://127.0.0.1:8786"))
+    assert (rc.workers, rc.scheduler) == (4, "tcp://127.0.0.1:8786")
+    assert rc.to_dict()["workers"] == 4
+    plain = parse_runcard(base(workers=None))
+    assert plain.workers is None and "workers" not in plain.to_dict()
+
+
+def test_sampler_schema_follows_the_dataclasses():
+    from smeft_pyhf.fit.sampler_block import sampler_schema
+    from smeft_pyhf.sampler.pipeline import SamplerConfig
+
+    schema = sampler_schema()
+    steps = {f.name for f in dataclasses.fields(SamplerConfig)}
+    assert steps | {"paper"} == set(schema["properties"])
+    train = schema["properties"]["train"]["properties"]
+    assert train["n_batches"] == {"type": "integer", "default": 100}
+    assert train["clip_alpha"] == {"type": "number", "default": 30.0}  # allow_inf
+    assert train["learning_rate"]["format"] == "finite"
+    assert train["chunk_size"]["type"] == ["integer", "null"]
+    assert train["lr_schedule"]["enum"] == ["constant", "cosine", "exponential"]
+    bounds = train["step_size_bounds"]
+    assert (bounds["minItems"], bounds["maxItems"], len(bounds["prefixItems"])) == (2, 2, 2)
 
 
 def test_smefit_runcard_detection_and_restriction(shared_data):
@@ -170,7 +184,7 @@ def test_sampler_block_with_top_level_settings_from_a_file(tmp_path):
     config = build_sampler_config(rc.sampler)
     assert (config.prescale.n_samples, config.train.n_batches, config.range_nsigma) == (40960, 7, 5)
     assert rc.to_dict()["sampler"]["paper"] == "combined"
-    with pytest.raises(ConfigError, match="unknown paper column 'combo'"):
+    with pytest.raises(ConfigError, match=r"sampler\.paper: invalid value 'combo'"):
         load_runcard(write(tmp_path, yaml.safe_dump(base(sampler={"paper": "combo"}))))
 
 
@@ -181,32 +195,33 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("sampler", "field", "expected"),
     [
-        ({"pretrain": {"n_samples": "abc"}}, "sampler: pretrain: n_samples",
+        ({"pretrain": {"n_samples": "abc"}}, "sampler.pretrain.n_samples",
          "expected an integer or null, got 'abc'"),
-        ({"prescale": {"chunk_size": "abc"}}, "sampler: prescale: chunk_size",
+        ({"prescale": {"chunk_size": "abc"}}, "sampler.prescale.chunk_size",
          "expected an integer or null, got 'abc'"),
-        ({"train": {"max_grad_norm": "abc"}}, "sampler: train: max_grad_norm",
+        ({"train": {"max_grad_norm": "abc"}}, "sampler.train.max_grad_norm",
          "expected a number or null, got 'abc'"),
-        ({"prescale": {"step_size_bounds": "ab"}}, "sampler: prescale: step_size_bounds",
-         "expected a list of 2 numbers, got 'ab'"),
-        ({"sample": {"weight_range": "abc"}}, "sampler: sample: weight_range",
-         "expected a list of 2 numbers, got 'abc'"),
-        ({"sample": {"weight_range": [-8, "x"]}}, "sampler: sample: weight_range[1]",
+        ({"prescale": {"step_size_bounds": "ab"}}, "sampler.prescale.step_size_bounds",
+         "expected a list, got 'ab'"),
+        ({"sample": {"weight_range": "abc"}}, "sampler.sample.weight_range",
+         "expected a list, got 'abc'"),
+        ({"sample": {"weight_range": [-8, "x"]}}, "sampler.sample.weight_range[1]",
          "expected a number, got 'x'"),
-        ({"sample": {"weight_range": [1, 2, 3]}}, "sampler: sample: weight_range",
-         "got 3 values"),
-        ({"prescale": {"n_samples": 1.5}}, "sampler: prescale: n_samples",
+        ({"sample": {"weight_range": [1, 2, 3]}}, "sampler.sample.weight_range",
+         "expected a list of 2 values, got 3"),
+        ({"prescale": {"n_samples": 1.5}}, "sampler.prescale.n_samples",
          "expected an integer, got 1.5"),
-        ({"prescale": {"n_samples": float("inf")}}, "sampler: prescale: n_samples",
+        ({"prescale": {"n_samples": float("inf")}}, "sampler.prescale.n_samples",
          "expected an integer, got inf"),
-        ({"train": {"learning_rate": float("nan")}}, "sampler: train: learning_rate",
-         "expected a number, got nan"),
-        ({"prescale": {"resampling": "stratified"}}, "sampler: prescale: resampling",
-         "expected one of 'multinomial', 'systematic'"),
-        ({"flow": {"identity_init": "yes"}}, "sampler: flow: identity_init",
+        ({"train": {"learning_rate": float("nan")}}, "sampler.train.learning_rate",
+         "expected a finite number, got nan"),
+        ({"prescale": {"resampling": "stratified"}}, "sampler.prescale.resampling",
+         "invalid value 'stratified'. Hint: did you mean 'systematic'? valid choices: "
+         "multinomial, systematic"),
+        ({"flow": {"identity_init": "yes"}}, "sampler.flow.identity_init",
          "expected true/false"),
-        ({"range_nsigma": "wide"}, "sampler: range_nsigma", "expected a number"),
-        ({"prescale": {"n_samples": 1}}, "sampler: prescale", "n_samples=1 must be >= 2"),
+        ({"range_nsigma": "wide"}, "sampler.range_nsigma", "expected a number"),
+        ({"prescale": {"n_samples": 1}}, "sampler.prescale", "n_samples=1 must be >= 2"),
     ],
 )
 def test_sampler_settings_are_type_checked_with_the_file_named(tmp_path, sampler, field,
@@ -219,12 +234,22 @@ def test_sampler_settings_are_type_checked_with_the_file_named(tmp_path, sampler
     assert expected in message
 
 
-def test_sampler_numbers_written_as_text_and_infinite_clip():
-    # YAML 1.1 reads 1e-3 and 2e4 as strings; the sampler settings read them as numbers
-    config = build_sampler_config({"train": {"learning_rate": "1e-3", "clip_alpha": float("inf")},
-                                   "prescale": {"n_samples": "2e4", "chunk_size": None}})
+def test_sampler_numbers_in_yaml_and_infinite_clip(tmp_path):
+    # 1e-3 and 2e4 are numbers (YAML 1.2's rule); inf only where the field allows it
+    path = write(tmp_path, yaml.safe_dump(base()) + textwrap.dedent("""\
+        sampler:
+          train: {learning_rate: 1e-3, clip_alpha: .inf}
+          prescale: {n_samples: 2e4, chunk_size: null}
+        """))
+    config = build_sampler_config(load_runcard(path).sampler)
     assert config.train.learning_rate == 1e-3 and config.train.clip_alpha == float("inf")
     assert config.prescale.n_samples == 20000 and config.prescale.chunk_size is None
+    assert type(config.prescale.n_samples) is int
+    assert build_sampler_config({"sample": {"weight_range": [-8, 3]}}).sample.weight_range == (
+        -8.0, 3.0)
+    # a number written as text (quoted in YAML) is a string, and refused
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: expected a number, got '1e-3'"):
+        build_sampler_config({"train": {"learning_rate": "1e-3"}})
 
 
 @pytest.mark.parametrize(
