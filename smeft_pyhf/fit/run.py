@@ -292,6 +292,7 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
         outside_fraction=float(sample.outside_fraction),
         marginal_ess={n: float(v) for n, v in zip(result.names, per_coefficient, strict=True)},
         profile_converged_fraction=float(result.profile_result.converged_fraction),
+        profile_gaps=tuple(g.to_dict() for g in result.gaps),
     )
 
 

@@ -130,6 +130,7 @@ def check_gaps(
     config: ProfileConfig | None = None,
     covariance: Tensor | None = None,
     min_steps: int = 500,
+    level_log: int = logging.INFO,
 ) -> GapCheckResult:
     """Judge every gap of every coefficient's profiled ``level`` interval by direct maximisation.
 
@@ -142,6 +143,7 @@ def check_gaps(
             iterations are allowed, more than step 5's bins get.
         covariance: the L-BFGS preconditioner (step 5's, the pre-scaling covariance).
         min_steps: the least number of L-BFGS iterations per start point.
+        level_log: the logging level of the one line per gap.
 
     Returns:
         A :class:`GapCheckResult`; its ``profile`` is the input with the gap bins raised.
@@ -209,7 +211,7 @@ def check_gaps(
                 real=bool(2.0 * (best_lp - float(prof1d[i, inside][mid])) >= threshold),
             )
             gaps.append(gap)
-            log.info("profiled %s%% interval of %s: gap [%.4g, %.4g] %s (-2 Delta log L at %.4g: "
+            log.log(level_log, "profiled %s%% interval of %s: gap [%.4g, %.4g] %s (-2 Delta log L at %.4g: "
                      "%.2f binned, %.2f maximised directly)", level, name, b, a,
                      "confirmed" if gap.real else "NOT real, closed", gap.centre,
                      gap.delta_chi2_binned, gap.delta_chi2)

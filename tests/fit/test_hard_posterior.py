@@ -110,3 +110,9 @@ def test_edge_modes_and_widths_against_the_exact_answer():
     m = s.marginal1d[1].double().numpy()
     e = s.marginal1d_error[1].double().numpy()
     assert abs(m[lower].sum() - m[~lower].sum()) < 5 * math.sqrt((e**2).sum()) + 1e-3
+    # the profiled interval of 'modes' is in two pieces, and the direct maximisation at the
+    # gap's centre confirms it: -2 Delta log L there is ((c^2 - 1) / 0.2)^2
+    (gap,) = res.gaps
+    assert gap.coefficient == "modes" and gap.real
+    assert abs(gap.delta_chi2 - ((gap.centre**2 - 1) / 0.2) ** 2) < 1e-4 * gap.delta_chi2 + 1e-3
+    assert [(g["coefficient"], g["real"]) for g in d.profile_gaps] == [("modes", True)]
