@@ -48,6 +48,7 @@ from .._io import (
     save_tensors,
     sha256_file,
 )
+from ..cluster import open_runner
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
 from ..formats.intervals import Interval, Level
 from ..results.diagnostics import Diagnostics, marginal_ess
@@ -453,11 +454,12 @@ def _fingerprint(
     runcard: Runcard, sampler_config: Any, hashes: Mapping[str, str], *, device: str
 ) -> str:
     """What a cached sampler result depends on: runcard (seed included), sampler settings,
-    input files, device, and the versions of smeft-pyhf (its code) and torch."""
+    input files, device, and the versions of smeft-pyhf (its code) and torch; not where the
+    tasks ran (workers, scheduler), so a run resumes on another cluster or in-process."""
     import torch
 
     payload = {
-        "runcard": {k: v for k, v in runcard.to_dict().items() if k not in ("output", "device")},
+        "runcard": {k: v for k, v in runcard.to_dict().items() if k not in ("output", "device", "workers", "scheduler")},
         "sampler": repr(sampler_config),
         "inputs": dict(sorted(hashes.items())),
         "device": device,
@@ -517,6 +519,8 @@ def run_fit(
     plot_format: PlotFormat = "pdf",
     sampler_config: Any = None,
     on_sampled: Callable[[FitResult], None] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> FitResult:
     """Run a fit described by a runcard and write its results folder.
 
@@ -532,6 +536,10 @@ def run_fit(
         sampler_config: a ready ``SamplerConfig`` (default: paper defaults + runcard overrides).
         on_sampled: called with the :class:`FitResult` before the folder is written (hook for
             tests and progress displays; an exception there aborts without a results folder).
+        workers: run steps 4 and 5 on a local Dask cluster of this many processes (overrides
+            the runcard's ``workers``); see :func:`smeft_pyhf.cluster.open_runner`.
+        scheduler: run them on the Dask cluster at this scheduler address instead (overrides
+            the runcard's ``scheduler``). The results do not depend on either.
 
     Returns:
         The :class:`FitResult`; ``result.provenance["results_dir"]`` is the folder written.
@@ -549,7 +557,10 @@ def run_fit(
         rc = rc.replace(scale_theory=float(scale_theory))
     out = _absolute_output(Path(output) if output is not None else rc.output)
     _check_output(out, overwrite=overwrite)
-    with output_lock(out):
+    if workers is None and scheduler is None:
+        workers, scheduler = getattr(rc, "workers", None), getattr(rc, "scheduler", None)
+    with open_runner(workers=workers, scheduler=scheduler,
+                     device=resolve_device(device or rc.device)) as runner, output_lock(out):
         _check_output(out, overwrite=overwrite)  # it may have changed while we waited
         return _run_locked(
             rc,
@@ -561,6 +572,7 @@ def run_fit(
             plot_format=plot_format,
             sampler_config=sampler_config,
             on_sampled=on_sampled,
+            runner=runner,
         )
 
 
@@ -599,6 +611,7 @@ def _run_locked(
     plot_format: PlotFormat,
     sampler_config: Any,
     on_sampled: Callable[[FitResult], None] | None,
+    runner: Any = None,
 ) -> FitResult:
     """:func:`run_fit` once the output's lock is held."""
     dev = resolve_device(device or rc.device)
@@ -610,7 +623,8 @@ def _run_locked(
     work = work_dir(out)
     _prepare_work(work, _fingerprint(rc, cfg, hashes, device=dev))
     try:
-        fit = _sample(rc, out=out, dev=dev, cfg=cfg, hashes=hashes, work=work, progress=progress)
+        fit = _sample(rc, out=out, dev=dev, cfg=cfg, hashes=hashes, work=work, progress=progress,
+                      runner=runner)
         if on_sampled is not None:
             on_sampled(fit)
         with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -640,6 +654,7 @@ def _sample(
     hashes: Mapping[str, str],
     work: Path,
     progress: bool,
+    runner: Any = None,
 ) -> FitResult:
     """Likelihood, analytic solution and the five steps (or their cached result)."""
     import torch
@@ -710,6 +725,7 @@ def _sample(
             init_scale=target.init_scale,
             init_mean=target.init_mean,
             support=target.ranges,
+            **({} if runner is None else {"runner": runner}),
         )
         timings["sampler"] = time.perf_counter() - t0
         converted = from_sampler_result(result, names=names, ranges=ranges)

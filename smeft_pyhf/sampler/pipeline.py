@@ -61,6 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from smeft_pyhf._io import load_tensors, save_tensors
+from smeft_pyhf.cluster import TaskRunner
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.annealing import (
     CheckedTarget,
@@ -475,6 +476,7 @@ def run_sampler(
     init_scale: float | Tensor = 1.0,
     init_mean: Tensor | None = None,
     support: Tensor | None = None,
+    runner: TaskRunner | None = None,
 ) -> SamplerResult:
     """Run the five steps on ``log_prob`` and return histograms, profiles, ESS and timings.
 
@@ -494,6 +496,9 @@ def run_sampler(
         support: (d, 2) box outside which the target vanishes (a flat prior), or None. With
             ``config.support_map == "logit"`` the flow draws only inside it (see
             :class:`SamplerConfig`).
+        runner: where the tasks of steps 4 and 5 run (default: in this process; a
+            :class:`~smeft_pyhf.cluster.DaskRunner` sends the flow with its weights and the
+            target to its workers once, pickled). The result does not depend on it.
 
     Returns:
         A :class:`SamplerResult`.
@@ -665,7 +670,7 @@ def run_sampler(
                                         level=level, names=names)
         with _StepRng(seed, 4, device) as gen:
             res4 = sample_and_histogram(draw, target, ranges=ranges, config=config.sample,
-                                        generator=gen, names=names)
+                                        generator=gen, names=names, runner=runner)
         finish("sample", res4, time.perf_counter() - t0)
     res4 = results["sample"]
 
@@ -674,7 +679,7 @@ def run_sampler(
         t0 = time.perf_counter()
         with _StepRng(seed, 5, device):
             res5 = profile(log_prob, _cast_floats(res4, target_dtype), config=config.profile,
-                           covariance=cov.to(target_dtype), names=names)
+                           covariance=cov.to(target_dtype), names=names, runner=runner)
         finish("profile", res5, time.perf_counter() - t0)
     res5 = results["profile"]
 
