@@ -216,7 +216,7 @@ def require_dask() -> Any:
 def _local_cluster(distributed: Any, workers: int, device: str) -> Any:
     """A ``LocalCluster`` of ``workers`` single-threaded processes (one per GPU on CUDA when
     dask-cuda is installed)."""
-    common = {"n_workers": workers, "threads_per_worker": 1, "dashboard_address": None,
+    common = {"n_workers": workers, "threads_per_worker": 1, "dashboard_address": ":0",
               "silence_logs": logging.WARNING}
     if device.startswith("cuda"):
         try:
