@@ -4,7 +4,8 @@ The sampler's step 4 (sampling chunks) and step 5 (slices of profile start point
 batch ingestion of several workspaces are lists of independent tasks. A task runner maps a
 module-level function over such a list and yields the results **in task order**, whatever
 order the workers finish them in, so the caller folds them exactly as a sequential loop would:
-the same seed gives the same numbers in-process and on any number of workers.
+the same seed gives the same numbers in-process and on any number of workers (bit for bit at
+the same torch thread count per process; workers use one thread).
 
 * :class:`InProcess` (the default) runs the tasks one after another.
 * :class:`DaskRunner` submits them to a ``dask.distributed`` client (a ``LocalCluster`` of

@@ -74,7 +74,7 @@ def test_map_yields_in_task_order(runner):
     assert list(runner.map(int, [("11",), ("7",), ("21",)], shared={"base": 8})) == [9, 7, 17]
 
 
-def test_killed_worker_is_retried_and_results_equal_in_process(runner, tmp_path):
+def test_killed_worker_is_retried_and_results_equal_in_process(runner, tmp_path, one_thread):
     marker = tmp_path / "killed"
     target = _target()
     dist = sample_and_histogram(_draw(marker), target, ranges=RANGES, config=CFG,
@@ -142,7 +142,18 @@ def small_default(tmp_path: Path) -> Path:
     return path
 
 
-def test_fit_with_two_workers_equals_in_process(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Torch on one thread, as on every Dask worker: torch's elementwise kernels cut a large
+    tensor into one range per thread and may round its cut elements differently (by one
+    float32 ulp), so bit-for-bit equality needs the same thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fit_with_two_workers_equals_in_process(tmp_path, one_thread):
     path = small_default(tmp_path)
     results = {}
     for label, extra in (("local", []), ("dask", ["--workers", "2"])):

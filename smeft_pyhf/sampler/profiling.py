@@ -45,7 +45,12 @@ from smeft_pyhf.cluster import InProcess, TaskRunner, chunks
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.annealing import CheckedTarget, NonFiniteCounts
 from smeft_pyhf.sampler.config import check_field
-from smeft_pyhf.sampler.sampling import SampleResult, _report, best_per_bin, bin_centres
+from smeft_pyhf.sampler.sampling import (
+    SampleResult,
+    best_per_bin,
+    bin_centres,
+    report_nonfinite,
+)
 
 __all__ = [
     "LbfgsResult",
@@ -67,7 +72,8 @@ class ProfileConfig:
     """Step 5, maximisation from the best points per profile bin (Table 5 defaults).
 
     Attributes:
-        batch_size: start points optimised together (Table 5: 100k), at most ``task_size``.
+        batch_size: start points optimised together (Table 5: 100k); a task (``task_size``)
+            is optimised in batches of at most this many.
         task_size: start points per task: the start points (bin by bin) are cut into slices
             of this many, and every slice is a task of its own (on a Dask worker, or one after
             another in-process). The slicing does not depend on the number of workers, so the
@@ -739,7 +745,7 @@ def profile(
         best_fit, best_lp, evals = global_best()
         n_eval += evals
     log_prob.check()
-    nonfinite = _report(_add(log_prob.counts(), task_counts), names, "profiling")
+    nonfinite = report_nonfinite(_add(log_prob.counts(), task_counts), names, "profiling")
 
     result = ProfileResult(
         profile1d=prof1,

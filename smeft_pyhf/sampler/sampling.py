@@ -11,11 +11,16 @@ generates weighted samples ``w = p(x) / q(x)`` in batches. Every batch is accumu
   profiling step (:mod:`smeft_pyhf.sampler.profiling`);
 * the effective sample size ``ESS = (sum w)^2 / sum w^2`` and the evidence ``Z = <w>``.
 
-Weights are handled in log space: all sums are kept relative to the running maximum of
-``log w`` (rescaled when a new maximum appears), in float64 (float32 on MPS). All pairs are
-histogrammed with one ``index_add_`` over flattened pair-bin indices, and the best point per
-profile bin is found with one ``scatter_reduce(amax)`` plus index recovery; there is no Python
-loop over coefficients or pairs.
+The batches are independent chunks (:func:`sample_chunk`), chunk ``i`` drawn with a generator
+seeded by ``(seed, i)``, each returning its partial histograms, weight sums and best point per
+profile bin (:class:`ChunkSums`); they run one after another in-process or as tasks on Dask
+workers (:mod:`smeft_pyhf.cluster`) and are merged in chunk order (:func:`merge_chunks`), so
+the result is the same on any number of workers. Weights are handled in log space: every sum
+is kept relative to the largest ``log w`` of its chunk(s) and rescaled when merged, in float64
+(float32 on MPS). All pairs are histogrammed with one ``bincount`` over flattened pair-bin
+indices (sums in sample order, independent of torch's thread count on the CPU), and the best
+point per profile bin is found with one ``scatter_reduce(amax)`` plus index recovery; there is
+no Python loop over coefficients or pairs.
 
 Example:
     >>> import torch
@@ -70,6 +75,7 @@ __all__ = [
     "chunk_seed",
     "merge_chunks",
     "pair_indices",
+    "report_nonfinite",
     "sample_and_histogram",
     "sample_chunk",
 ]
@@ -285,6 +291,9 @@ def _merge_best(lp_a: Tensor, pts_a: Tensor, lp_b: Tensor,
     """Per profile bin the ``n_best`` best of two stores ``(n_bins, n_best)`` /
     ``(n_bins, n_best, d)``; on equal ``log p`` the first store's point comes first."""
     k = lp_a.shape[1]
+    if k == 1:  # the default: no sort needed
+        better = lp_b > lp_a
+        return torch.where(better, lp_b, lp_a), torch.where(better[..., None], pts_b, pts_a)
     all_lp = torch.cat([lp_a, lp_b], dim=1)
     all_pt = torch.cat([pts_a, pts_b], dim=1)
     top_lp, top_idx = torch.sort(all_lp, dim=1, descending=True, stable=True)
@@ -473,6 +482,13 @@ def _store(log_prob: LogProb, x: Tensor, arg: Tensor, centre: Callable[[Tensor, 
     return lp_store, pt_store, pts.shape[0]
 
 
+def _bin_sums(flat: Tensor, w: Tensor, n_bins: int) -> Tensor:
+    """Sum of ``w`` per bin ``flat`` in ``[0, n_bins)``: ``bincount``, which adds in sample
+    order on the CPU, so the sums do not depend on torch's thread count (as ``index_add_``'s
+    do), and a chunk gives the same numbers in-process and on a single-threaded worker."""
+    return torch.bincount(flat, weights=w, minlength=n_bins)
+
+
 def _histogram_1d(x: Tensor, w: Tensor, rng: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
     """1D marginal sums ``(h, h_w2)`` of every coefficient (flat, without the dump bin) and
     the mask of the samples outside the ranges."""
@@ -480,10 +496,8 @@ def _histogram_1d(x: Tensor, w: Tensor, rng: Tensor, bins: int) -> tuple[Tensor,
     coord = torch.arange(dim, device=x.device)
     idx = _bin_index(x, rng, bins)
     flat = torch.where(idx >= 0, coord * bins + idx, torch.full_like(idx, dim * bins)).reshape(-1)
-    h = torch.zeros(dim * bins + 1, dtype=w.dtype, device=x.device)
-    hw2 = torch.zeros_like(h)
-    h.index_add_(0, flat, w[:, None].expand(n, dim).reshape(-1))
-    hw2.index_add_(0, flat, (w * w)[:, None].expand(n, dim).reshape(-1))
+    h = _bin_sums(flat, w[:, None].expand(n, dim).reshape(-1), dim * bins + 1)
+    hw2 = _bin_sums(flat, (w * w)[:, None].expand(n, dim).reshape(-1), dim * bins + 1)
     return h[:-1], hw2[:-1], (idx < 0).any(dim=1)
 
 
@@ -512,8 +526,9 @@ def _pairs_2d(x: Tensor, w: Tensor, lp: Tensor, rng: Tensor, pairs: Tensor,
         ok = (ia >= 0) & (ib >= 0)
         flat2 = torch.where(ok, (pair_off * b2 + ia) * b2 + ib,
                             torch.full_like(ia, n_pairs * b2 * b2)).reshape(-1)
-        h.index_add_(0, flat2, w[r0:r1, None].expand(nc, n_pairs).reshape(-1))
-        hw2.index_add_(0, flat2, (w[r0:r1] ** 2)[:, None].expand(nc, n_pairs).reshape(-1))
+        h += _bin_sums(flat2, w[r0:r1, None].expand(nc, n_pairs).reshape(-1), h.numel())
+        hw2 += _bin_sums(flat2, (w[r0:r1] ** 2)[:, None].expand(nc, n_pairs).reshape(-1),
+                         h.numel())
         qa, qb = pidx2[r0:r1][:, pi], pidx2[r0:r1][:, pj]
         okp = (qa >= 0) & (qb >= 0)
         pflat2 = torch.where(okp, (pair_off * p2 + qa) * p2 + qb,
@@ -561,7 +576,9 @@ def sample_chunk(index: int, spec: ChunkSpec, *, draw: Draw, log_prob: LogProb) 
     w = torch.exp(log_w - m) if math.isfinite(m) else torch.zeros_like(log_w)
 
     h1, h1w2, outside = _histogram_1d(x, w, rng, config.bins_1d)
-    sums = torch.stack([w.sum(), (w * w).sum(), w[outside].sum()])
+    kind = outside.to(torch.long)  # sums of w and w^2 in one pass each, outside apart
+    inside_out = _bin_sums(kind, w, 2)
+    sums = torch.stack([inside_out.sum(), _bin_sums(kind, w * w, 2).sum(), inside_out[1]])
 
     coord = torch.arange(dim, device=device)
     p1, p2 = config.profile_bins_1d, config.profile_bins_2d
@@ -702,8 +719,15 @@ def _ess(sums: Tensor) -> float:
     return s1 * s1 / s2 if s2 > 0 else 0.0
 
 
-def _report(counts: NonFiniteCounts, names: Sequence[str] | None, step: str) -> NonFiniteCounts:
-    """Log merged counts as :meth:`CheckedTarget.report` does for one target."""
+def report_nonfinite(counts: NonFiniteCounts, names: Sequence[str] | None,
+                     step: str) -> NonFiniteCounts:
+    """Log the summed counts of a step's tasks as :meth:`CheckedTarget.report` logs those of
+    one target (a warning above the NaN threshold), and return them.
+
+    Example:
+        >>> report_nonfinite(NonFiniteCounts(10, 0, 2), None, "demo")
+        NonFiniteCounts(n_evaluated=10, n_nan=0, n_neginf=2)
+    """
     checked = CheckedTarget(lambda x: x, step=step, names=names, logger=log)
     checked._counts = torch.tensor([*counts, 0])  # the counts of all tasks, no +inf (checked)
     return checked.report()
@@ -848,7 +872,7 @@ def sample_and_histogram(
         if close is not None:
             close()
     assert total is not None  # n_batches >= 1
-    nonfinite = _report(total.counts, spec.names, "sampling")
+    nonfinite = report_nonfinite(total.counts, spec.names, "sampling")
     result = _finish(total, weights, ranges, config, nonfinite, time.perf_counter() - start)
     log.info("sampled %d points in %.1f s: ESS/N %.4f, log Z %.4f +- %.4f", result.n_samples,
              result.seconds, result.ess_fraction, result.log_evidence,
