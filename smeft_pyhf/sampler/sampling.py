@@ -483,9 +483,10 @@ def _store(log_prob: LogProb, x: Tensor, arg: Tensor, centre: Callable[[Tensor, 
 
 
 def _bin_sums(flat: Tensor, w: Tensor, n_bins: int) -> Tensor:
-    """Sum of ``w`` per bin ``flat`` in ``[0, n_bins)``: ``bincount``, which adds in sample
-    order on the CPU, so the sums do not depend on torch's thread count (as ``index_add_``'s
-    do), and a chunk gives the same numbers in-process and on a single-threaded worker."""
+    """Sum of ``w`` per bin ``flat`` in ``[0, n_bins)``: ``bincount`` adds in sample order
+    in one pass on the CPU, so the sums do not depend on torch's thread count (``w.sum()``
+    over more than 32k elements does), and a chunk gives the same numbers in-process and on a
+    single-threaded worker."""
     return torch.bincount(flat, weights=w, minlength=n_bins)
 
 
