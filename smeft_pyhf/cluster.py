@@ -115,7 +115,7 @@ class DaskRunner:
 
     Shared inputs are scattered to every worker once (by object identity) and live there as
     long as the runner; results come back in task order. At most ``window`` tasks are in
-    flight (default: four per worker), so a consumer that stops early (step 4's
+    flight (default: four per worker connected at the time), so a consumer that stops early (step 4's
     ``target_ess``) wastes little, and finished results wait for their turn in a small buffer.
 
     Args:
@@ -162,9 +162,7 @@ class DaskRunner:
 
         handles = {k: self._scatter(v) for k, v in (shared or {}).items()}
         n = len(tasks)
-        workers = self.n_workers
-        window = self.window or 4 * workers
-        progress = _Progress(label, n, f"on {workers} Dask worker(s)", level)
+        progress = _Progress(label, n, f"on {self.n_workers} Dask worker(s)", level)
         token = uuid.uuid4().hex[:8]
         index: dict[str, int] = {}
         finished: dict[int, Any] = {}
@@ -172,6 +170,8 @@ class DaskRunner:
         submitted = yielded = 0
         try:
             while yielded < n:
+                # workers may join (a batch job that starts) or leave while the step runs
+                window = self.window or 4 * self.n_workers
                 while submitted < n and submitted - yielded < window:
                     future = self.client.submit(fn, *tasks[submitted], **handles,
                                                 key=f"{label}-{token}-{submitted}",

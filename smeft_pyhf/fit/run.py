@@ -459,7 +459,8 @@ def _fingerprint(
     import torch
 
     payload = {
-        "runcard": {k: v for k, v in runcard.to_dict().items() if k not in ("output", "device", "workers", "scheduler")},
+        "runcard": {k: v for k, v in runcard.to_dict().items()
+                    if k not in ("output", "device", "workers", "scheduler")},
         "sampler": repr(sampler_config),
         "inputs": dict(sorted(hashes.items())),
         "device": device,
@@ -559,8 +560,8 @@ def run_fit(
     _check_output(out, overwrite=overwrite)
     if workers is None and scheduler is None:
         workers, scheduler = getattr(rc, "workers", None), getattr(rc, "scheduler", None)
-    with open_runner(workers=workers, scheduler=scheduler,
-                     device=resolve_device(device or rc.device)) as runner, output_lock(out):
+    with output_lock(out), open_runner(workers=workers, scheduler=scheduler,
+                                       device=resolve_device(device or rc.device)) as runner:
         _check_output(out, overwrite=overwrite)  # it may have changed while we waited
         return _run_locked(
             rc,
