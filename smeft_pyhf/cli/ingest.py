@@ -5,23 +5,54 @@ Example (shell):
     smeft-pyhf ingest 3L_workspace.json --combine 4L_workspace.json --mapping atlas_ttZ_3L4L
     smeft-pyhf ingest BkgOnly.json --patch patchset.json --patch-name NAME --json
     smeft-pyhf ingest workspace.json --mapping atlas_schannel --stat-convention all-fixed --no-plots
+    smeft-pyhf ingest A.json B.json C.json -o cards/ --workers 3
+
+Several workspaces are ingested as independent tasks: one after another in this process, or
+on a Dask cluster with ``--workers N`` (a local cluster of N processes) or ``--scheduler
+ADDRESS``; their cards go to the folder given by ``--output`` as ``<workspace name>.card.yaml``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..cluster import InProcess, open_runner
 from ..exceptions import InputError
 from ..ingest.pipeline import check_output_path, ingest
 from ..ingest.report import format_report, report_json
 
-__all__ = ["ingest_command"]
+__all__ = ["ingest_command", "ingest_task"]
+
+log = logging.getLogger(__name__)
+
+_SUFFIXES = (".json.gz", ".json", ".xml")
+
+
+def _stem(path: Path) -> str:
+    """The workspace's file name without its suffix (``A.json.gz`` -> ``A``)."""
+    for suffix in _SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def ingest_task(workspace: Path, output: Path | None, options: dict[str, Any],
+                as_json: bool) -> tuple[str, str | None, list[str]]:
+    """Ingest one workspace (the task of a batch ingestion): the printed report, the card's
+    path and the plot paths."""
+    result = ingest(workspace, output=output, **options)
+    card = result.card
+    text = report_json(card, plots=result.plots) if as_json else format_report(card)
+    return text, (str(card.source) if card.source else None), [str(p) for p in result.plots]
 
 
 @click.command()
-@click.argument("workspace", type=click.Path(path_type=Path))
+@click.argument("workspaces", metavar="WORKSPACE...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
 @click.option(
     "--patch", type=click.Path(path_type=Path), default=None,
     help="JSON Patch, PatchSet entry or PatchSet to apply to the workspace.",
@@ -83,9 +114,14 @@ __all__ = ["ingest_command"]
     "XML's folder or a parent that holds them, else the working folder).",
 )
 @click.option("--json", "as_json", is_flag=True, default=False,
-              help="Print the card as JSON instead of the table.")
+              help="Print the card as JSON instead of the table (several: a JSON list).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Ingest several workspaces in parallel on a local Dask cluster of N worker "
+              "processes (needs the dask extra).")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Ingest several workspaces on the Dask cluster whose scheduler is at ADDRESS.")
 def ingest_command(
-    workspace: Path,
+    workspaces: tuple[Path, ...],
     patch: Path | None,
     patch_name: str | None,
     poi: str | None,
@@ -107,6 +143,8 @@ def ingest_command(
     seed: int,
     rootdir: Path | None,
     as_json: bool,
+    workers: int | None,
+    scheduler: str | None,
 ) -> None:
     """Fit WORKSPACE, break its POI uncertainty down into SFitter categories, write a card.
 
@@ -117,46 +155,77 @@ def ingest_command(
     categories split the POI's variance by source, so they add up in quadrature to the total;
     the fix-and-refit impacts a paper quotes are printed beside them. Every output path (the
     default <card name>.card.yaml too) is checked before the fit; the plots go beside the card.
+
+    Several WORKSPACEs are ingested independently (in parallel with --workers/--scheduler),
+    each with the same options; --output is then the folder of their cards.
     """
     if output is not None and no_write:
         raise InputError("--output and --no-write exclude each other", where="command line")
     if plots and no_write:
         raise InputError("--plots are written beside the card, and --no-write writes none",
                          where="command line", hint="drop --plots or --no-write")
-    if output is not None:
-        check_output_path(output)
-    result = ingest(
-        workspace,
-        patch=patch,
-        patch_name=patch_name,
-        poi=poi,
-        measurement=measurement,
-        combine=combine,
-        mapping=mapping,
-        output=output,
-        name=name,
-        minimizer=minimizer,  # type: ignore[arg-type]
-        breakdown=breakdown,  # type: ignore[arg-type]
-        stat_convention=stat_convention,  # type: ignore[arg-type]
-        plots=plots,
-        plot_format=plot_format,  # type: ignore[arg-type]
-        n_impacts=n_impacts,
-        n_scans=n_scans,
-        prefit=not no_prefit,
-        n_starts=n_starts,
-        seed=seed,
-        rootdir=rootdir,
-        default_output=not no_write,
-    )
-    card = result.card
+    options: dict[str, Any] = {
+        "patch": patch, "patch_name": patch_name, "poi": poi, "measurement": measurement,
+        "combine": combine, "mapping": mapping, "name": name, "minimizer": minimizer,
+        "breakdown": breakdown, "stat_convention": stat_convention, "plots": plots,
+        "plot_format": plot_format, "n_impacts": n_impacts, "n_scans": n_scans,
+        "prefit": not no_prefit, "n_starts": n_starts, "seed": seed, "rootdir": rootdir,
+        "default_output": not no_write,
+    }
+    if len(workspaces) == 1:
+        if workers is not None or scheduler is not None:
+            log.info("one workspace: ingested in this process (--workers/--scheduler spread "
+                     "several workspaces)")
+        if output is not None:
+            check_output_path(output)
+        text, source, plot_paths = ingest_task(workspaces[0], output, options, as_json)
+        _echo(text, source, plot_paths, as_json)
+        return
+    tasks = _batch_tasks(workspaces, output, options, no_write=no_write)
+    with open_runner(workers=workers, scheduler=scheduler) as runner:
+        results = list((runner or InProcess()).map(
+            ingest_task, [(ws, out, options, as_json) for ws, out in tasks], label="ingest"))
     if as_json:
-        click.echo(report_json(card, plots=result.plots))
-    else:
-        click.echo(format_report(card))
-        if card.source:
-            click.echo(f"card written to {card.source}")
-        if result.plots:
-            click.echo(f"plots written ({len(result.plots)}):")
-            for path in result.plots:
-                click.echo(f"  {path}")
+        click.echo("[" + ",\n".join(text for text, _, _ in results) + "]")
+        return
+    for (workspace, _), (text, source, plot_paths) in zip(tasks, results, strict=True):
+        click.echo(f"== {workspace}")
+        _echo(text, source, plot_paths, as_json)
 
+
+def _batch_tasks(workspaces: tuple[Path, ...], output: Path | None, options: dict[str, Any],
+                 *, no_write: bool) -> list[tuple[Path, Path | None]]:
+    """``(workspace, card path)`` per workspace of a batch (``--output``: their folder, created
+    if missing), every output path checked."""
+    for option in ("patch", "patch_name", "name", "combine"):
+        if options[option]:
+            raise InputError(f"--{option.replace('_', '-')} describes one workspace, and "
+                             f"{len(workspaces)} were given", where="command line",
+                             hint="ingest that workspace on its own")
+    stems = [_stem(ws) for ws in workspaces]
+    if len(set(stems)) != len(stems):
+        raise InputError(f"workspaces with the same file name: {stems}", where="command line",
+                         hint="their cards would overwrite each other; rename or ingest "
+                         "them separately")
+    if no_write:
+        return [(ws.absolute(), None) for ws in workspaces]
+    folder = (output or Path.cwd()).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for ws, stem in zip(workspaces, stems, strict=True):
+        card = folder / f"{stem}.card.yaml"
+        check_output_path(card)
+        tasks.append((ws.absolute(), card))
+    return tasks
+
+
+def _echo(text: str, source: str | None, plot_paths: list[str], as_json: bool) -> None:
+    click.echo(text)
+    if as_json:
+        return
+    if source:
+        click.echo(f"card written to {source}")
+    if plot_paths:
+        click.echo(f"plots written ({len(plot_paths)}):")
+        for path in plot_paths:
+            click.echo(f"  {path}")

@@ -47,6 +47,7 @@ from .._io import (
     save_tensors,
     sha256_file,
 )
+from ..cluster import TaskRunner, open_runner
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
 from ..formats.intervals import Interval, Level
 from ..results.diagnostics import Diagnostics, marginal_ess
@@ -423,11 +424,13 @@ def _fingerprint(
     runcard: Runcard, sampler_config: Any, hashes: Mapping[str, str], *, device: str
 ) -> str:
     """What a cached sampler result depends on: runcard (seed included), sampler settings,
-    input files, device, and the versions of smeft-pyhf (its code) and torch."""
+    input files, device, and the versions of smeft-pyhf (its code) and torch; not where the
+    tasks ran (workers, scheduler), so a run resumes on another cluster or in-process."""
     import torch
 
     payload = {
-        "runcard": {k: v for k, v in runcard.to_dict().items() if k not in ("output", "device")},
+        "runcard": {k: v for k, v in runcard.to_dict().items()
+                    if k not in ("output", "device", "workers", "scheduler")},
         "sampler": repr(sampler_config),
         "inputs": dict(sorted(hashes.items())),
         "device": device,
@@ -487,6 +490,8 @@ def run_fit(
     plot_format: PlotFormat = "pdf",
     sampler_config: SamplerConfig | None = None,
     on_sampled: Callable[[FitResult], None] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> FitResult:
     """Run a fit described by a runcard and write its results folder.
 
@@ -502,6 +507,10 @@ def run_fit(
         sampler_config: a ready ``SamplerConfig`` (default: paper defaults + runcard overrides).
         on_sampled: called with the :class:`FitResult` before the folder is written (hook for
             tests and progress displays; an exception there aborts without a results folder).
+        workers: run steps 4 and 5 on a local Dask cluster of this many processes (overrides
+            the runcard's ``workers``); see :func:`smeft_pyhf.cluster.open_runner`.
+        scheduler: run them on the Dask cluster at this scheduler address instead (overrides
+            the runcard's ``scheduler``). The results do not depend on either.
 
     Returns:
         The :class:`FitResult`; ``result.provenance["results_dir"]`` is the folder written.
@@ -519,7 +528,10 @@ def run_fit(
         rc = rc.replace(scale_theory=float(scale_theory))
     out = _absolute_output(Path(output) if output is not None else rc.output)
     _check_output(out, overwrite=overwrite)
-    with output_lock(out):
+    if workers is None and scheduler is None:
+        workers, scheduler = rc.workers, rc.scheduler
+    with output_lock(out), open_runner(workers=workers, scheduler=scheduler,
+                                       device=resolve_device(device or rc.device)) as runner:
         _check_output(out, overwrite=overwrite)  # it may have changed while we waited
         return _run_locked(
             rc,
@@ -531,6 +543,7 @@ def run_fit(
             plot_format=plot_format,
             sampler_config=sampler_config,
             on_sampled=on_sampled,
+            runner=runner,
         )
 
 
@@ -569,6 +582,7 @@ def _run_locked(
     plot_format: PlotFormat,
     sampler_config: SamplerConfig | None,
     on_sampled: Callable[[FitResult], None] | None,
+    runner: TaskRunner | None = None,
 ) -> FitResult:
     """:func:`run_fit` once the output's lock is held."""
     dev = resolve_device(device or rc.device)
@@ -580,7 +594,8 @@ def _run_locked(
     work = work_dir(out)
     _prepare_work(work, _fingerprint(rc, cfg, hashes, device=dev))
     try:
-        fit = _sample(rc, out=out, dev=dev, cfg=cfg, hashes=hashes, work=work, progress=progress)
+        fit = _sample(rc, out=out, dev=dev, cfg=cfg, hashes=hashes, work=work, progress=progress,
+                      runner=runner)
         if on_sampled is not None:
             on_sampled(fit)
         with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -610,6 +625,7 @@ def _sample(
     hashes: Mapping[str, str],
     work: Path,
     progress: bool,
+    runner: TaskRunner | None = None,
 ) -> FitResult:
     """Likelihood, analytic solution and the five steps (or their cached result)."""
     where = str(rc.source or "runcard")
@@ -623,7 +639,7 @@ def _sample(
                         dtype_bytes=8 if rc.dtype == "float64" else 4, where=f"{where}: sampler")
     analytic = _analytic_if_asked(rc, likelihood, timings)
     converted = _sampled(rc, likelihood, names=names, ranges=ranges, analytic=analytic, cfg=cfg,
-                         dev=dev, work=work, progress=progress, timings=timings)
+                         dev=dev, work=work, progress=progress, timings=timings, runner=runner)
     step_timings = {**timings, **converted.pop("timings", {})}
     fit = make_fit_result(
         names=names,
@@ -699,7 +715,7 @@ def _analytic_if_asked(rc: Runcard, likelihood: Any,
 def _sampled(rc: Runcard, likelihood: Any, *, names: tuple[str, ...],
              ranges: Mapping[str, tuple[float, float]], analytic: AnalyticSolution | None,
              cfg: SamplerConfig, dev: str, work: Path, progress: bool,
-             timings: dict[str, float]) -> dict[str, Any]:
+             timings: dict[str, float], runner: TaskRunner | None = None) -> dict[str, Any]:
     """The sampler's histograms as :func:`make_fit_result` arguments: from the work folder's
     cache when an interrupted run left them, else from :func:`run_sampler` (then cached)."""
     import torch
@@ -727,6 +743,7 @@ def _sampled(rc: Runcard, likelihood: Any, *, names: tuple[str, ...],
         init_scale=target.init_scale,
         init_mean=target.init_mean,
         support=target.ranges,
+        runner=runner,
     )
     timings["sampler"] = time.perf_counter() - t0
     converted = from_sampler_result(result)

@@ -57,6 +57,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from smeft_pyhf.cluster import TaskRunner
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.checkpoint import Checkpoint, config_hash
 from smeft_pyhf.sampler.config import (
@@ -269,6 +270,7 @@ def run_sampler(
     init_scale: float | Tensor = 1.0,
     init_mean: Tensor | None = None,
     support: Tensor | None = None,
+    runner: TaskRunner | None = None,
 ) -> SamplerResult:
     """Run the five steps on ``log_prob`` and return histograms, profiles, ESS and timings.
 
@@ -288,6 +290,9 @@ def run_sampler(
         support: (d, 2) box outside which the target vanishes (a flat prior), or None. With
             ``config.support_map == "logit"`` the flow draws only inside it (see
             :class:`SamplerConfig`).
+        runner: where the tasks of steps 4 and 5 run (default: in this process; a
+            :class:`~smeft_pyhf.cluster.DaskRunner` sends the flow with its weights and the
+            target to its workers once, pickled). The result does not depend on it.
 
     Returns:
         A :class:`SamplerResult`.
@@ -352,13 +357,13 @@ def run_sampler(
     draw = _flow_sampler(flow, zlog)
     res4 = steps.run("sample", lambda gen: sample_and_histogram(
         draw, target, ranges=_pilot_ranges(draw, setup, ranges, config, seed, level),
-        config=config.sample, generator=gen, names=names))
+        config=config.sample, generator=gen, names=names, runner=runner))
 
     # 5. profiling, in the target's dtype
     cov = profile_covariance(zlog, res1, whitening=config.whitening, dtype=dtype)
     res5 = steps.run("profile", lambda _gen: profile(
         log_prob, _cast_floats(res4, setup.target_dtype), config=config.profile,
-        covariance=cov.to(setup.target_dtype), names=names))
+        covariance=cov.to(setup.target_dtype), names=names, runner=runner))
     # a profiled interval in pieces: is each gap a second minimum or bins that stopped short?
     checked = check_gaps(log_prob, res5, names, config=config.profile,
                          covariance=cov.to(setup.target_dtype), level_log=level)

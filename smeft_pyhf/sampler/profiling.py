@@ -41,12 +41,26 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from smeft_pyhf.cluster import InProcess, TaskRunner, chunks
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.config import check_field
 from smeft_pyhf.sampler.kernels.nonfinite import CheckedTarget, NonFiniteCounts
-from smeft_pyhf.sampler.sampling import SampleResult, best_per_bin, bin_centres
+from smeft_pyhf.sampler.sampling import (
+    SampleResult,
+    best_per_bin,
+    bin_centres,
+    report_nonfinite,
+)
 
-__all__ = ["LbfgsResult", "ProfileConfig", "ProfileResult", "lbfgs_maximise", "profile"]
+__all__ = [
+    "LbfgsResult",
+    "ProfileConfig",
+    "ProfileResult",
+    "SliceSpec",
+    "lbfgs_maximise",
+    "optimise_slice",
+    "profile",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +72,13 @@ class ProfileConfig:
     """Step 5, maximisation from the best points per profile bin (Table 5 defaults).
 
     Attributes:
-        batch_size: start points optimised together (Table 5: 100k).
+        batch_size: start points optimised together (Table 5: 100k); a task (``task_size``)
+            is optimised in batches of at most this many.
+        task_size: start points per task: the start points (bin by bin) are cut into slices
+            of this many, and every slice is a task of its own (on a Dask worker, or one after
+            another in-process). The slicing does not depend on the number of workers, so the
+            result does not either. Rows are independent problems, so a larger value only
+            changes the speed: on one GPU raise it to ``batch_size`` for one batch per task.
         max_steps: L-BFGS iterations per point (Table 5: 200).
         history: stored curvature pairs ``m`` per point (torch's default 100 is for one large
             problem; 10 is the usual choice for small ``d``; not in the paper).
@@ -86,6 +106,7 @@ class ProfileConfig:
     """
 
     batch_size: int = 100_000
+    task_size: int = 4096
     max_steps: int = 200
     history: int = 10
     tolerance_grad: float = 1e-6
@@ -99,7 +120,7 @@ class ProfileConfig:
     precondition: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "history", "max_line_search"):
+        for name in ("batch_size", "task_size", "history", "max_line_search"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1",
                                   where="ProfileConfig", hint=f"change {name}")
@@ -377,26 +398,69 @@ def lbfgs_maximise(
                        n_evaluations=n_eval)
 
 
-def _optimise_chunks(log_prob: LogProb, x0: Tensor, fixed: Tensor,
-                     config: ProfileConfig, h0: Tensor | None) -> LbfgsResult:
-    xs, lps, steps, conv = [], [], [], []
-    n_eval = 0
-    t_start = time.perf_counter()
-    for lo in range(0, x0.shape[0], config.batch_size):
-        hi = lo + config.batch_size
-        res = lbfgs_maximise(log_prob, x0[lo:hi], fixed=fixed[lo:hi], config=config,
-                             preconditioner=h0)
-        xs.append(res.x)
-        lps.append(res.log_prob)
-        steps.append(res.n_steps)
-        conv.append(res.converged)
-        n_eval += res.n_evaluations
-        log.info("profiling: %d/%d start points optimised (%.1f s)", min(hi, x0.shape[0]),
-                 x0.shape[0], time.perf_counter() - t_start)
-    if not xs:
+class SliceSpec(NamedTuple):
+    """What a profiling task needs besides its start points and the target.
+
+    Attributes:
+        config: the step configuration.
+        preconditioner: (d, d) L-BFGS initial inverse Hessian, or ``None``.
+        names: coefficient names, for error messages.
+    """
+
+    config: ProfileConfig
+    preconditioner: Tensor | None = None
+    names: tuple[str, ...] | None = None
+
+
+def optimise_slice(x0: Tensor, fixed: Tensor, spec: SliceSpec, *,
+                   log_prob: LogProb) -> tuple[LbfgsResult, NonFiniteCounts]:
+    """Maximise ``log_prob`` from every row of ``x0`` (batches of ``spec.config.batch_size``):
+    the task of step 5 on a worker. Returns the optimised rows and the non-finite counts.
+
+    Raises:
+        DataError: the target was ``+inf`` at a point the optimiser evaluated.
+
+    Example:
+        >>> res, counts = optimise_slice(torch.zeros(2, 2, dtype=torch.float64),
+        ...     torch.tensor([[True, False]] * 2), SliceSpec(ProfileConfig()),
+        ...     log_prob=lambda x: -0.5 * ((x - 1.0) ** 2).sum(-1))
+        >>> res.x.tolist(), counts.n_nan
+        ([[0.0, 1.0], [0.0, 1.0]], 0)
+    """
+    config = spec.config
+    checked = CheckedTarget(log_prob, step="profiling", names=spec.names, logger=log)
+    parts = [lbfgs_maximise(checked, x0[lo:hi], fixed=fixed[lo:hi], config=config,
+                            preconditioner=spec.preconditioner)
+             for lo, hi in chunks(x0.shape[0], config.batch_size)]
+    checked.check()
+    return _concat(parts, x0), checked.counts()
+
+
+def _concat(parts: Sequence[LbfgsResult], x0: Tensor) -> LbfgsResult:
+    if not parts:
         empty = x0.new_zeros((0,))
         return LbfgsResult(x0, empty, empty.long(), empty.bool(), 0)
-    return LbfgsResult(torch.cat(xs), torch.cat(lps), torch.cat(steps), torch.cat(conv), n_eval)
+    return LbfgsResult(torch.cat([p.x for p in parts]), torch.cat([p.log_prob for p in parts]),
+                       torch.cat([p.n_steps for p in parts]),
+                       torch.cat([p.converged for p in parts]),
+                       sum(p.n_evaluations for p in parts))
+
+
+def _optimise_tasks(runner: TaskRunner, log_prob: LogProb, x0: Tensor, fixed: Tensor,
+                    spec: SliceSpec, label: str) -> tuple[LbfgsResult, NonFiniteCounts]:
+    """All rows of ``x0`` optimised as slices of ``task_size`` (:func:`optimise_slice`) by
+    ``runner``, concatenated in order; also the summed non-finite counts."""
+    # clone: a slice shares the storage of x0, which would be pickled whole
+    tasks = [(x0[lo:hi].clone(), fixed[lo:hi].clone(), spec)
+             for lo, hi in chunks(x0.shape[0], spec.config.task_size)]
+    results = list(runner.map(optimise_slice, tasks, shared={"log_prob": log_prob},
+                              label=label))
+    counts = NonFiniteCounts(*(sum(c[i] for _, c in results) for i in range(3)))
+    return _concat([r for r, _ in results], x0), counts
+
+
+def _add(a: NonFiniteCounts, b: NonFiniteCounts) -> NonFiniteCounts:
+    return NonFiniteCounts(*(u + v for u, v in zip(a, b, strict=True)))
 
 
 _RESTART_GAIN = 1e-3
@@ -501,11 +565,15 @@ def profile(
     config: ProfileConfig | None = None,
     covariance: Tensor | None = None,
     names: Sequence[str] | None = None,
+    runner: TaskRunner | None = None,
 ) -> ProfileResult:
     """Maximise ``log_prob`` from the best points per profile bin with the binned coordinates fixed.
 
-    All start points (1D and 2D, all kept ``n_best`` per bin) are optimised independently in
-    batches of ``config.batch_size``; the profile value of a bin is the best of its points, and
+    All start points (1D and 2D, all kept ``n_best`` per bin) are optimised independently, as
+    tasks of ``config.task_size`` consecutive points (bin by bin) that ``runner`` runs (in this
+    process by default, or on Dask workers) and whose results are merged per bin in task order,
+    so the result does not depend on the number of workers. The profile value of a bin is the
+    best of its points, and
     never below its start value. NaN values of the target count as ``-inf``; both are counted
     and reported in :attr:`ProfileResult.nonfinite`.
 
@@ -516,6 +584,8 @@ def profile(
         covariance: (d, d) posterior covariance estimate (e.g. of the pre-scaling sample),
             the L-BFGS preconditioner when ``config.precondition``; ``None``: none.
         names: the ``d`` coefficient names, for error messages.
+        runner: where the tasks run (:class:`~smeft_pyhf.cluster.InProcess` by default, or a
+            :class:`~smeft_pyhf.cluster.DaskRunner`; ``log_prob`` must then pickle).
 
     Returns:
         A :class:`ProfileResult` (device and dtype of the sample result).
@@ -538,7 +608,11 @@ def profile(
     """
     config = config or ProfileConfig()
     start = time.perf_counter()
+    runner = runner or InProcess()
+    target = log_prob
+    names = None if names is None else tuple(str(n) for n in names)
     log_prob = CheckedTarget(log_prob, step="profiling", names=names, logger=log)
+    task_counts = NonFiniteCounts()
     sr = sample_result
     ranges = sr.ranges
     d = ranges.shape[0]
@@ -552,6 +626,7 @@ def profile(
     if config.precondition and covariance is not None:
         h0 = covariance.to(device=device, dtype=ranges.dtype)
         h0 = 0.5 * (h0 + h0.T)
+    spec = SliceSpec(config, h0, names)
 
     starts, masks, owners = [], [], []
     # 1D: rows (coefficient i, bin b, kept point j), coefficient i fixed
@@ -608,8 +683,8 @@ def profile(
     if n_points:
         x0 = torch.cat(starts)
         fixed = torch.cat(masks)
-        res = _optimise_chunks(log_prob, x0, fixed, config, h0)
-        log_prob.check()
+        res, counts = _optimise_tasks(runner, target, x0, fixed, spec, "profiling")
+        task_counts = _add(task_counts, counts)
         n_eval += res.n_evaluations
         conv_sum = float(res.converged.sum())
         step_sum = float(res.n_steps.sum())
@@ -650,9 +725,10 @@ def profile(
         parts = [part for part in parts if part[1].shape[0]]
         if not parts:
             break
-        res = _optimise_chunks(log_prob, torch.cat([part[1] for part in parts]),
-                               torch.cat([part[2] for part in parts]), config, h0)
-        log_prob.check()
+        res, counts = _optimise_tasks(runner, target, torch.cat([part[1] for part in parts]),
+                                      torch.cat([part[2] for part in parts]), spec,
+                                      f"profiling, restart sweep {_sweep + 1}")
+        task_counts = _add(task_counts, counts)
         n_eval += res.n_evaluations
         n_points += res.x.shape[0]
         conv_sum += float(res.converged.sum())
@@ -665,7 +741,8 @@ def profile(
     if config.restart_sweeps:
         best_fit, best_lp, evals = global_best()
         n_eval += evals
-    nonfinite = log_prob.report()
+    log_prob.check()
+    nonfinite = report_nonfinite(_add(log_prob.counts(), task_counts), names, "profiling")
 
     result = ProfileResult(
         profile1d=prof1,

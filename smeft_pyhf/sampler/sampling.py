@@ -11,11 +11,16 @@ generates weighted samples ``w = p(x) / q(x)`` in batches. Every batch is accumu
   profiling step (:mod:`smeft_pyhf.sampler.profiling`);
 * the effective sample size ``ESS = (sum w)^2 / sum w^2`` and the evidence ``Z = <w>``.
 
-Weights are handled in log space: all sums are kept relative to the running maximum of
-``log w`` (rescaled when a new maximum appears), in float64 (float32 on MPS). All pairs are
-histogrammed with one ``index_add_`` over flattened pair-bin indices, and the best point per
-profile bin is found with one ``scatter_reduce(amax)`` plus index recovery; there is no Python
-loop over coefficients or pairs.
+The batches are independent chunks (:func:`sample_chunk`), chunk ``i`` drawn with a generator
+seeded by ``(seed, i)``, each returning its partial histograms, weight sums and best point per
+profile bin (:class:`ChunkSums`); they run one after another in-process or as tasks on Dask
+workers (:mod:`smeft_pyhf.cluster`) and are merged in chunk order (:func:`merge_chunks`), so
+the result is the same on any number of workers. Weights are handled in log space: every sum
+is kept relative to the largest ``log w`` of its chunk(s) and rescaled when merged, in float64
+(float32 on MPS). All pairs are histogrammed with one ``bincount`` over flattened pair-bin
+indices (sums in sample order, independent of torch's thread count on the CPU), and the best
+point per profile bin is found with one ``scatter_reduce(amax)`` plus index recovery; there is
+no Python loop over coefficients or pairs.
 
 Example:
     >>> import torch
@@ -41,29 +46,39 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from smeft_pyhf.cluster import InProcess, TaskRunner
 from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.sampler.config import check_field
 from smeft_pyhf.sampler.kernels.evaluation import evaluate_in_chunks
 from smeft_pyhf.sampler.kernels.nonfinite import CheckedTarget, NonFiniteCounts
 
 __all__ = [
+    "ChunkSpec",
+    "ChunkSums",
     "SampleConfig",
     "SampleResult",
+    "base_seed",
     "bin_centres",
     "bin_edges",
+    "chunk_seed",
+    "merge_chunks",
     "pair_indices",
+    "report_nonfinite",
     "sample_and_histogram",
+    "sample_chunk",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,27 +287,20 @@ def _bin_index(x: Tensor, ranges: Tensor, bins: int) -> Tensor:
     return torch.where(inside, idx, torch.full_like(idx, -1))
 
 
-class _ProfileStore:
-    """Best ``n_best`` re-centred points per profile bin, over all batches."""
-
-    def __init__(self, n_bins: int, n_best: int, dim: int, like: Tensor) -> None:
-        self.log_prob = torch.full((n_bins, n_best), -math.inf, dtype=like.dtype,
-                                   device=like.device)
-        self.points = torch.zeros((n_bins, n_best, dim), dtype=like.dtype, device=like.device)
-
-    def merge(self, bins: Tensor, log_prob: Tensor, points: Tensor) -> None:
-        """Merge one candidate per bin (``bins`` unique) into the store."""
-        if bins.numel() == 0:
-            return
-        old_lp = self.log_prob[bins]
-        old_pt = self.points[bins]
-        all_lp = torch.cat([old_lp, log_prob[:, None]], dim=1)
-        all_pt = torch.cat([old_pt, points[:, None, :]], dim=1)
-        k = self.log_prob.shape[1]
-        top_lp, top_idx = torch.topk(all_lp, k, dim=1)
-        top_pt = torch.gather(all_pt, 1, top_idx[..., None].expand(-1, -1, all_pt.shape[-1]))
-        self.log_prob[bins] = top_lp
-        self.points[bins] = top_pt
+def _merge_best(lp_a: Tensor, pts_a: Tensor, lp_b: Tensor,
+                pts_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Per profile bin the ``n_best`` best of two stores ``(n_bins, n_best)`` /
+    ``(n_bins, n_best, d)``; on equal ``log p`` the first store's point comes first."""
+    k = lp_a.shape[1]
+    if k == 1:  # the default: no sort needed
+        better = lp_b > lp_a
+        return torch.where(better, lp_b, lp_a), torch.where(better[..., None], pts_b, pts_a)
+    all_lp = torch.cat([lp_a, lp_b], dim=1)
+    all_pt = torch.cat([pts_a, pts_b], dim=1)
+    top_lp, top_idx = torch.sort(all_lp, dim=1, descending=True, stable=True)
+    top_lp, top_idx = top_lp[:, :k], top_idx[:, :k]
+    top_pt = torch.gather(all_pt, 1, top_idx[..., None].expand(-1, -1, all_pt.shape[-1]))
+    return top_lp, top_pt
 
 
 def best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[Tensor, Tensor]:
@@ -316,6 +324,447 @@ def best_per_bin(flat: Tensor, lp: Tensor, rows: Tensor, n_bins: int) -> tuple[T
     return best[:n_bins], arg[:n_bins]
 
 
+def chunk_seed(base_seed: int, index: int) -> int:
+    """The seed of sampling chunk ``index``: a function of ``(base_seed, index)`` only, so a
+    chunk draws the same samples on any worker and in any order.
+
+    Example:
+        >>> chunk_seed(7, 0) == chunk_seed(7, 0) != chunk_seed(7, 1)
+        True
+    """
+    state = np.random.SeedSequence([int(base_seed), int(index)]).generate_state(1, np.uint64)
+    return int(state[0]) >> 1  # 63 bits: a valid torch seed
+
+
+def base_seed(generator: torch.Generator | None) -> int:
+    """One draw from ``generator`` (torch's global generator if ``None``): the root of the
+    chunk seeds of :func:`sample_and_histogram`.
+
+    Example:
+        >>> base_seed(torch.Generator().manual_seed(0)) == base_seed(
+        ...     torch.Generator().manual_seed(0))
+        True
+    """
+    device = generator.device if generator is not None else None
+    return int(torch.randint(0, 2**62, (), generator=generator, device=device))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device | str | None) -> Iterator[torch.Generator | None]:
+    """Torch's global generator forked and seeded with ``seed`` for the ``with`` block; yields
+    a generator on ``device`` seeded the same way (``None`` when ``device`` is ``None``)."""
+    dev = None if device is None else torch.device(device)
+    devices = [dev] if dev is not None and dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield None if dev is None else torch.Generator(device=dev).manual_seed(seed)
+
+
+class ChunkSpec(NamedTuple):
+    """What a sampling chunk needs besides the proposal and the target.
+
+    Attributes:
+        ranges: (d, 2) histogram ranges.
+        config: the step configuration (its ``batch_size`` is the chunk size).
+        base_seed: the root of the chunk seeds (:func:`chunk_seed`).
+        generator_device: the device of the generator handed to ``draw``; ``None``: ``draw``
+            is called without one (it uses torch's global generator, seeded per chunk).
+        names: coefficient names, for error messages.
+    """
+
+    ranges: Tensor
+    config: SampleConfig
+    base_seed: int
+    generator_device: str | None = None
+    names: tuple[str, ...] | None = None
+
+
+class ChunkSums(NamedTuple):
+    """The partial sums of one or more sampling chunks; merged by :func:`merge_chunks`.
+
+    Weight sums are relative to ``exp(max_log_weight)``; histograms are flat, without the
+    bin of the samples outside the ranges.
+
+    Attributes:
+        n_samples: samples drawn.
+        n_evaluations: target evaluations (samples plus re-centred profile points).
+        n_nonfinite: drawn samples whose ``log p`` was NaN.
+        counts: ``(points, NaN, -inf)`` of all target evaluations.
+        max_log_weight: the largest ``log w`` (``-inf`` if none was finite).
+        sums: (3,) ``sum w``, ``sum w^2`` and the weight outside the ranges.
+        h1: (d * bins_1d,) weight per 1D bin; ``h1w2`` the squared weights.
+        h1w2: see ``h1``.
+        h2: (P * bins_2d**2,) weight per 2D bin; ``h2w2`` the squared weights.
+        h2w2: see ``h2``.
+        profile1d_log_prob: (d * profile_bins_1d, n_best) best re-centred points' ``log p``.
+        profile1d_points: (d * profile_bins_1d, n_best, d).
+        profile2d_log_prob: (P * profile_bins_2d**2, n_best).
+        profile2d_points: (P * profile_bins_2d**2, n_best, d).
+        best_log_prob: the largest ``log p`` of a drawn sample.
+        best_point: (d,) that sample.
+        samples: (k, d) the first ``keep_samples`` samples.
+        samples_log_weight: (k,) their ``log w``.
+        log_weights: (n,) every ``log w``, for the weight histogram (emptied once it is
+            histogrammed).
+    """
+
+    n_samples: int
+    n_evaluations: int
+    n_nonfinite: int
+    counts: NonFiniteCounts
+    max_log_weight: float
+    sums: Tensor
+    h1: Tensor
+    h1w2: Tensor
+    h2: Tensor
+    h2w2: Tensor
+    profile1d_log_prob: Tensor
+    profile1d_points: Tensor
+    profile2d_log_prob: Tensor
+    profile2d_points: Tensor
+    best_log_prob: float
+    best_point: Tensor
+    samples: Tensor
+    samples_log_weight: Tensor
+    log_weights: Tensor
+
+
+def _draw_chunk(draw: Draw, index: int, spec: ChunkSpec) -> tuple[Tensor, Tensor]:
+    """The samples ``(x, log q)`` of chunk ``index``."""
+    with _seeded(chunk_seed(spec.base_seed, index), spec.generator_device) as gen, \
+            torch.no_grad():
+        n = spec.config.batch_size
+        x, log_q = draw(n) if gen is None else draw(n, generator=gen)
+    return x.detach(), log_q.detach().to(x.dtype)
+
+
+def _recentre_best(log_prob: LogProb, x: Tensor, lp: Tensor, flat: Tensor, n_bins: int,
+                   centre: Callable[[Tensor, Tensor], None], config: SampleConfig,
+                   ) -> tuple[Tensor, Tensor, int]:
+    """Best sample per profile bin (``flat``: (n, k) bin per sample and axis, ``n_bins`` the
+    dump bin), moved to the bin's centre by ``centre(points, bins)`` and re-evaluated.
+    Returns the store ``(n_bins, n_best)``, ``(n_bins, n_best, d)`` and the evaluations."""
+    n, k = flat.shape
+    rows = torch.arange(n, device=x.device)
+    _, arg = best_per_bin(flat.reshape(-1), lp[:, None].expand(n, k).reshape(-1),
+                          rows[:, None].expand(n, k).reshape(-1), n_bins)
+    return _store(log_prob, x, arg, centre, config, n_bins)
+
+
+def _store(log_prob: LogProb, x: Tensor, arg: Tensor, centre: Callable[[Tensor, Tensor], None],
+           config: SampleConfig, n_bins: int) -> tuple[Tensor, Tensor, int]:
+    """The re-centred, re-evaluated rows ``arg`` (``-1``: empty bin) as a profile store."""
+    sel = (arg >= 0).nonzero().squeeze(1)
+    pts = x[arg[sel]].clone()
+    centre(pts, sel)
+    new_lp = evaluate_in_chunks(log_prob, pts, config.eval_chunk)
+    lp_store = torch.full((n_bins, config.n_best), -math.inf, dtype=x.dtype, device=x.device)
+    pt_store = torch.zeros((n_bins, config.n_best, x.shape[1]), dtype=x.dtype, device=x.device)
+    lp_store[sel, 0] = new_lp
+    pt_store[sel, 0] = pts
+    return lp_store, pt_store, pts.shape[0]
+
+
+def _bin_sums(flat: Tensor, w: Tensor, n_bins: int) -> Tensor:
+    """Sum of ``w`` per bin ``flat`` in ``[0, n_bins)``: ``bincount`` adds in sample order
+    in one pass on the CPU, so the sums do not depend on torch's thread count (``w.sum()``
+    over more than 32k elements does), and a chunk gives the same numbers in-process and on a
+    single-threaded worker."""
+    return torch.bincount(flat, weights=w, minlength=n_bins)
+
+
+def _histogram_1d(x: Tensor, w: Tensor, rng: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """1D marginal sums ``(h, h_w2)`` of every coefficient (flat, without the dump bin) and
+    the mask of the samples outside the ranges."""
+    n, dim = x.shape
+    coord = torch.arange(dim, device=x.device)
+    idx = _bin_index(x, rng, bins)
+    flat = torch.where(idx >= 0, coord * bins + idx, torch.full_like(idx, dim * bins)).reshape(-1)
+    h = _bin_sums(flat, w[:, None].expand(n, dim).reshape(-1), dim * bins + 1)
+    hw2 = _bin_sums(flat, (w * w)[:, None].expand(n, dim).reshape(-1), dim * bins + 1)
+    return h[:-1], hw2[:-1], (idx < 0).any(dim=1)
+
+
+def _pairs_2d(x: Tensor, w: Tensor, lp: Tensor, rng: Tensor, pairs: Tensor,
+              config: SampleConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """2D marginal sums ``(h, h_w2)`` of every pair and the best row per 2D profile bin,
+    chunked over rows to bound memory."""
+    n = x.shape[0]
+    n_pairs = pairs.shape[0]
+    b2, p2 = config.bins_2d, config.profile_bins_2d
+    device = x.device
+    pi, pj = pairs[:, 0], pairs[:, 1]
+    idx2 = _bin_index(x, rng, b2)
+    pidx2 = _bin_index(x, rng, p2)
+    h = torch.zeros(n_pairs * b2 * b2 + 1, dtype=w.dtype, device=device)
+    hw2 = torch.zeros_like(h)
+    bb_lp = torch.full((n_pairs * p2 * p2,), -math.inf, dtype=x.dtype, device=device)
+    bb_row = torch.full((n_pairs * p2 * p2,), -1, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)
+    pair_off = torch.arange(n_pairs, device=device)
+    step = max(1, _CHUNK_ENTRIES // max(n_pairs, 1))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        nc = r1 - r0
+        ia, ib = idx2[r0:r1][:, pi], idx2[r0:r1][:, pj]
+        ok = (ia >= 0) & (ib >= 0)
+        flat2 = torch.where(ok, (pair_off * b2 + ia) * b2 + ib,
+                            torch.full_like(ia, n_pairs * b2 * b2)).reshape(-1)
+        h += _bin_sums(flat2, w[r0:r1, None].expand(nc, n_pairs).reshape(-1), h.numel())
+        hw2 += _bin_sums(flat2, (w[r0:r1] ** 2)[:, None].expand(nc, n_pairs).reshape(-1),
+                         h.numel())
+        qa, qb = pidx2[r0:r1][:, pi], pidx2[r0:r1][:, pj]
+        okp = (qa >= 0) & (qb >= 0)
+        pflat2 = torch.where(okp, (pair_off * p2 + qa) * p2 + qb,
+                             torch.full_like(qa, n_pairs * p2 * p2)).reshape(-1)
+        cl, ca = best_per_bin(pflat2, lp[r0:r1, None].expand(nc, n_pairs).reshape(-1),
+                               rows[r0:r1, None].expand(nc, n_pairs).reshape(-1),
+                               n_pairs * p2 * p2)
+        better = cl > bb_lp
+        bb_lp = torch.where(better, cl, bb_lp)
+        bb_row = torch.where(better, ca, bb_row)
+    return h[:-1], hw2[:-1], bb_row
+
+
+def sample_chunk(index: int, spec: ChunkSpec, *, draw: Draw, log_prob: LogProb) -> ChunkSums:
+    """Draw chunk ``index`` (``spec.config.batch_size`` samples, seeded by
+    ``(spec.base_seed, index)``) and return its partial histograms, weight sums and best
+    re-centred point per profile bin: the task of step 4 on a worker.
+
+    Raises:
+        DataError: the target is ``+inf`` at a drawn or re-centred point.
+
+    Example:
+        >>> normal = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
+        >>> def draw(n):
+        ...     x = torch.randn(n, 2)
+        ...     return x, normal.log_prob(x).sum(-1)
+        >>> spec = ChunkSpec(torch.tensor([[-4.0, 4.0]] * 2),
+        ...                  SampleConfig(batch_size=500, profile_bins_2d=4), base_seed=1)
+        >>> part = sample_chunk(0, spec, draw=draw, log_prob=lambda x: normal.log_prob(x).sum(-1))
+        >>> part.n_samples, part.max_log_weight, tuple(part.h2.shape)
+        (500, 0.0, (1600,))
+    """
+    config = spec.config
+    checked = CheckedTarget(log_prob, step="sampling", names=spec.names, logger=log)
+    x, log_q = _draw_chunk(draw, index, spec)
+    n, dim = x.shape
+    dtype, device = x.dtype, x.device
+    acc = dtype if config.accumulate == "input" or device.type == "mps" else torch.float64
+    rng = spec.ranges.to(device=device, dtype=dtype)
+    lp = evaluate_in_chunks(checked, x, config.eval_chunk)
+    checked.check()
+    n_nan = checked.n_nan
+    log_w = torch.nan_to_num((lp - log_q).to(acc), nan=-math.inf, posinf=math.inf)
+    m = float(log_w.max())
+    w = torch.exp(log_w - m) if math.isfinite(m) else torch.zeros_like(log_w)
+
+    h1, h1w2, outside = _histogram_1d(x, w, rng, config.bins_1d)
+    kind = outside.to(torch.long)  # sums of w and w^2 in one pass each, outside apart
+    inside_out = _bin_sums(kind, w, 2)
+    sums = torch.stack([inside_out.sum(), _bin_sums(kind, w * w, 2).sum(), inside_out[1]])
+
+    coord = torch.arange(dim, device=device)
+    p1, p2 = config.profile_bins_1d, config.profile_bins_2d
+    centres1, centres2 = bin_centres(rng, p1), bin_centres(rng, p2)
+
+    def centre1(pts: Tensor, sel: Tensor) -> None:
+        ci, cb = sel // p1, sel % p1
+        pts[torch.arange(sel.numel(), device=device), ci] = centres1[ci, cb]
+
+    pidx1 = _bin_index(x, rng, p1)
+    pflat1 = torch.where(pidx1 >= 0, coord * p1 + pidx1, torch.full_like(pidx1, dim * p1))
+    s1_lp, s1_pt, n_re1 = _recentre_best(checked, x, lp, pflat1, dim * p1, centre1, config)
+
+    n_pairs = dim * (dim - 1) // 2 if config.histograms_2d else 0
+    pairs = pair_indices(dim, device=device)[:n_pairs]
+    h2, h2w2, bb_row = _pairs_2d(x, w, lp, rng, pairs, config)
+
+    def centre2(pts: Tensor, sel: Tensor) -> None:
+        pair = sel // (p2 * p2)
+        qa, qb = (sel // p2) % p2, sel % p2
+        ar = torch.arange(sel.numel(), device=device)
+        pi, pj = pairs[pair, 0], pairs[pair, 1]
+        pts[ar, pi] = centres2[pi, qa]
+        pts[ar, pj] = centres2[pj, qb]
+
+    s2_lp, s2_pt, n_re2 = _store(checked, x, bb_row, centre2, config, n_pairs * p2 * p2)
+    checked.check()
+
+    i_best = int(torch.argmax(lp))
+    best_point = x[i_best].clone() if lp[i_best] > -math.inf else rng.mean(dim=1)
+    take = min(n, config.keep_samples)
+    return ChunkSums(
+        n_samples=n,
+        n_evaluations=n + n_re1 + n_re2,
+        n_nonfinite=n_nan,
+        counts=checked.counts(),
+        max_log_weight=m,
+        sums=sums,
+        h1=h1,
+        h1w2=h1w2,
+        h2=h2,
+        h2w2=h2w2,
+        profile1d_log_prob=s1_lp,
+        profile1d_points=s1_pt,
+        profile2d_log_prob=s2_lp,
+        profile2d_points=s2_pt,
+        best_log_prob=float(lp[i_best]),
+        best_point=best_point,
+        samples=x[:take].clone(),
+        samples_log_weight=log_w[:take].to(dtype),
+        log_weights=log_w,
+    )
+
+
+def merge_chunks(a: ChunkSums, b: ChunkSums, *, keep_samples: int = 0) -> ChunkSums:
+    """The partial sums of chunks ``a`` and then ``b``: associative (exactly for counts and
+    best points, up to float rounding for the sums), so partial results can be merged in any
+    grouping; :func:`sample_and_histogram` merges them in chunk order.
+
+    Example:
+        >>> normal = torch.distributions.Normal(torch.zeros(1), torch.ones(1))
+        >>> draw = lambda n: (torch.randn(n, 1), torch.zeros(n))
+        >>> spec = ChunkSpec(torch.tensor([[-3.0, 3.0]]),
+        ...                  SampleConfig(batch_size=100, histograms_2d=False), base_seed=3)
+        >>> f = lambda x: normal.log_prob(x).sum(-1)
+        >>> a, b = (sample_chunk(i, spec, draw=draw, log_prob=f) for i in (0, 1))
+        >>> ab = merge_chunks(a, b)
+        >>> ab.n_samples, bool(ab.best_log_prob == max(a.best_log_prob, b.best_log_prob))
+        (200, True)
+    """
+    m = max(a.max_log_weight, b.max_log_weight)
+    fa = math.exp(a.max_log_weight - m) if math.isfinite(a.max_log_weight) else 0.0
+    fb = math.exp(b.max_log_weight - m) if math.isfinite(b.max_log_weight) else 0.0
+    scale_a, scale_b = a.sums.new_tensor([fa, fa * fa, fa]), a.sums.new_tensor([fb, fb * fb, fb])
+    p1_lp, p1_pt = _merge_best(a.profile1d_log_prob, a.profile1d_points,
+                               b.profile1d_log_prob, b.profile1d_points)
+    p2_lp, p2_pt = _merge_best(a.profile2d_log_prob, a.profile2d_points,
+                               b.profile2d_log_prob, b.profile2d_points)
+    later = b.best_log_prob > a.best_log_prob
+    return ChunkSums(
+        n_samples=a.n_samples + b.n_samples,
+        n_evaluations=a.n_evaluations + b.n_evaluations,
+        n_nonfinite=a.n_nonfinite + b.n_nonfinite,
+        counts=NonFiniteCounts(*(u + v for u, v in zip(a.counts, b.counts, strict=True))),
+        max_log_weight=m,
+        sums=a.sums * scale_a + b.sums * scale_b,
+        h1=a.h1 * fa + b.h1 * fb,
+        h1w2=a.h1w2 * (fa * fa) + b.h1w2 * (fb * fb),
+        h2=a.h2 * fa + b.h2 * fb,
+        h2w2=a.h2w2 * (fa * fa) + b.h2w2 * (fb * fb),
+        profile1d_log_prob=p1_lp,
+        profile1d_points=p1_pt,
+        profile2d_log_prob=p2_lp,
+        profile2d_points=p2_pt,
+        best_log_prob=b.best_log_prob if later else a.best_log_prob,
+        best_point=b.best_point if later else a.best_point,
+        samples=torch.cat([a.samples, b.samples])[:keep_samples],
+        samples_log_weight=torch.cat([a.samples_log_weight, b.samples_log_weight])[:keep_samples],
+        log_weights=torch.cat([a.log_weights, b.log_weights]),
+    )
+
+
+class _WeightHistogram:
+    """Counts of ``log10(w / <w>_1)`` per bin, ``<w>_1`` the mean weight of the first chunk."""
+
+    def __init__(self, config: SampleConfig) -> None:
+        self.config = config
+        self.ref: float | None = None
+        self.counts: Tensor | None = None
+
+    def add(self, log_w: Tensor) -> None:
+        cfg = self.config
+        if self.ref is None:
+            finite = log_w[torch.isfinite(log_w)]
+            self.ref = (float(torch.logsumexp(finite, 0)) - math.log(log_w.numel())
+                        if finite.numel() else 0.0)
+            self.counts = torch.zeros(cfg.weight_bins + 2, dtype=torch.long,
+                                      device=log_w.device)
+        lw10 = (log_w - self.ref) / math.log(10.0)
+        lo, hi = cfg.weight_range
+        wb = torch.floor((lw10 - lo) / (hi - lo) * cfg.weight_bins).to(torch.long) + 1
+        wb = torch.where(torch.isfinite(lw10), wb, torch.zeros_like(wb))
+        self.counts += torch.bincount(wb.clamp(0, cfg.weight_bins + 1),
+                                      minlength=cfg.weight_bins + 2)
+
+
+def _check_ranges(ranges: Tensor) -> None:
+    if ranges.ndim != 2 or ranges.shape[1] != 2:
+        raise ConfigError(f"ranges must have shape (d, 2), got {tuple(ranges.shape)}",
+                          where="sample_and_histogram", hint="pass one (low, high) per coefficient")
+    if not bool((ranges[:, 1] > ranges[:, 0]).all()):
+        raise ConfigError("every range needs low < high", where="sample_and_histogram",
+                          hint="check the ranges passed to the sampler")
+
+
+def _ess(sums: Tensor) -> float:
+    s1, s2 = float(sums[0]), float(sums[1])
+    return s1 * s1 / s2 if s2 > 0 else 0.0
+
+
+def report_nonfinite(counts: NonFiniteCounts, names: Sequence[str] | None,
+                     step: str) -> NonFiniteCounts:
+    """Log the summed counts of a step's tasks as :meth:`CheckedTarget.report` logs those of
+    one target (a warning above the NaN threshold), and return them.
+
+    Example:
+        >>> report_nonfinite(NonFiniteCounts(10, 0, 2), None, "demo")
+        NonFiniteCounts(n_evaluated=10, n_nan=0, n_neginf=2)
+    """
+    checked = CheckedTarget(lambda x: x, step=step, names=names, logger=log)
+    checked._counts = torch.tensor([*counts, 0])  # the counts of all tasks, no +inf (checked)
+    return checked.report()
+
+
+def _finish(total: ChunkSums, weights: _WeightHistogram, ranges: Tensor, config: SampleConfig,
+            nonfinite: NonFiniteCounts, seconds: float) -> SampleResult:
+    """The :class:`SampleResult` of the merged chunks."""
+    dim = ranges.shape[0]
+    x0 = total.best_point
+    dtype, device = x0.dtype, x0.device
+    rng = ranges.to(device=device, dtype=dtype)
+    n_pairs = dim * (dim - 1) // 2 if config.histograms_2d else 0
+    b1, b2, p1, p2 = config.bins_1d, config.bins_2d, config.profile_bins_1d, config.profile_bins_2d
+    n, m = total.n_samples, total.max_log_weight
+    s1 = float(total.sums[0])
+    ess = _ess(total.sums)
+    log_z = m + math.log(s1) - math.log(n) if s1 > 0 else -math.inf
+    log_z_err = math.sqrt(max(1.0 / ess - 1.0 / n, 0.0)) if ess > 0 else math.inf
+    norm = total.sums[0] if s1 > 0 else torch.ones_like(total.sums[0])
+    lo, hi = config.weight_range
+    k = config.n_best
+    return SampleResult(
+        ranges=rng,
+        pairs=pair_indices(dim, device=device)[:n_pairs],
+        marginal1d=(total.h1.reshape(dim, b1) / norm).to(dtype),
+        marginal1d_error=(total.h1w2.reshape(dim, b1).sqrt() / norm).to(dtype),
+        marginal2d=(total.h2.reshape(n_pairs, b2, b2) / norm).to(dtype),
+        marginal2d_error=(total.h2w2.reshape(n_pairs, b2, b2).sqrt() / norm).to(dtype),
+        profile1d_log_prob=total.profile1d_log_prob.reshape(dim, p1, k),
+        profile1d_points=total.profile1d_points.reshape(dim, p1, k, dim),
+        profile2d_log_prob=total.profile2d_log_prob.reshape(n_pairs, p2, p2, k),
+        profile2d_points=total.profile2d_points.reshape(n_pairs, p2, p2, k, dim),
+        n_samples=n,
+        ess=ess,
+        ess_fraction=ess / n,
+        log_evidence=log_z,
+        log_evidence_error=log_z_err,
+        max_log_weight=m,
+        outside_fraction=float(total.sums[2]) / s1 if s1 > 0 else 0.0,
+        n_nonfinite=total.n_nonfinite,
+        best_point=x0,
+        best_log_prob=total.best_log_prob,
+        weight_histogram=weights.counts,
+        weight_edges=torch.linspace(lo, hi, config.weight_bins + 1, dtype=dtype, device=device),
+        samples=total.samples,
+        samples_log_weight=total.samples_log_weight,
+        n_evaluations=total.n_evaluations,
+        seconds=seconds,
+        nonfinite=nonfinite,
+    )
+
+
 def sample_and_histogram(
     draw: Draw,
     log_prob: LogProb,
@@ -324,22 +773,31 @@ def sample_and_histogram(
     config: SampleConfig | None = None,
     generator: torch.Generator | None = None,
     names: Sequence[str] | None = None,
+    runner: TaskRunner | None = None,
 ) -> SampleResult:
     """Draw weighted samples and accumulate histograms, profile start points and the ESS.
 
-    Samples where the target is NaN or ``-inf`` get zero weight; they are counted
-    (:attr:`SampleResult.n_nonfinite`, :attr:`SampleResult.nonfinite`) and logged, with a
-    warning when more than :data:`~smeft_pyhf.sampler.kernels.nonfinite.NAN_WARNING_FRACTION` of the
-    points are NaN.
+    The ``config.n_batches`` batches are independent chunks (:func:`sample_chunk`), chunk
+    ``i`` seeded by ``(base, i)`` where ``base`` is one draw from ``generator``; ``runner``
+    runs them (in this process by default, or on Dask workers) and their partial sums are
+    merged in chunk order (:func:`merge_chunks`), so the result does not depend on where or
+    in which order the chunks ran. Samples where the target is NaN or ``-inf`` get zero
+    weight; they are counted (:attr:`SampleResult.n_nonfinite`, :attr:`SampleResult.nonfinite`)
+    and logged, with a warning when more than
+    :data:`~smeft_pyhf.sampler.kernels.nonfinite.NAN_WARNING_FRACTION` of the points are NaN.
 
     Args:
         draw: ``draw(n) -> (x (n, d), log_q (n,))``, the proposal; it is called as
-            ``draw(n, generator=generator)`` when a generator is given.
+            ``draw(n, generator=g)`` with a per-chunk generator on ``generator``'s device
+            when a generator is given (else with torch's global generator seeded per chunk).
+            On Dask workers it must pickle (cloudpickle); it is sent to every worker once.
         log_prob: the target, ``log_prob(x (n, d)) -> (n,)`` (unnormalised is fine).
         ranges: (d, 2) histogram ranges (low, high) per coefficient.
         config: the step configuration (default :class:`SampleConfig`).
-        generator: random generator handed to ``draw``.
+        generator: random generator of the chunk seeds.
         names: the ``d`` coefficient names, for error messages.
+        runner: where the chunks run (:class:`~smeft_pyhf.cluster.InProcess` by default, or a
+            :class:`~smeft_pyhf.cluster.DaskRunner`).
 
     Returns:
         A :class:`SampleResult`. Tensors follow the device and dtype of the drawn samples.
@@ -366,216 +824,41 @@ def sample_and_histogram(
     """
     config = config or SampleConfig()
     start = time.perf_counter()
-    dim = ranges.shape[0]
-    if ranges.ndim != 2 or ranges.shape[1] != 2:
-        raise ConfigError(f"ranges must have shape (d, 2), got {tuple(ranges.shape)}",
-                          where="sample_and_histogram", hint="pass one (low, high) per coefficient")
-    if not bool((ranges[:, 1] > ranges[:, 0]).all()):
-        raise ConfigError("every range needs low < high", where="sample_and_histogram",
-                          hint="check the ranges passed to the sampler")
-
-    def _draw(n: int) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            if generator is None:
-                return draw(n)
-            return draw(n, generator=generator)
-
-    log_prob = CheckedTarget(log_prob, step="sampling", names=names, logger=log)
-    pairs: Tensor | None = None
-    state: dict[str, Tensor] = {}
-    b1, b2, p1, p2 = config.bins_1d, config.bins_2d, config.profile_bins_1d, config.profile_bins_2d
-    n_pairs = dim * (dim - 1) // 2 if config.histograms_2d else 0
-    m = -math.inf  # running max of log w
-    n_total = 0
-    n_eval = 0
-    n_nonfinite = 0
-    best_lp = -math.inf
-    best_point: Tensor | None = None
-    kept_x: list[Tensor] = []
-    kept_lw: list[Tensor] = []
-    n_kept = 0
-    ref_log_w = 0.0
-    store1: _ProfileStore | None = None
-    store2: _ProfileStore | None = None
-
-    for batch in range(config.n_batches):
-        x, log_q = _draw(config.batch_size)
-        x = x.detach()
-        if batch == 0:
-            dtype, device = x.dtype, x.device
-            acc = dtype if config.accumulate == "input" or device.type == "mps" else torch.float64
-            rng = ranges.to(device=device, dtype=dtype)
-            pairs = pair_indices(dim, device=device)[:n_pairs]
-            state = {
-                "s1": torch.zeros((), dtype=acc, device=device),
-                "s2": torch.zeros((), dtype=acc, device=device),
-                "out": torch.zeros((), dtype=acc, device=device),
-                "h1": torch.zeros(dim * b1 + 1, dtype=acc, device=device),
-                "h1w2": torch.zeros(dim * b1 + 1, dtype=acc, device=device),
-                "h2": torch.zeros(n_pairs * b2 * b2 + 1, dtype=acc, device=device),
-                "h2w2": torch.zeros(n_pairs * b2 * b2 + 1, dtype=acc, device=device),
-            }
-            wh = torch.zeros(config.weight_bins + 2, dtype=torch.long, device=device)
-            store1 = _ProfileStore(dim * p1, config.n_best, dim, x)
-            store2 = _ProfileStore(n_pairs * p2 * p2, config.n_best, dim, x)
-            centres1 = bin_centres(rng, p1)  # (d, p1)
-            centres2 = bin_centres(rng, p2)  # (d, p2)
-            coord = torch.arange(dim, device=device)
-        nan_before = log_prob.n_nan
-        lp = evaluate_in_chunks(log_prob, x, config.eval_chunk)
-        log_prob.check()
-        n_eval += x.shape[0]
-        n_nonfinite += log_prob.n_nan - nan_before
-        log_w = (lp - log_q.detach().to(x.dtype)).to(acc)
-        log_w = torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf)
-        n = x.shape[0]
-        n_total += n
-        batch_max = float(log_w.max())
-        if batch == 0:
-            finite = log_w[torch.isfinite(log_w)]
-            if finite.numel():
-                ref_log_w = float(torch.logsumexp(finite, 0)) - math.log(n)
-        if batch_max > m:
-            if math.isfinite(m):
-                factor = math.exp(m - batch_max)
-                for key in ("s1", "out", "h1", "h2"):
-                    state[key] *= factor
-                for key in ("s2", "h1w2", "h2w2"):
-                    state[key] *= factor * factor
-            m = batch_max
-        w = torch.exp(log_w - m) if math.isfinite(m) else torch.zeros_like(log_w)
-        w2 = w * w
-        state["s1"] += w.sum()
-        state["s2"] += w2.sum()
-
-        # weight histogram in decades relative to the first batch's mean weight
-        lw10 = (log_w - ref_log_w) / math.log(10.0)
-        lo, hi = config.weight_range
-        wb = torch.floor((lw10 - lo) / (hi - lo) * config.weight_bins).to(torch.long) + 1
-        wb = torch.where(torch.isfinite(lw10), wb, torch.zeros_like(wb))
-        wh += torch.bincount(wb.clamp(0, config.weight_bins + 1),
-                             minlength=config.weight_bins + 2)
-
-        # 1D marginals and profile bins
-        idx1 = _bin_index(x, rng, b1)  # (n, d)
-        outside = (idx1 < 0).any(dim=1)
-        state["out"] += w[outside].sum()
-        flat1 = torch.where(idx1 >= 0, coord * b1 + idx1, torch.full_like(idx1, dim * b1))
-        state["h1"].index_add_(0, flat1.reshape(-1), w[:, None].expand(n, dim).reshape(-1))
-        state["h1w2"].index_add_(0, flat1.reshape(-1), w2[:, None].expand(n, dim).reshape(-1))
-
-        rows = torch.arange(n, device=device)
-        pidx1 = _bin_index(x, rng, p1)
-        pflat1 = torch.where(pidx1 >= 0, coord * p1 + pidx1, torch.full_like(pidx1, dim * p1))
-        _, ba1 = best_per_bin(pflat1.reshape(-1), lp[:, None].expand(n, dim).reshape(-1),
-                               rows[:, None].expand(n, dim).reshape(-1), dim * p1)
-        sel = (ba1 >= 0).nonzero().squeeze(1)
-        pts = x[ba1[sel]].clone()
-        ci, cb = sel // p1, sel % p1
-        pts[torch.arange(sel.numel(), device=device), ci] = centres1[ci, cb]
-        new_lp = evaluate_in_chunks(log_prob, pts, config.eval_chunk)
-        n_eval += pts.shape[0]
-        store1.merge(sel, new_lp, pts)
-
-        # 2D marginals and profile bins, chunked over rows to bound memory
-        if n_pairs:
-            pi, pj = pairs[:, 0], pairs[:, 1]
-            idx2 = _bin_index(x, rng, b2)
-            pidx2 = _bin_index(x, rng, p2)
-            bb_lp = torch.full((n_pairs * p2 * p2,), -math.inf, dtype=x.dtype, device=device)
-            bb_row = torch.full((n_pairs * p2 * p2,), -1, dtype=torch.long, device=device)
-            chunk = max(1, _CHUNK_ENTRIES // n_pairs)
-            pair_off = torch.arange(n_pairs, device=device)
-            for r0 in range(0, n, chunk):
-                r1 = min(n, r0 + chunk)
-                ia, ib = idx2[r0:r1][:, pi], idx2[r0:r1][:, pj]
-                ok = (ia >= 0) & (ib >= 0)
-                flat2 = torch.where(ok, (pair_off * b2 + ia) * b2 + ib,
-                                    torch.full_like(ia, n_pairs * b2 * b2)).reshape(-1)
-                nc = r1 - r0
-                state["h2"].index_add_(0, flat2, w[r0:r1, None].expand(nc, n_pairs).reshape(-1))
-                state["h2w2"].index_add_(0, flat2,
-                                         w2[r0:r1, None].expand(nc, n_pairs).reshape(-1))
-                qa, qb = pidx2[r0:r1][:, pi], pidx2[r0:r1][:, pj]
-                okp = (qa >= 0) & (qb >= 0)
-                pflat2 = torch.where(okp, (pair_off * p2 + qa) * p2 + qb,
-                                     torch.full_like(qa, n_pairs * p2 * p2)).reshape(-1)
-                cl, ca = best_per_bin(pflat2, lp[r0:r1, None].expand(nc, n_pairs).reshape(-1),
-                                       rows[r0:r1, None].expand(nc, n_pairs).reshape(-1),
-                                       n_pairs * p2 * p2)
-                better = cl > bb_lp
-                bb_lp = torch.where(better, cl, bb_lp)
-                bb_row = torch.where(better, ca, bb_row)
-            sel = (bb_row >= 0).nonzero().squeeze(1)
-            pts = x[bb_row[sel]].clone()
-            pair = sel // (p2 * p2)
-            qa, qb = (sel // p2) % p2, sel % p2
-            ar = torch.arange(sel.numel(), device=device)
-            pts[ar, pi[pair]] = centres2[pi[pair], qa]
-            pts[ar, pj[pair]] = centres2[pj[pair], qb]
-            new_lp = evaluate_in_chunks(log_prob, pts, config.eval_chunk)
-            n_eval += pts.shape[0]
-            store2.merge(sel, new_lp, pts)
-
-        # overall best sample and kept samples
-        i_best = int(torch.argmax(lp))
-        if float(lp[i_best]) > best_lp:
-            best_lp = float(lp[i_best])
-            best_point = x[i_best].clone()
-        if n_kept < config.keep_samples:
-            take = min(n, config.keep_samples - n_kept)
-            kept_x.append(x[:take].clone())
-            kept_lw.append(log_w[:take].to(x.dtype))
-            n_kept += take
-        if config.target_ess > 0 or log.isEnabledFor(logging.DEBUG):
-            ess = float(state["s1"] ** 2 / state["s2"]) if float(state["s2"]) > 0 else 0.0
-            log.debug("sampling batch %d/%d: ESS/N %.4f", batch + 1, config.n_batches,
-                      ess / n_total)
-            if 0 < config.target_ess <= ess:
-                log.info("sampling reached ESS %.0f >= %.0f after %d of %d batches", ess,
-                         config.target_ess, batch + 1, config.n_batches)
-                break
-
-    nonfinite = log_prob.report()
-    s1, s2 = float(state["s1"]), float(state["s2"])
-    ess = s1 * s1 / s2 if s2 > 0 else 0.0
-    log_z = m + math.log(s1) - math.log(n_total) if s1 > 0 else -math.inf
-    log_z_err = math.sqrt(max(1.0 / ess - 1.0 / n_total, 0.0)) if ess > 0 else math.inf
-    norm = state["s1"] if s1 > 0 else torch.ones_like(state["s1"])
-    h1 = state["h1"][:-1].reshape(dim, b1)
-    h2 = state["h2"][:-1].reshape(n_pairs, b2, b2)
-    res_dtype = x.dtype
-    lo, hi = config.weight_range
-    result = SampleResult(
-        ranges=rng,
-        pairs=pairs,
-        marginal1d=(h1 / norm).to(res_dtype),
-        marginal1d_error=(state["h1w2"][:-1].reshape(dim, b1).sqrt() / norm).to(res_dtype),
-        marginal2d=(h2 / norm).to(res_dtype),
-        marginal2d_error=(state["h2w2"][:-1].reshape(n_pairs, b2, b2).sqrt() / norm).to(res_dtype),
-        profile1d_log_prob=store1.log_prob.reshape(dim, p1, config.n_best),
-        profile1d_points=store1.points.reshape(dim, p1, config.n_best, dim),
-        profile2d_log_prob=store2.log_prob.reshape(n_pairs, p2, p2, config.n_best),
-        profile2d_points=store2.points.reshape(n_pairs, p2, p2, config.n_best, dim),
-        n_samples=n_total,
-        ess=ess,
-        ess_fraction=ess / n_total,
-        log_evidence=log_z,
-        log_evidence_error=log_z_err,
-        max_log_weight=m,
-        outside_fraction=float(state["out"]) / s1 if s1 > 0 else 0.0,
-        n_nonfinite=n_nonfinite,
-        best_point=best_point if best_point is not None else rng.mean(dim=1),
-        best_log_prob=best_lp,
-        weight_histogram=wh,
-        weight_edges=torch.linspace(lo, hi, config.weight_bins + 1, dtype=res_dtype,
-                                    device=device),
-        samples=torch.cat(kept_x) if kept_x else x.new_zeros((0, dim)),
-        samples_log_weight=torch.cat(kept_lw) if kept_lw else x.new_zeros((0,)),
-        n_evaluations=n_eval,
-        seconds=time.perf_counter() - start,
-        nonfinite=nonfinite,
+    _check_ranges(ranges)
+    spec = ChunkSpec(
+        ranges=ranges.detach().cpu(),
+        config=config,
+        base_seed=base_seed(generator),
+        generator_device=None if generator is None else str(generator.device),
+        names=None if names is None else tuple(str(n) for n in names),
     )
-    log.info("sampled %d points in %.1f s: ESS/N %.4f, log Z %.4f +- %.4f", n_total,
-             result.seconds, result.ess_fraction, log_z, log_z_err)
+    runner = runner or InProcess()
+    weights = _WeightHistogram(config)
+    total: ChunkSums | None = None
+    parts = runner.map(sample_chunk, [(i, spec) for i in range(config.n_batches)],
+                       shared={"draw": draw, "log_prob": log_prob}, label="sampling")
+    try:
+        for i, part in enumerate(parts):
+            weights.add(part.log_weights)
+            part = part._replace(log_weights=part.log_weights[:0])
+            total = part if total is None else merge_chunks(total, part,
+                                                            keep_samples=config.keep_samples)
+            if config.target_ess > 0 or log.isEnabledFor(logging.DEBUG):
+                ess = _ess(total.sums)
+                log.debug("sampling batch %d/%d: ESS/N %.4f", i + 1, config.n_batches,
+                          ess / total.n_samples)
+                if 0 < config.target_ess <= ess:
+                    log.info("sampling reached ESS %.0f >= %.0f after %d of %d batches", ess,
+                             config.target_ess, i + 1, config.n_batches)
+                    break
+    finally:
+        close = getattr(parts, "close", None)
+        if close is not None:
+            close()
+    assert total is not None  # n_batches >= 1
+    nonfinite = report_nonfinite(total.counts, spec.names, "sampling")
+    result = _finish(total, weights, ranges, config, nonfinite, time.perf_counter() - start)
+    log.info("sampled %d points in %.1f s: ESS/N %.4f, log Z %.4f +- %.4f", result.n_samples,
+             result.seconds, result.ess_fraction, result.log_evidence,
+             result.log_evidence_error)
     return result

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from smeft_pyhf._resources import shipped_dir
@@ -225,3 +226,36 @@ def test_xml_inputs(shared_data: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert flat.exit_code == 2
     text = flat.output.replace("\n", " ")
     assert "Traceback" not in text and "one-dimensional histograms only" in text
+
+
+def test_several_workspaces_in_parallel_equal_one_by_one(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    import shutil
+
+    a, b = tmp_path / "A.json", tmp_path / "B.json.gz"
+    shutil.copyfile(EXAMPLE, a)
+    import gzip
+
+    b.write_bytes(gzip.compress(Path(EXAMPLE).read_bytes()))
+    args = [str(a), str(b), "--mapping", str(MAPPING), "--no-plots", "--n-impacts", "0",
+            "--n-scans", "0", "--no-prefit", "--starts", "1"]
+    serial = _run([*args, "-o", str(tmp_path / "serial")])
+    assert serial.exit_code == 0, serial.output
+    parallel = _run([*args, "-o", str(tmp_path / "parallel"), "--workers", "2", "--json"])
+    assert parallel.exit_code == 0, parallel.output
+    documents = json.loads(parallel.stdout)
+    assert [d["observable"]["poi"] for d in documents] == ["mu_ttZ", "mu_ttZ"]
+    def without_timings(value):
+        if isinstance(value, dict):
+            return {k: without_timings(v) for k, v in value.items()
+                    if k not in ("timings", "seconds", "created")}
+        return [without_timings(v) for v in value] if isinstance(value, list) else value
+
+    for name in ("A.card.yaml", "B.card.yaml"):
+        one, two = (yaml.safe_load((tmp_path / folder / name).read_text())
+                    for folder in ("serial", "parallel"))
+        assert without_timings(one) == without_timings(two), name
+        assert one["observable"]["poi"] == "mu_ttZ"
+    assert "== " + str(a) in serial.output and "card written to" in serial.output
+    refused = CliRunner().invoke(cli, ["ingest", str(a), str(b), "--name", "x"])
+    assert refused.exit_code == 2 and "describes one workspace" in refused.output

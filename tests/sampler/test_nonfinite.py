@@ -189,7 +189,8 @@ def test_sampling_counts_nan_on_five_percent_of_the_volume(caplog):
     assert res.nonfinite.n_neginf == 0
     [record] = reports(caplog)
     assert record.levelno == logging.WARNING and record.name == "smeft_pyhf.sampler.sampling"
-    assert record.getMessage().startswith("sampling: the target was NaN at 50")
+    assert record.getMessage().startswith(
+        f"sampling: the target was NaN at {res.nonfinite.n_nan} of {res.n_evaluations} points")
     assert p > NAN_WARNING_FRACTION
 
     # NaN is zero density: the same run with -inf instead gives identical results and only
@@ -200,7 +201,8 @@ def test_sampling_counts_nan_on_five_percent_of_the_volume(caplog):
                                    generator=torch.Generator().manual_seed(3))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     [record] = reports(caplog)
-    assert record.levelno == logging.INFO and "and -inf at 50" in record.getMessage()
+    assert record.levelno == logging.INFO
+    assert f"and -inf at {res.nonfinite.n_nan} " in record.getMessage()
     assert ref.n_nonfinite == 0
     assert ref.nonfinite.n_neginf == res.nonfinite.n_nan
     for field in ("marginal1d", "marginal2d", "marginal1d_error", "profile1d_log_prob",
