@@ -138,7 +138,7 @@ def _card_chi2_function(card: Any, mode: str, *, coefficient: str, database: str
     from smeft_pyhf.likelihood.combined import build_likelihood
 
     likelihood = build_likelihood(database=database, cards=[card], coefficients=[coefficient],
-                                  order=order, use_quad=use_quad,  # type: ignore[arg-type]
+                                  order=order,  # type: ignore[arg-type]
                                   linear_only=not use_quad, theory_mode=mode)  # type: ignore[arg-type]
 
     def combined(c: np.ndarray) -> np.ndarray:

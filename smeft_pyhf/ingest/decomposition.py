@@ -281,6 +281,72 @@ def _check_convention(stat_convention: str) -> None:
         )
 
 
+def _stat_variance(
+    hessian: np.ndarray,
+    poi: int,
+    free: Sequence[int],
+    stat_convention: str,
+    data_term: float,
+    notes: list[str],
+) -> tuple[float, float]:
+    """The stat variance from the Hessian in ``stat_convention`` and the stat variance used
+    (at most the data term); notes when the two disagree or the data term is negative."""
+    stat_hessian2 = _poi_variance(hessian, poi, [poi] if stat_convention == "all-fixed"
+                                  else [poi, *free])
+    stat2 = min(stat_hessian2, max(data_term, 0.0))
+    if stat_hessian2 > max(data_term, 0.0) * (1 + 1e-9):
+        notes.append(
+            f"the {stat_convention} stat from the Hessian ({math.sqrt(stat_hessian2):.4g}) "
+            f"exceeds the data term of the variance decomposition "
+            f"({math.sqrt(max(data_term, 0.0)):.4g}; the observed Hessian of the Poisson "
+            "terms is not positive definite): stat is the data term"
+        )
+    if data_term < 0:
+        notes.append(
+            f"the data term of the variance decomposition is negative ({data_term:.3g}): the "
+            "categories add up to more than the total"
+        )
+    return stat_hessian2, stat2
+
+
+def _hesse_impacts2(
+    hessian: np.ndarray,
+    poi: int,
+    index_of: Mapping[str, Sequence[int]],
+    free: Sequence[int],
+    all_floating: Sequence[int],
+    variance: float,
+    stat_convention: str,
+) -> dict[str, float]:
+    """Each category's squared fix-and-refit impact from the Hessian (free normalisations
+    count only under ``"all-fixed"``)."""
+    free_set = set(free)
+    impacts2: dict[str, float] = {}
+    for label, idx in index_of.items():
+        counted = [i for i in idx if stat_convention == "all-fixed" or i not in free_set]
+        fixed_now = set(counted)
+        reduced = _poi_variance(hessian, poi, [i for i in all_floating if i not in fixed_now])
+        impacts2[label] = max(variance - reduced, 0.0) if counted else 0.0
+    return impacts2
+
+
+def _free_homes(
+    best: WorkspaceFit,
+    free: Sequence[int],
+    index_of: Mapping[str, Sequence[int]],
+    stat_convention: str,
+) -> dict[str, str]:
+    """Where each free normalisation's share goes: ``"Stat"`` or its category."""
+    home = {}
+    for i in free:
+        label = next((g for g, idx in index_of.items() if i in idx), None)
+        home[best.labels[i]] = (
+            "Stat" if stat_convention == "free-floating"
+            else label if label is not None else "(no category)"
+        )
+    return home
+
+
 def variance_decomposition(
     model: pyhf.pdf.Model,
     data: Sequence[float],
@@ -328,38 +394,19 @@ def variance_decomposition(
     data_term = variance - float(shares.sum())
 
     free = free_parameters(model, best)
-    all_floating = [int(i) for i in np.flatnonzero(floating)]
-    stat_hessian2 = _poi_variance(hessian, poi, [poi] if stat_convention == "all-fixed"
-                                  else [poi, *free])
-    stat2 = min(stat_hessian2, max(data_term, 0.0))
-    if stat_hessian2 > max(data_term, 0.0) * (1 + 1e-9):
-        notes.append(
-            f"the {stat_convention} stat from the Hessian ({math.sqrt(stat_hessian2):.4g}) "
-            f"exceeds the data term of the variance decomposition "
-            f"({math.sqrt(max(data_term, 0.0)):.4g}; the observed Hessian of the Poisson "
-            "terms is not positive definite): stat is the data term"
-        )
-    if data_term < 0:
-        notes.append(
-            f"the data term of the variance decomposition is negative ({data_term:.3g}): the "
-            "categories add up to more than the total"
-        )
+    stat_hessian2, stat2 = _stat_variance(hessian, poi, free, stat_convention, data_term, notes)
     remainder = max(data_term, 0.0) - stat2
 
     index_of: dict[str, list[int]] = {
         label: [i for name in names for i in parameter_indices(model, name)]
         for label, names in groups.items()
     }
-    free_set = set(free)
     constraint = {label: float(shares[idx].sum()) for label, idx in index_of.items()}
-    impacts2: dict[str, float] = {}
-    excess: dict[str, float] = {}
-    for label, idx in index_of.items():
-        counted = [i for i in idx if stat_convention == "all-fixed" or i not in free_set]
-        fixed_now = set(counted)
-        reduced = _poi_variance(hessian, poi, [i for i in all_floating if i not in fixed_now])
-        impacts2[label] = max(variance - reduced, 0.0) if counted else 0.0
-        excess[label] = max(impacts2[label] - constraint[label], 0.0)
+    impacts2 = _hesse_impacts2(
+        hessian, poi, index_of, free, [int(i) for i in np.flatnonzero(floating)], variance,
+        stat_convention,
+    )
+    excess = {label: max(impacts2[label] - constraint[label], 0.0) for label in index_of}
     total_excess = sum(excess.values())
     if remainder > 0 and total_excess <= 0:
         notes.append(
@@ -390,13 +437,7 @@ def variance_decomposition(
             f"parameters in no category (ignored but floating) hold {math.sqrt(unassigned):.3g} "
             "of the variance; it is in no number of the card"
         )
-    home = {}
-    for i in free:
-        label = next((g for g, idx in index_of.items() if i in idx), None)
-        home[best.labels[i]] = (
-            "Stat" if stat_convention == "free-floating"
-            else label if label is not None else "(no category)"
-        )
+    home = _free_homes(best, free, index_of, stat_convention)
     implied2 = stat2 + sum(e.absolute**2 for e in entries)
     closure = math.sqrt(implied2 / variance) if variance > 0 else float("nan")
     log.info(

@@ -432,6 +432,57 @@ class _Minimum(NamedTuple):
     notes: list[str]
 
 
+def _lbfgsb(objective: Objective, start: np.ndarray, fix: np.ndarray) -> tuple[Any, np.ndarray]:
+    """scipy's L-BFGS-B over the free parameters from ``start``: its result and the full point."""
+    from scipy.optimize import minimize
+
+    free = np.flatnonzero(~fix)
+
+    def reduced(z: np.ndarray, free: np.ndarray = free) -> float:
+        x = start.copy()
+        x[free] = z
+        return objective(x)
+
+    def reduced_grad(z: np.ndarray, free: np.ndarray = free) -> np.ndarray:
+        x = start.copy()
+        x[free] = z
+        return objective.full_gradient(x)[free]
+
+    res = minimize(
+        reduced,
+        start[free],
+        jac=reduced_grad if objective.exact_gradient else None,
+        method="L-BFGS-B",
+        bounds=list(zip(objective.lower[free], objective.upper[free], strict=False)),
+        options={"maxiter": 5000, "maxfun": 200000, "ftol": 1e-12, "gtol": 1e-6},
+    )
+    x = start.copy()
+    x[free] = res.x
+    return res, x
+
+
+def _stuck_at_start(
+    objective: Objective, best: np.ndarray, start: np.ndarray, fix: np.ndarray
+) -> str | None:
+    """A note when the minimiser never left ``start`` although the gradient there does not
+    vanish (``None`` otherwise)."""
+    free = np.flatnonzero(~fix)
+    if not (len(free) and np.array_equal(best[free], start[free])):
+        return None
+    steps = 1e-5 * np.maximum(1.0, np.abs(start))
+    grad = objective.gradient(start, free, steps, central=True)
+    # at a bound only the component pointing into the allowed range counts
+    grad = np.where((start[free] <= objective.lower[free]) & (grad > 0), 0.0, grad)
+    grad = np.where((start[free] >= objective.upper[free]) & (grad < 0), 0.0, grad)
+    size = float(np.max(np.abs(grad))) if np.all(np.isfinite(grad)) else float("inf")
+    if size <= 1e-3:
+        return None
+    return (
+        "the fit never left its start point although the gradient there does "
+        f"not vanish (largest component {size:.3g})"
+    )
+
+
 def _minimize(
     objective: Objective,
     start: np.ndarray,
@@ -470,30 +521,7 @@ def _minimize(
             notes.append(f"Migrad failed (edm {minuit.fmin.edm:.2g}, fval {minuit.fval:.3f})")
             log.debug("Migrad did not converge; trying the fallback")
         else:
-            from scipy.optimize import minimize
-
-            free = np.flatnonzero(~fix)
-
-            def reduced(z: np.ndarray, free: np.ndarray = free) -> float:
-                x = start.copy()
-                x[free] = z
-                return objective(x)
-
-            def reduced_grad(z: np.ndarray, free: np.ndarray = free) -> np.ndarray:
-                x = start.copy()
-                x[free] = z
-                return objective.full_gradient(x)[free]
-
-            res = minimize(
-                reduced,
-                start[free],
-                jac=reduced_grad if objective.exact_gradient else None,
-                method="L-BFGS-B",
-                bounds=list(zip(objective.lower[free], objective.upper[free], strict=False)),
-                options={"maxiter": 5000, "maxfun": 200000, "ftol": 1e-12, "gtol": 1e-6},
-            )
-            x = start.copy()
-            x[free] = res.x
+            res, x = _lbfgsb(objective, start, fix)
             if res.success or best is None:
                 best, fval, used, valid = x, float(res.fun), "scipy", bool(res.success)
             if res.success:
@@ -507,20 +535,10 @@ def _minimize(
             "yield there, or the data are unusable)"
         )
     elif valid:
-        free = np.flatnonzero(~fix)
-        if len(free) and np.array_equal(best[free], start[free]):
-            steps = 1e-5 * np.maximum(1.0, np.abs(start))
-            grad = objective.gradient(start, free, steps, central=True)
-            # at a bound only the component pointing into the allowed range counts
-            grad = np.where((start[free] <= objective.lower[free]) & (grad > 0), 0.0, grad)
-            grad = np.where((start[free] >= objective.upper[free]) & (grad < 0), 0.0, grad)
-            size = float(np.max(np.abs(grad))) if np.all(np.isfinite(grad)) else float("inf")
-            if size > 1e-3:
-                valid = False
-                notes.append(
-                    "the fit never left its start point although the gradient there does "
-                    f"not vanish (largest component {size:.3g})"
-                )
+        stuck = _stuck_at_start(objective, best, start, fix)
+        if stuck is not None:
+            valid = False
+            notes.append(stuck)
     return _Minimum(best, fval, used, valid, minuit, notes)
 
 
@@ -632,6 +650,95 @@ def _finish(
     )
 
 
+def _start_points(
+    objective: Objective,
+    model: pyhf.pdf.Model,
+    *,
+    init: Sequence[float] | None,
+    fixed: Mapping[int, float] | None,
+    extra_starts: Mapping[str, Sequence[float]] | None,
+    n_random_starts: int,
+    seed: int,
+) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
+    """The labelled start points of :func:`fit` (``fixed`` values set, clipped to the bounds)
+    and the mask of fixed parameters."""
+    fix = objective.suggested_fixed.copy()
+    first = objective.init.copy() if init is None else np.asarray(init, dtype=float).copy()
+    candidates: list[tuple[str, np.ndarray]] = [("nominal" if init is None else "given", first)]
+    for label, point in (extra_starts or {}).items():
+        candidates.append((str(label), np.asarray(point, dtype=float).copy()))
+    if n_random_starts > 0:
+        for k, point in enumerate(random_starts(model, n_random_starts, seed=seed), start=1):
+            candidates.append((f"random {k}", point))
+    for index in fixed or {}:
+        fix[index] = True
+    for _, point in candidates:
+        for index, value in (fixed or {}).items():
+            point[index] = value
+        np.clip(point, objective.lower, objective.upper, out=point)
+    return candidates, fix
+
+
+def _polish_starts(
+    objective: Objective,
+    minima: Sequence[tuple[str, _Minimum]],
+    fix: np.ndarray,
+    *,
+    hesse: bool,
+    strategy: int,
+    tolerance: float,
+) -> tuple[str, _Finished, dict[str, float]]:
+    """Finish the lowest of the sorted ``minima``; polish the higher ones from it.
+
+    Migrad with strategy 0 stops early along flat directions (0.01-0.02 in 2NLL above the
+    minimum on the ATLAS ttZ workspaces): a start whose minimum looks higher is polished with
+    Newton steps from the chosen minimum's Hessian before it counts as another minimum; if it
+    ends lower, it becomes the chosen one.
+
+    Returns:
+        The chosen start's label, its finished fit, and the final 2NLL of every start.
+    """
+    chosen_label, chosen = minima[0]
+    finished = _finish(objective, chosen, fix, hesse=hesse, strategy=strategy, tolerance=tolerance)
+    final = {label: float(found.fval) for label, found in minima}
+    final[chosen_label] = finished.fval
+    for label, found in minima[1:]:
+        if not found.valid or not found.fval < _NON_FINITE or finished.hessian is None:
+            continue
+        if found.fval - finished.fval <= START_AGREEMENT:
+            continue
+        polished = refit(
+            objective, finished.result(objective.labels), {}, start=found.best,
+            tolerance=1e-5, max_iterations=30, fallback=False,
+        )
+        final[label] = min(found.fval, polished.twice_nll)
+        if final[label] < finished.fval - LOWER_POINT_TOLERANCE:
+            log.debug("start %s polished below the %s minimum", label, chosen_label)
+            chosen_label = label
+            chosen = found._replace(best=polished.values, fval=final[label], minuit=None)
+            finished = _finish(
+                objective, chosen, fix, hesse=hesse, strategy=strategy, tolerance=tolerance
+            )
+            final[label] = finished.fval
+    return chosen_label, finished, final
+
+
+def _several_minima_note(
+    starts: Sequence[StartResult], fval: float, chosen_label: str, poi: int | None
+) -> str | None:
+    """A warning when valid starts ended at higher minima than the one used (else ``None``)."""
+    higher = [item for item in starts if item.valid and item.twice_nll - fval > START_AGREEMENT]
+    if not higher:
+        return None
+    rises = ", ".join(f"+{item.twice_nll - fval:.3g}" for item in higher[:5])
+    where = "" if poi is None else ", POI " + ", ".join(f"{item.poi:.4g}" for item in higher[:5])
+    return (
+        f"{len(higher)} of {len(starts)} start points ended at a higher minimum (2NLL "
+        f"{rises}{where}): the likelihood has more than one minimum; the lowest "
+        f"(from the {chosen_label} start) is used"
+    )
+
+
 def fit(
     model: pyhf.pdf.Model,
     data: Sequence[float],
@@ -685,20 +792,10 @@ def fit(
     """
     t0 = time.perf_counter()
     objective = Objective(model, data, autodiff=autodiff)
-    fix = objective.suggested_fixed.copy()
-    first = objective.init.copy() if init is None else np.asarray(init, dtype=float).copy()
-    candidates: list[tuple[str, np.ndarray]] = [("nominal" if init is None else "given", first)]
-    for label, point in (extra_starts or {}).items():
-        candidates.append((str(label), np.asarray(point, dtype=float).copy()))
-    if n_random_starts > 0:
-        for k, point in enumerate(random_starts(model, n_random_starts, seed=seed), start=1):
-            candidates.append((f"random {k}", point))
-    for index in fixed or {}:
-        fix[index] = True
-    for _, point in candidates:
-        for index, value in (fixed or {}).items():
-            point[index] = value
-        np.clip(point, objective.lower, objective.upper, out=point)
+    candidates, fix = _start_points(
+        objective, model, init=init, fixed=fixed, extra_starts=extra_starts,
+        n_random_starts=n_random_starts, seed=seed,
+    )
     order: list[Minimizer] = [minimizer]
     if fallback:
         order.append("scipy" if minimizer == "minuit" else "minuit")
@@ -714,32 +811,9 @@ def fit(
     minima.sort(
         key=lambda item: (not item[1].valid, item[1].fval if np.isfinite(item[1].fval) else np.inf)
     )
-    chosen_label, chosen = minima[0]
-    finished = _finish(objective, chosen, fix, hesse=hesse, strategy=strategy, tolerance=tolerance)
-    # Migrad with strategy 0 stops early along flat directions (0.01-0.02 in 2NLL above the
-    # minimum on the ATLAS ttZ workspaces): a start whose minimum looks higher is polished with
-    # Newton steps from the chosen minimum's Hessian before it counts as another minimum; if
-    # it ends lower, it becomes the chosen one.
-    final = {label: float(found.fval) for label, found in minima}
-    final[chosen_label] = finished.fval
-    for label, found in minima[1:]:
-        if not found.valid or not found.fval < _NON_FINITE or finished.hessian is None:
-            continue
-        if found.fval - finished.fval <= START_AGREEMENT:
-            continue
-        polished = refit(
-            objective, finished.result(objective.labels), {}, start=found.best,
-            tolerance=1e-5, max_iterations=30, fallback=False,
-        )
-        final[label] = min(found.fval, polished.twice_nll)
-        if final[label] < finished.fval - LOWER_POINT_TOLERANCE:
-            log.debug("start %s polished below the %s minimum", label, chosen_label)
-            chosen_label = label
-            chosen = found._replace(best=polished.values, fval=final[label], minuit=None)
-            finished = _finish(
-                objective, chosen, fix, hesse=hesse, strategy=strategy, tolerance=tolerance
-            )
-            final[label] = finished.fval
+    chosen_label, finished, final = _polish_starts(
+        objective, minima, fix, hesse=hesse, strategy=strategy, tolerance=tolerance
+    )
     fval, valid = finished.fval, finished.valid
     notes = list(finished.notes)
 
@@ -757,15 +831,9 @@ def fit(
     n_agreeing = sum(
         1 for item in starts if item.valid and item.twice_nll - fval <= START_AGREEMENT
     ) if valid else 0
-    higher = [item for item in starts if item.valid and item.twice_nll - fval > START_AGREEMENT]
-    if higher:
-        rises = ", ".join(f"+{item.twice_nll - fval:.3g}" for item in higher[:5])
-        where = "" if poi is None else ", POI " + ", ".join(f"{item.poi:.4g}" for item in higher[:5])
-        notes.append(
-            f"{len(higher)} of {len(starts)} start points ended at a higher minimum (2NLL "
-            f"{rises}{where}): the likelihood has more than one minimum; the lowest "
-            f"(from the {chosen_label} start) is used"
-        )
+    note = _several_minima_note(starts, fval, chosen_label, poi)
+    if note:
+        notes.append(note)
         log.warning("%s", notes[-1])
     seconds = time.perf_counter() - t0
     log.debug(
@@ -779,6 +847,101 @@ def fit(
         starts=tuple(starts),
         n_agreeing=n_agreeing,
     )
+
+
+def _refit_start(
+    objective: Objective,
+    best: WorkspaceFit,
+    idx: np.ndarray,
+    values: np.ndarray,
+    start: np.ndarray | None,
+) -> np.ndarray:
+    """The start of :func:`refit`: ``start``, else the best fit's linear response to the fixed
+    shifts; the fixed parameters ``idx`` set to ``values``, clipped to the bounds."""
+    if start is None:
+        x = best.bestfit.copy()
+        if best.covariance is not None and len(idx):
+            cov = best.covariance
+            block = cov[np.ix_(idx, idx)]
+            shift = values - best.bestfit[idx]
+            if np.all(np.diag(block) > 0):
+                x = x + cov[:, idx] @ np.linalg.lstsq(block, shift, rcond=None)[0]
+    else:
+        x = np.asarray(start, dtype=float).copy()
+    x[idx] = values
+    return np.clip(x, objective.lower, objective.upper)
+
+
+def _newton(
+    objective: Objective,
+    x: np.ndarray,
+    free: np.ndarray,
+    hessian: np.ndarray | None,
+    *,
+    tolerance: float,
+    max_iterations: int,
+) -> tuple[np.ndarray, float, bool, float]:
+    """Newton steps of :func:`refit` over the ``free`` parameters, from ``x``.
+
+    Starts from ``hessian`` (updated by BFGS along the way) with central-difference gradients
+    and a backtracking line search; nothing is stepped without a Hessian or free parameters.
+
+    Returns:
+        The last point, its 2NLL, whether the Newton decrement fell below ``tolerance``, and
+        the last decrement (``inf`` if none was computed).
+    """
+    # finite-difference steps from the *conditional* widths sqrt(2 / H_ii): along stiff
+    # directions the marginal width overstates the scale and forward differences get noisy
+    diag = np.diag(hessian) if hessian is not None else np.zeros(len(x))
+    steps = np.where(diag > 0, 1e-6 * np.sqrt(2.0 / np.where(diag > 0, diag, 1.0)), 1e-7)
+    converged = False
+    decrement = float("inf")
+    fval = objective(x)
+    if hessian is None or not len(free):
+        return x, fval, converged, decrement
+    h_ff = hessian[np.ix_(free, free)]
+    try:
+        chol = np.linalg.cholesky(h_ff + 1e-10 * np.eye(len(free)))
+    except np.linalg.LinAlgError:
+        return x, fval, converged, decrement
+    h_ff = h_ff.copy()
+    g = objective.gradient(x, free, steps, value=fval)
+    for _ in range(max_iterations):
+        step = -np.linalg.solve(chol.T, np.linalg.solve(chol, g))
+        decrement = float(-g @ step) / 2.0
+        log.debug("newton: 2NLL %.6f decrement %.2g", fval, decrement)
+        if decrement < tolerance:
+            converged = True
+            break
+        alpha = 1.0
+        while alpha > 1e-3:
+            trial = x.copy()
+            trial[free] = np.clip(
+                x[free] + alpha * step, objective.lower[free], objective.upper[free]
+            )
+            trial_f = objective(trial)
+            if trial_f < fval:
+                break
+            alpha *= 0.5
+        else:
+            log.debug("newton: line search failed at decrement %.2g", decrement)
+            break
+        g_new = objective.gradient(trial, free, steps, value=trial_f)
+        # BFGS update of the Hessian: the best fit's curvature is only a start, and
+        # along flat valleys (a barely constrained normalisation) it can be far off
+        s_vec = trial[free] - x[free]
+        y_vec = g_new - g
+        sy = float(s_vec @ y_vec)
+        if sy > 1e-12:
+            hs = h_ff @ s_vec
+            h_ff += np.outer(y_vec, y_vec) / sy - np.outer(hs, hs) / float(s_vec @ hs)
+            try:
+                chol = np.linalg.cholesky(h_ff)
+            except np.linalg.LinAlgError:
+                h_ff = hessian[np.ix_(free, free)].copy()
+                chol = np.linalg.cholesky(h_ff + 1e-10 * np.eye(len(free)))
+        x, fval, g = trial, trial_f, g_new
+    return x, fval, converged, decrement
 
 
 def refit(
@@ -830,72 +993,11 @@ def refit(
     fix[idx] = True
     free = np.flatnonzero(~fix)
     values = np.array([fixed[i] for i in idx], dtype=float)
-    hessian = best.hessian
-    if start is None:
-        x = best.bestfit.copy()
-        if best.covariance is not None and len(idx):
-            cov = best.covariance
-            block = cov[np.ix_(idx, idx)]
-            shift = values - best.bestfit[idx]
-            if np.all(np.diag(block) > 0):
-                x = x + cov[:, idx] @ np.linalg.lstsq(block, shift, rcond=None)[0]
-    else:
-        x = np.asarray(start, dtype=float).copy()
-    x[idx] = values
-    x = np.clip(x, objective.lower, objective.upper)
-
+    x = _refit_start(objective, best, idx, values, start)
     unc = best.uncertainty
-    # finite-difference steps from the *conditional* widths sqrt(2 / H_ii): along stiff
-    # directions the marginal width overstates the scale and forward differences get noisy
-    diag = np.diag(hessian) if hessian is not None else np.zeros(len(x))
-    steps = np.where(diag > 0, 1e-6 * np.sqrt(2.0 / np.where(diag > 0, diag, 1.0)), 1e-7)
-    converged = False
-    decrement = float("inf")
-    fval = objective(x)
-    if hessian is not None and len(free):
-        h_ff = hessian[np.ix_(free, free)]
-        try:
-            chol = np.linalg.cholesky(h_ff + 1e-10 * np.eye(len(free)))
-        except np.linalg.LinAlgError:
-            chol = None
-        if chol is not None:
-            h_ff = h_ff.copy()
-            g = objective.gradient(x, free, steps, value=fval)
-            for _ in range(max_iterations):
-                step = -np.linalg.solve(chol.T, np.linalg.solve(chol, g))
-                decrement = float(-g @ step) / 2.0
-                log.debug("newton: 2NLL %.6f decrement %.2g", fval, decrement)
-                if decrement < tolerance:
-                    converged = True
-                    break
-                alpha = 1.0
-                while alpha > 1e-3:
-                    trial = x.copy()
-                    trial[free] = np.clip(
-                        x[free] + alpha * step, objective.lower[free], objective.upper[free]
-                    )
-                    trial_f = objective(trial)
-                    if trial_f < fval:
-                        break
-                    alpha *= 0.5
-                else:
-                    log.debug("newton: line search failed at decrement %.2g", decrement)
-                    break
-                g_new = objective.gradient(trial, free, steps, value=trial_f)
-                # BFGS update of the Hessian: the best fit's curvature is only a start, and
-                # along flat valleys (a barely constrained normalisation) it can be far off
-                s_vec = trial[free] - x[free]
-                y_vec = g_new - g
-                sy = float(s_vec @ y_vec)
-                if sy > 1e-12:
-                    hs = h_ff @ s_vec
-                    h_ff += np.outer(y_vec, y_vec) / sy - np.outer(hs, hs) / float(s_vec @ hs)
-                    try:
-                        chol = np.linalg.cholesky(h_ff)
-                    except np.linalg.LinAlgError:
-                        h_ff = hessian[np.ix_(free, free)].copy()
-                        chol = np.linalg.cholesky(h_ff + 1e-10 * np.eye(len(free)))
-                x, fval, g = trial, trial_f, g_new
+    x, fval, converged, decrement = _newton(
+        objective, x, free, best.hessian, tolerance=tolerance, max_iterations=max_iterations
+    )
     if not converged and decrement < (10 * tolerance if accept is None else accept):
         converged = True  # close enough: an error below 1e-2 in Delta 2NLL
     if converged or not fallback:

@@ -197,35 +197,14 @@ def _resolve_mapping(
     return found, ("generic" if found.analysis == "generic_atlas" else "curated")
 
 
-def inspect_loaded(
-    loaded: LoadedWorkspace,
-    *,
-    mapping: str | os.PathLike[str] | CategoryMapping | None = None,
-    auto_mapping: bool = True,
-    measurement: str | None = None,
-) -> InspectResult:
-    """Summarise an already loaded workspace (see :func:`inspect_workspace`).
-
-    Args:
-        loaded: result of :func:`~smeft_pyhf.ingest.workspace.load_workspace`.
-        measurement: the measurement the model was built for (for the report; default the
-            workspace's first).
-        mapping: a mapping (object, path or shipped name); None to look one up.
-        auto_mapping: look up a shipped mapping when ``mapping`` is None.
-
-    Raises:
-        InputError, MappingError: the given mapping cannot be read or is invalid.
-    """
-    model = loaded.model
-    config = model.config
-    workspace = loaded.workspace
-    spec = model.spec
-    if measurement is None:
-        measurement = workspace.measurement_names[0] if workspace.measurement_names else ""
-
+def _channel_summaries(loaded: LoadedWorkspace) -> list[ChannelSummary]:
+    """One :class:`ChannelSummary` per channel of the model."""
+    config = loaded.model.config
     channels = []
-    for channel in spec["channels"]:
-        observed = tuple(float(x) for x in workspace.observations.get(channel["name"], ()))
+    for channel in loaded.model.spec["channels"]:
+        observed = tuple(
+            float(x) for x in loaded.workspace.observations.get(channel["name"], ())
+        )
         channels.append(
             ChannelSummary(
                 name=channel["name"],
@@ -234,8 +213,14 @@ def inspect_loaded(
                 samples=tuple(sample["name"] for sample in channel["samples"]),
             )
         )
+    return channels
 
-    parameters = tuple(config.par_order)
+
+def _fixed_and_free(
+    config: Any, parameters: Sequence[str], poi: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The fixed parameters (name -> value, or values of a multi-bin set) and the free
+    normalisations (unconstrained, floating, not the POI)."""
     fixed_flags = config.suggested_fixed()
     inits = config.suggested_init()
     fixed: dict[str, Any] = {}
@@ -246,14 +231,17 @@ def inspect_loaded(
             values = [float(v) for v in inits[slc]]
             fixed[name] = values[0] if len(values) == 1 else values
         paramset = config.param_set(name)
-        if name != loaded.poi and not getattr(paramset, "constrained", False) and name not in fixed:
+        if name != poi and not getattr(paramset, "constrained", False) and name not in fixed:
             free_normfactors.append(name)
+    return fixed, free_normfactors
 
-    names = [name for name in parameters if name != loaded.poi]
-    chosen, mode = _resolve_mapping(
-        mapping, auto_mapping=auto_mapping, sha256=loaded.sha256, names=names
-    )
-    warnings = list(loaded.warnings)
+
+def _categories(
+    chosen: CategoryMapping | None, names: Sequence[str], warnings: list[str]
+) -> tuple[list[CategorySummary], tuple[str, ...], dict[str, str]]:
+    """The categories of ``names``: the mapping's (by kind), then suggested ones for the
+    parameters it does not cover; also the ignored names and the unmapped name -> suggestion.
+    Appends a warning when suggestions were needed."""
     categories: list[CategorySummary] = []
     ignored: tuple[str, ...] = ()
     unmapped_names: tuple[str, ...] = tuple(names)
@@ -286,6 +274,44 @@ def inspect_loaded(
         suggested[category].append(name)
     for category in sorted(suggested):
         categories.append(CategorySummary(category, "suggested", tuple(suggested[category])))
+    return categories, ignored, unmapped
+
+
+def inspect_loaded(
+    loaded: LoadedWorkspace,
+    *,
+    mapping: str | os.PathLike[str] | CategoryMapping | None = None,
+    auto_mapping: bool = True,
+    measurement: str | None = None,
+) -> InspectResult:
+    """Summarise an already loaded workspace (see :func:`inspect_workspace`).
+
+    Args:
+        loaded: result of :func:`~smeft_pyhf.ingest.workspace.load_workspace`.
+        measurement: the measurement the model was built for (for the report; default the
+            workspace's first).
+        mapping: a mapping (object, path or shipped name); None to look one up.
+        auto_mapping: look up a shipped mapping when ``mapping`` is None.
+
+    Raises:
+        InputError, MappingError: the given mapping cannot be read or is invalid.
+    """
+    model = loaded.model
+    config = model.config
+    workspace = loaded.workspace
+    spec = model.spec
+    if measurement is None:
+        measurement = workspace.measurement_names[0] if workspace.measurement_names else ""
+
+    channels = _channel_summaries(loaded)
+    parameters = tuple(config.par_order)
+    fixed, free_normfactors = _fixed_and_free(config, parameters, loaded.poi)
+    names = [name for name in parameters if name != loaded.poi]
+    chosen, mode = _resolve_mapping(
+        mapping, auto_mapping=auto_mapping, sha256=loaded.sha256, names=names
+    )
+    warnings = list(loaded.warnings)
+    categories, ignored, unmapped = _categories(chosen, names, warnings)
 
     samples = tuple(dict.fromkeys(s for c in channels for s in c.samples))
     result = InspectResult(

@@ -168,37 +168,15 @@ def _nullable(value: float | None) -> float | None:
     return float(value)
 
 
-def _build_card(
-    *,
-    name: str,
-    loaded: LoadedWorkspace,
-    mapping: _mapping.CategoryMapping,
-    assignment: _mapping.Assignment,
-    best: WorkspaceFit,
-    total: TotalUncertainty,
-    categories: Breakdown,
-    groups: Breakdown,
-    decomposition: Decomposition,
-    stat_convention_from: str,
-    impacts: Sequence[ParameterImpact],
-    scans: Sequence[NuisanceScan],
-    timings: dict[str, float],
-    patch: str | None,
-    patch_name: str | None,
-    combine: Sequence[str],
-    n_fits: int,
-    extra_notes: Sequence[str] = (),
-    extra_diagnostics: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    meta = mapping.metadata
-    model = loaded.model
-    poi = model.config.poi_name
-    mu = total.best_fit
-    label_category = {}
-    for label in best.labels:
-        base = label.split("[")[0]
-        label_category[label] = assignment.category.get(base)
+def _label_categories(best: WorkspaceFit, assignment: _mapping.Assignment) -> dict[str, str | None]:
+    """The category of each fit label (``name[i]`` labels take their parameter's)."""
+    return {label: assignment.category.get(label.split("[")[0]) for label in best.labels}
 
+
+def _share_blocks(
+    decomposition: Decomposition, assignment: _mapping.Assignment, mu: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's ``systematics`` and ``theory`` blocks: each category's variance share."""
     systematics: dict[str, Any] = {}
     theory: dict[str, Any] = {}
     for share in decomposition.groups:
@@ -207,6 +185,11 @@ def _build_card(
             share.absolute, mu, len(share.parameters),
             constraint=float(share.constraint), data=float(share.data),
         )
+    return systematics, theory
+
+
+def _impact_rows(categories: Breakdown, mu: float) -> dict[str, Any]:
+    """The fix-and-refit impact of each category, as card entries."""
     impact_rows: dict[str, Any] = {}
     for entry in categories.groups:
         extra: dict[str, Any] = {}
@@ -215,9 +198,19 @@ def _build_card(
         if entry.negative:
             extra["negative"] = True
         impact_rows[entry.name] = _entry(entry.impact, mu, len(entry.parameters), **extra)
+    return impact_rows
 
+
+def _group_rows(
+    groups: Breakdown,
+    categories: Breakdown,
+    assignment: _mapping.Assignment,
+    paper: dict[str, Any],
+    mu: float,
+) -> list[dict[str, Any]]:
+    """The card's ``groups`` rows: each paper group's impact beside the paper's, then the
+    stat and total rows when the paper quotes them."""
     group_rows = []
-    paper = mapping.paper_breakdown
     for entry in groups.groups:
         cats = sorted({assignment.category[p] for p in entry.parameters})
         group_rows.append(
@@ -254,12 +247,27 @@ def _build_card(
                     "paper_percent": float(paper[key]),
                 }
             )
-    unmatched = [g for g in paper if g not in {row["group"] for row in group_rows}]
+    return group_rows
 
-    impact_quadrature = math.sqrt(impact_stat**2 + sum(e.impact**2 for e in categories.groups))
-    impact_closure = impact_quadrature / categories.total if categories.total > 0 else None
+
+def _card_notes(
+    *,
+    loaded: LoadedWorkspace,
+    best: WorkspaceFit,
+    assignment: _mapping.Assignment,
+    categories: Breakdown,
+    groups: Breakdown,
+    decomposition: Decomposition,
+    paper: dict[str, Any],
+    group_rows: Sequence[dict[str, Any]],
+    extra_notes: Sequence[str],
+) -> list[str]:
+    """The card's ``diagnostics.warnings``: those of the load, the fit, the caller and the
+    decomposition, then paper rows without a group, negative impacts and floating ignored
+    parameters."""
     notes = list(loaded.warnings) + list(best.warnings) + list(extra_notes)
     notes += list(decomposition.notes)
+    unmatched = [g for g in paper if g not in {row["group"] for row in group_rows}]
     if unmatched:
         notes.append(f"paper_breakdown rows without a mapping group: {', '.join(unmatched)}")
     negative = [e.name for e in categories.groups + groups.groups if e.negative]
@@ -270,13 +278,18 @@ def _build_card(
         )
     free_ignored = [
         p for p in assignment.ignored
-        if not all(best.fixed[i] for i in range(*_slice(model, p)))
+        if not all(best.fixed[i] for i in range(*_slice(loaded.model, p)))
     ]
     if free_ignored:
         notes.append(
             "ignored but floating (their impact is in no category): " + ", ".join(free_ignored)
         )
-    decomposition_block = {
+    return notes
+
+
+def _decomposition_block(decomposition: Decomposition, stat_convention_from: str) -> dict[str, Any]:
+    """The card's ``decomposition`` block (the variance split by source)."""
+    return {
         "method": METHOD,
         "reference": "arXiv:2307.04007",
         "stat_convention": decomposition.stat_convention,
@@ -290,17 +303,126 @@ def _build_card(
         "implied_total": float(decomposition.implied_total),
         "closure": _nullable(decomposition.closure),
     }
-    impact_block = {
+
+
+def _impact_block(
+    categories: Breakdown, decomposition: Decomposition, mu: float
+) -> dict[str, Any]:
+    """The card's ``impact_breakdown`` block (the paper-comparable fix-and-refit impacts)."""
+    impact_stat = categories.stat.impact
+    impact_quadrature = math.sqrt(impact_stat**2 + sum(e.impact**2 for e in categories.groups))
+    impact_closure = impact_quadrature / categories.total if categories.total > 0 else None
+    return {
         "method": categories.method,
         "stat_convention": decomposition.stat_convention,
         "total": float(categories.total),
         "stat": _entry(impact_stat, mu),
-        "categories": impact_rows,
+        "categories": _impact_rows(categories, mu),
         "closure": _nullable(impact_closure),
     }
 
+
+def _impact_entries(
+    impacts: Sequence[ParameterImpact], label_category: dict[str, str | None]
+) -> list[dict[str, Any]]:
+    """The card's ``impacts`` list."""
+    return [
+        {
+            "parameter": item.parameter,
+            "category": label_category.get(item.parameter),
+            "bestfit": float(item.bestfit),
+            "postfit_sigma": float(item.postfit_sigma),
+            "prefit_sigma": _nullable(item.prefit_sigma),
+            "postfit_up": _nullable(item.postfit_up),
+            "postfit_down": _nullable(item.postfit_down),
+            "prefit_up": _nullable(item.prefit_up),
+            "prefit_down": _nullable(item.prefit_down),
+        }
+        for item in impacts
+    ]
+
+
+def _scan_entries(
+    scans: Sequence[NuisanceScan], label_category: dict[str, str | None]
+) -> list[dict[str, Any]]:
+    """The card's ``scans`` list."""
+    return [
+        {
+            "parameter": scan.parameter,
+            "category": label_category.get(scan.parameter),
+            "bestfit": float(scan.bestfit),
+            "sigma": float(scan.sigma),
+            "non_gaussianity": _nullable(scan.non_gaussianity),
+            "curvature": _nullable(scan.curvature),
+            "asymmetry": _nullable(scan.asymmetry),
+            "crossing_up": _nullable(scan.crossing_up),
+            "crossing_down": _nullable(scan.crossing_down),
+            "values": [float(v) for v in scan.values],
+            "delta_twice_nll": [_nullable(q) for q in scan.delta_twice_nll],
+        }
+        for scan in scans
+    ]
+
+
+def _provenance(
+    *,
+    loaded: LoadedWorkspace,
+    mapping: _mapping.CategoryMapping,
+    patch: str | None,
+    patch_name: str | None,
+    combine: Sequence[str],
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    """The card's ``provenance`` block (inputs, their hashes, creation time, tool versions)."""
+    return {
+        "input": str(loaded.source),
+        "input_sha256": loaded.sha256,
+        "combined_with": [str(c) for c in combine],
+        "patch": patch,
+        "patch_name": patch_name,
+        "patch_sha256": loaded.patch_sha256,
+        "measurement": loaded.workspace.measurement_names[0]
+        if loaded.workspace.measurement_names else None,
+        "mapping": mapping.source,
+        "mapping_sha256": mapping.sha256 or None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions,
+    }
+
+
+def _build_card(
+    *,
+    name: str,
+    loaded: LoadedWorkspace,
+    mapping: _mapping.CategoryMapping,
+    assignment: _mapping.Assignment,
+    best: WorkspaceFit,
+    stages: _Stages,
+    stat_convention_from: str,
+    timings: dict[str, float],
+    patch: str | None,
+    patch_name: str | None,
+    combine: Sequence[str],
+    n_fits: int,
+    extra_notes: Sequence[str] = (),
+    extra_diagnostics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card document (a plain dict in the card schema's key order) from the results of
+    :func:`ingest`'s steps."""
+    total, categories, groups, decomposition, impacts, scans = stages
+    meta = mapping.metadata
+    model = loaded.model
+    mu = total.best_fit
+    label_category = _label_categories(best, assignment)
+    systematics, theory = _share_blocks(decomposition, assignment, mu)
+    paper = mapping.paper_breakdown
+    group_rows = _group_rows(groups, categories, assignment, paper, mu)
+    notes = _card_notes(
+        loaded=loaded, best=best, assignment=assignment, categories=categories, groups=groups,
+        decomposition=decomposition, paper=paper, group_rows=group_rows, extra_notes=extra_notes,
+    )
     versions = tool_versions()
-    document: dict[str, Any] = {
+    return {
         "card_version": CARD_VERSION,
         "name": name,
         "experiment": meta.get("experiment"),
@@ -310,7 +432,7 @@ def _build_card(
         "observable": {
             "kind": "signal_strength",
             **dict(meta.get("observable") or {}),
-            "poi": poi,
+            "poi": model.config.poi_name,
         },
         "prediction": dict(meta["prediction"]) if meta.get("prediction") else None,
         "measurement": {
@@ -325,41 +447,13 @@ def _build_card(
         },
         "systematics": systematics,
         "theory": theory,
-        "decomposition": decomposition_block,
-        "impact_breakdown": impact_block,
+        "decomposition": _decomposition_block(decomposition, stat_convention_from),
+        "impact_breakdown": _impact_block(categories, decomposition, mu),
         "parameters": dict(assignment.category),
         "ignored": list(assignment.ignored),
         "groups": group_rows,
-        "impacts": [
-            {
-                "parameter": item.parameter,
-                "category": label_category.get(item.parameter),
-                "bestfit": float(item.bestfit),
-                "postfit_sigma": float(item.postfit_sigma),
-                "prefit_sigma": _nullable(item.prefit_sigma),
-                "postfit_up": _nullable(item.postfit_up),
-                "postfit_down": _nullable(item.postfit_down),
-                "prefit_up": _nullable(item.prefit_up),
-                "prefit_down": _nullable(item.prefit_down),
-            }
-            for item in impacts
-        ],
-        "scans": [
-            {
-                "parameter": scan.parameter,
-                "category": label_category.get(scan.parameter),
-                "bestfit": float(scan.bestfit),
-                "sigma": float(scan.sigma),
-                "non_gaussianity": _nullable(scan.non_gaussianity),
-                "curvature": _nullable(scan.curvature),
-                "asymmetry": _nullable(scan.asymmetry),
-                "crossing_up": _nullable(scan.crossing_up),
-                "crossing_down": _nullable(scan.crossing_down),
-                "values": [float(v) for v in scan.values],
-                "delta_twice_nll": [_nullable(q) for q in scan.delta_twice_nll],
-            }
-            for scan in scans
-        ],
+        "impacts": _impact_entries(impacts, label_category),
+        "scans": _scan_entries(scans, label_category),
         "diagnostics": {
             "minimizer": best.minimizer,
             "fit_valid": bool(best.valid),
@@ -374,22 +468,11 @@ def _build_card(
             "timings": {k: round(float(v), 3) for k, v in timings.items()},
             **dict(extra_diagnostics or {}),
         },
-        "provenance": {
-            "input": str(loaded.source),
-            "input_sha256": loaded.sha256,
-            "combined_with": [str(c) for c in combine],
-            "patch": patch,
-            "patch_name": patch_name,
-            "patch_sha256": loaded.patch_sha256,
-            "measurement": loaded.workspace.measurement_names[0]
-            if loaded.workspace.measurement_names else None,
-            "mapping": mapping.source,
-            "mapping_sha256": mapping.sha256 or None,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions,
-        },
+        "provenance": _provenance(
+            loaded=loaded, mapping=mapping, patch=patch, patch_name=patch_name,
+            combine=combine, versions=versions,
+        ),
     }
-    return document
 
 
 def _slice(model: Any, name: str) -> tuple[int, int]:
@@ -455,6 +538,27 @@ class _Stages(NamedTuple):
     scans: tuple[NuisanceScan, ...]
 
 
+def _scan_names(
+    best: WorkspaceFit, impacts: Sequence[ParameterImpact], n_scans: int, poi_index: int
+) -> list[str]:
+    """The ``n_scans`` NPs to scan: the leading ones by impact, topped up (when fewer have a
+    finite impact) by the floating NPs most correlated with the POI."""
+    leading = [item for item in impacts if np.isfinite(item.postfit_up)][: max(n_scans, 0)]
+    if len(leading) >= n_scans:
+        return [item.parameter for item in leading]
+    assert best.covariance is not None
+    weight = np.abs(best.covariance[poi_index]) / np.where(
+        best.uncertainty > 0, best.uncertainty, np.inf
+    )
+    extra = [
+        best.labels[i]
+        for i in np.argsort(-np.nan_to_num(weight))
+        if i != poi_index and not best.fixed[i]
+        and best.labels[i] not in {item.parameter for item in leading}
+    ]
+    return [item.parameter for item in leading] + extra[: n_scans - len(leading)]
+
+
 def _run_stages(
     model: Any,
     data: Sequence[float],
@@ -514,21 +618,7 @@ def _run_stages(
     done("impact", "impacts", t0)
 
     t0 = time.perf_counter()
-    leading = [item for item in impacts if np.isfinite(item.postfit_up)][: max(n_scans, 0)]
-    if len(leading) < n_scans:
-        assert best.covariance is not None
-        weight = np.abs(best.covariance[poi_index]) / np.where(
-            best.uncertainty > 0, best.uncertainty, np.inf
-        )
-        extra = [
-            best.labels[i]
-            for i in np.argsort(-np.nan_to_num(weight))
-            if i != poi_index and not best.fixed[i]
-            and best.labels[i] not in {item.parameter for item in leading}
-        ]
-        scan_names = [item.parameter for item in leading] + extra[: n_scans - len(leading)]
-    else:
-        scan_names = [item.parameter for item in leading]
+    scan_names = _scan_names(best, impacts, n_scans, poi_index)
     bounds = model.config.suggested_bounds()
     known = {
         item.parameter: {1.0: item.twice_nll_up, -1.0: item.twice_nll_down}
@@ -572,6 +662,202 @@ def _bound_notes(model: Any, best: WorkspaceFit, total: TotalUncertainty) -> tup
                     f"bound {bound:g}; the interval is cut there"
                 )
     return at_bound, notes
+
+
+def _check_options(
+    output: str | os.PathLike[str] | None,
+    n_starts: int,
+    stat_convention: StatConvention | None,
+    plot_format: str,
+) -> None:
+    """Reject bad options of :func:`ingest` before anything is loaded or fitted."""
+    if output is not None:
+        check_output_path(output)
+    if n_starts < 1:
+        raise InputError(f"n_starts must be at least 1, not {n_starts}", where="ingest",
+                         hint="1 fits from the nominal point only")
+    if stat_convention is not None and stat_convention not in STAT_CONVENTIONS:
+        raise InputError(f"unknown stat convention {stat_convention!r}", where="stat_convention",
+                         hint="use one of " + ", ".join(STAT_CONVENTIONS))
+    if plot_format not in ("pdf", "png"):
+        raise InputError(f"unknown plot format {plot_format!r}", where="plot_format",
+                         hint="use pdf or png")
+
+
+def _choose_convention(
+    stat_convention: StatConvention | None, mapping: _mapping.CategoryMapping
+) -> tuple[str, str]:
+    """The stat convention and where it came from (the option, the mapping or the default)."""
+    if stat_convention is not None:
+        convention, convention_from = stat_convention, "option"
+    elif mapping.stat_convention is not None:
+        convention, convention_from = mapping.stat_convention, "mapping"
+    else:
+        convention, convention_from = DEFAULT_STAT_CONVENTION, "default"
+    log.info("stat convention: %s (from the %s)", convention, convention_from)
+    return convention, convention_from
+
+
+class _Refitted(NamedTuple):
+    best: WorkspaceFit
+    stages: _Stages
+    notes: list[str]
+    extra_fits: int
+
+
+def _stages_with_refits(
+    model: Any,
+    data: Sequence[float],
+    best: WorkspaceFit,
+    assignment: _mapping.Assignment,
+    *,
+    workspace: str | os.PathLike[str],
+    minimizer: Literal["minuit", "scipy"],
+    n_starts: int,
+    seed: int,
+    timings: dict[str, float],
+    **stage_options: Any,
+) -> _Refitted:
+    """Steps 4-5 of :func:`ingest`, with the fit redone (at most
+    :data:`MAX_LOWER_POINT_REFITS` times) from any point a refit finds below the best fit."""
+    poi_index = model.config.poi_index
+    guard = Objective(model, data)
+    lower_points: dict[str, np.ndarray] = {}
+    refit_notes: list[str] = []
+    extra_fits = 0
+    for attempt in range(MAX_LOWER_POINT_REFITS + 1):
+        try:
+            stages = _run_stages(
+                model, data, best, assignment, timings=timings, guard=guard,
+                check=attempt < MAX_LOWER_POINT_REFITS, **stage_options,
+            )
+            break
+        except _LowerPoint as found:
+            t0 = time.perf_counter()
+            previous = best
+            log.warning(
+                "a %s refit came across 2NLL %.4f, %.3g below the best fit: redoing the fit "
+                "from that point", found.stage, found.value, previous.twice_nll - found.value,
+            )
+            lower_points[f"lower point {len(lower_points) + 1} ({found.stage})"] = found.point
+            best = fit(
+                model, data, minimizer=minimizer, n_random_starts=n_starts - 1,
+                seed=seed, extra_starts=lower_points,
+            )
+            _require_valid(best, workspace)
+            extra_fits += 1
+            refit_notes.append(
+                f"a {found.stage} refit came across 2NLL {found.value:.4f}, "
+                f"{previous.twice_nll - found.value:.3g} below the best fit "
+                f"({model.config.poi_name} = {previous.bestfit[poi_index]:.4g}, 2NLL "
+                f"{previous.twice_nll:.4f}): the fit was redone from that point "
+                f"({model.config.poi_name} = {best.bestfit[poi_index]:.4g}, 2NLL "
+                f"{best.twice_nll:.4f})"
+            )
+            log.warning("%s", refit_notes[-1])
+            timings["refit"] = timings.get("refit", 0.0) + time.perf_counter() - t0
+    else:  # pragma: no cover - the last attempt runs with check=False
+        raise AssertionError("unreachable")
+    if guard.lowest_value < best.twice_nll - LOWER_POINT_TOLERANCE:
+        refit_notes.append(
+            f"after {MAX_LOWER_POINT_REFITS} refits a later evaluation still found 2NLL "
+            f"{guard.lowest_value:.4f} below the best fit's {best.twice_nll:.4f}: the fit "
+            "may not be at the global minimum"
+        )
+        log.warning("%s", refit_notes[-1])
+    return _Refitted(best, stages, refit_notes, extra_fits)
+
+
+def _count_fits(best: WorkspaceFit, extra_fits: int, stages: _Stages) -> int:
+    """How many fits :func:`ingest` ran (best fits from every start, then every refit)."""
+    n_fits = len(best.starts) * (1 + extra_fits) + stages.total.n_fits
+    n_fits += stages.categories.n_fits
+    n_fits += stages.groups.n_fits
+    n_fits += sum(2 + (2 if item.prefit_up is not None else 0) for item in stages.impacts)
+    n_fits += sum(max(len(s.values) - 1, 0) for s in stages.scans)
+    return n_fits
+
+
+def _write_or_validate(
+    document: dict[str, Any], output: str | os.PathLike[str] | None,
+    timings: dict[str, float], t0: float,
+) -> Path | None:
+    """Write the card to ``output`` (timing the write from ``t0``), or only validate it."""
+    if output is None:
+        validate_card(document)
+        return None
+    path = Path(output)
+    timings["write"] = 0.0
+    document["diagnostics"]["timings"]["write"] = 0.0
+    write_card(document, path)
+    timings["write"] = time.perf_counter() - t0
+    return path
+
+
+def _load(workspace: str | os.PathLike[str], **options: Any) -> LoadedWorkspace:
+    """Step 1 of :func:`ingest`: load the workspace (``options`` go to
+    :func:`.workspace.load_workspace`) and require a POI."""
+    log.info("loading %s ...", workspace)
+    loaded = load_workspace(workspace, **options)
+    if loaded.model.config.poi_index is None:
+        raise WorkspaceError("the model has no POI", where=str(workspace), hint="pass --poi")
+    return loaded
+
+
+def _best_fit(
+    loaded: LoadedWorkspace,
+    workspace: str | os.PathLike[str],
+    minimizer: Literal["minuit", "scipy"],
+    n_starts: int,
+    seed: int,
+) -> WorkspaceFit:
+    """Step 3 of :func:`ingest`: the best fit from ``n_starts`` starts, required valid."""
+    model = loaded.model
+    log.info(
+        "fitting %d parameters with %s from %d start point(s) ...",
+        model.config.npars, minimizer, n_starts,
+    )
+    best = fit(model, loaded.data, minimizer=minimizer, n_random_starts=n_starts - 1, seed=seed)
+    _require_valid(best, workspace)
+    log.info(
+        "best fit %s = %.4f +- %.4f (Hesse), 2NLL = %.3f; %d of %d start(s) agree",
+        model.config.poi_name, best.bestfit[model.config.poi_index],
+        best.uncertainty[model.config.poi_index], best.twice_nll, best.n_agreeing,
+        len(best.starts),
+    )
+    return best
+
+
+def _starts_block(best: WorkspaceFit, seed: int, extra_fits: int) -> dict[str, Any]:
+    """The card's ``diagnostics.starts``: how many starts reached the minimum used."""
+    return {
+        "n": len(best.starts),
+        "agreeing": int(best.n_agreeing),
+        "tolerance_twice_nll": START_AGREEMENT,
+        "seed": int(seed),
+        "refits_from_lower_points": extra_fits,
+    }
+
+
+def _plots_beside(
+    card: MeasurementCard,
+    loaded: LoadedWorkspace,
+    best: WorkspaceFit,
+    impacts: Sequence[ParameterImpact],
+    path: Path,
+    plot_format: Literal["pdf", "png"],
+    timings: dict[str, float],
+) -> tuple[Path, ...]:
+    """Write the plots beside the card at ``path`` (timed as ``timings["plots"]``)."""
+    from .plots import write_plots
+
+    t0 = time.perf_counter()
+    written = write_plots(
+        card, loaded.model, loaded.data, best, impacts, folder=path.parent,
+        stem=plot_stem(path), plot_format=plot_format,
+    )
+    timings["plots"] = time.perf_counter() - t0
+    return written
 
 
 def ingest(
@@ -646,27 +932,14 @@ def ingest(
         >>> round(r.card.best_fit, 2)
         1.15
     """
-    if output is not None:
-        check_output_path(output)
-    if n_starts < 1:
-        raise InputError(f"n_starts must be at least 1, not {n_starts}", where="ingest",
-                         hint="1 fits from the nominal point only")
-    if stat_convention is not None and stat_convention not in STAT_CONVENTIONS:
-        raise InputError(f"unknown stat convention {stat_convention!r}", where="stat_convention",
-                         hint="use one of " + ", ".join(STAT_CONVENTIONS))
-    if plot_format not in ("pdf", "png"):
-        raise InputError(f"unknown plot format {plot_format!r}", where="plot_format",
-                         hint="use pdf or png")
+    _check_options(output, n_starts, stat_convention, plot_format)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    log.info("loading %s ...", workspace)
-    loaded = load_workspace(
+    loaded = _load(
         workspace, patch=patch, patch_name=patch_name, poi=poi, measurement=measurement,
         combine=combine, rootdir=rootdir,
     )
     model = loaded.model
-    if model.config.poi_index is None:
-        raise WorkspaceError("the model has no POI", where=str(workspace), hint="pass --poi")
     names = [p for p in model.config.par_order if p != model.config.poi_name]
     timings["load"] = time.perf_counter() - t0
 
@@ -674,13 +947,7 @@ def ingest(
     used_mapping = _resolve_mapping(mapping, loaded, names)
     assignment = _mapping.assign(used_mapping, names)
     card_name = name or used_mapping.metadata.get("card_name") or used_mapping.analysis
-    if stat_convention is not None:
-        convention, convention_from = stat_convention, "option"
-    elif used_mapping.stat_convention is not None:
-        convention, convention_from = used_mapping.stat_convention, "mapping"
-    else:
-        convention, convention_from = DEFAULT_STAT_CONVENTION, "default"
-    log.info("stat convention: %s (from the %s)", convention, convention_from)
+    convention, convention_from = _choose_convention(stat_convention, used_mapping)
     if output is None and default_output:
         output = Path(f"{card_name}.card.yaml")
         check_output_path(output)
@@ -690,126 +957,44 @@ def ingest(
     timings["mapping"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log.info(
-        "fitting %d parameters with %s from %d start point(s) ...",
-        model.config.npars, minimizer, n_starts,
-    )
-    best = fit(model, loaded.data, minimizer=minimizer, n_random_starts=n_starts - 1, seed=seed)
-    _require_valid(best, workspace)
+    best = _best_fit(loaded, workspace, minimizer, n_starts, seed)
     timings["fit"] = time.perf_counter() - t0
-    poi_index = model.config.poi_index
-    log.info(
-        "best fit %s = %.4f +- %.4f (Hesse), 2NLL = %.3f; %d of %d start(s) agree",
-        model.config.poi_name, best.bestfit[poi_index], best.uncertainty[poi_index],
-        best.twice_nll, best.n_agreeing, len(best.starts),
-    )
 
-    guard = Objective(model, loaded.data)
-    lower_points: dict[str, np.ndarray] = {}
-    refit_notes: list[str] = []
-    extra_fits = 0
-    for attempt in range(MAX_LOWER_POINT_REFITS + 1):
-        try:
-            stages = _run_stages(
-                model, loaded.data, best, assignment, breakdown=breakdown,
-                stat_convention=convention,  # type: ignore[arg-type]
-                n_impacts=n_impacts, n_scans=n_scans, prefit=prefit, timings=timings, guard=guard,
-                check=attempt < MAX_LOWER_POINT_REFITS,
-            )
-            break
-        except _LowerPoint as found:
-            t0 = time.perf_counter()
-            previous = best
-            log.warning(
-                "a %s refit came across 2NLL %.4f, %.3g below the best fit: redoing the fit "
-                "from that point", found.stage, found.value, previous.twice_nll - found.value,
-            )
-            lower_points[f"lower point {len(lower_points) + 1} ({found.stage})"] = found.point
-            best = fit(
-                model, loaded.data, minimizer=minimizer, n_random_starts=n_starts - 1,
-                seed=seed, extra_starts=lower_points,
-            )
-            _require_valid(best, workspace)
-            extra_fits += 1
-            refit_notes.append(
-                f"a {found.stage} refit came across 2NLL {found.value:.4f}, "
-                f"{previous.twice_nll - found.value:.3g} below the best fit "
-                f"({model.config.poi_name} = {previous.bestfit[poi_index]:.4g}, 2NLL "
-                f"{previous.twice_nll:.4f}): the fit was redone from that point "
-                f"({model.config.poi_name} = {best.bestfit[poi_index]:.4g}, 2NLL "
-                f"{best.twice_nll:.4f})"
-            )
-            log.warning("%s", refit_notes[-1])
-            timings["refit"] = timings.get("refit", 0.0) + time.perf_counter() - t0
-    else:  # pragma: no cover - the last attempt runs with check=False
-        raise AssertionError("unreachable")
-    if guard.lowest_value < best.twice_nll - LOWER_POINT_TOLERANCE:
-        refit_notes.append(
-            f"after {MAX_LOWER_POINT_REFITS} refits a later evaluation still found 2NLL "
-            f"{guard.lowest_value:.4f} below the best fit's {best.twice_nll:.4f}: the fit "
-            "may not be at the global minimum"
-        )
-        log.warning("%s", refit_notes[-1])
+    best, stages, refit_notes, extra_fits = _stages_with_refits(
+        model, loaded.data, best, assignment, workspace=workspace, minimizer=minimizer,
+        n_starts=n_starts, seed=seed, timings=timings, breakdown=breakdown,
+        stat_convention=convention, n_impacts=n_impacts, n_scans=n_scans, prefit=prefit,
+    )
     total, categories, groups, decomposition, impacts, scans = stages
     at_bound, bound_notes = _bound_notes(model, best, total)
     for note in bound_notes:
         log.warning("%s", note)
 
     t0 = time.perf_counter()
-    n_fits = len(best.starts) * (1 + extra_fits) + total.n_fits + categories.n_fits
-    n_fits += groups.n_fits
-    n_fits += sum(2 + (2 if item.prefit_up is not None else 0) for item in impacts)
-    n_fits += sum(max(len(s.values) - 1, 0) for s in scans)
-    starts = {
-        "n": len(best.starts),
-        "agreeing": int(best.n_agreeing),
-        "tolerance_twice_nll": START_AGREEMENT,
-        "seed": int(seed),
-        "refits_from_lower_points": extra_fits,
-    }
+    starts = _starts_block(best, seed, extra_fits)
     document = _build_card(
         name=str(card_name),
         loaded=loaded,
         mapping=used_mapping,
         assignment=assignment,
         best=best,
-        total=total,
-        categories=categories,
-        groups=groups,
-        decomposition=decomposition,
+        stages=stages,
         stat_convention_from=convention_from,
-        impacts=impacts,
-        scans=scans,
         timings=timings,
         patch=None if patch is None else str(patch),
         patch_name=patch_name,
         combine=[str(c) for c in combine],
-        n_fits=n_fits,
+        n_fits=_count_fits(best, extra_fits, stages),
         extra_notes=[*refit_notes, *bound_notes],
         extra_diagnostics={"starts": starts, "poi_at_bound": at_bound},
     )
-    path = None
-    if output is not None:
-        path = Path(output)
-        timings["write"] = 0.0
-        document["diagnostics"]["timings"]["write"] = 0.0
-        write_card(document, path)
-        timings["write"] = time.perf_counter() - t0
-    else:
-        validate_card(document)
+    path = _write_or_validate(document, output, timings, t0)
     card = card_from_dict(document, source=None if path is None else str(path))
     written: tuple[Path, ...] = ()
     if plots is None:
         plots = path is not None
     if plots and path is not None:
-        from .plots import write_plots
-
-        t0 = time.perf_counter()
-        written = write_plots(
-            card, model, loaded.data, best, impacts, folder=path.parent,
-            stem=plot_stem(path), plot_format=plot_format,
-        )
-        timings["plots"] = time.perf_counter() - t0
+        written = _plots_beside(card, loaded, best, impacts, path, plot_format, timings)
     log.info("done in %.1f s", sum(timings.values()))
     return IngestResult(
         card=card,

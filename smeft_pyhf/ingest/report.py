@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..formats.card import MeasurementCard
@@ -93,23 +93,48 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         f"{card.name}: {card.observable['poi']} = {mu:.4g} +{total['up']:.2g} -{total['down']:.2g} "
         f"(Hesse +-{total['symmetric']:.3g})"
     ]
-    if card.groups:
-        width = max(len("Uncertainty"), *(len(row["group"]) for row in card.groups)) + 2
-        lines += [
-            "",
-            f"{'Uncertainty':<{width}}{'Reproduced [%]':>15}{'Paper [%]':>11}   SFitter category"
-            "   (fix-and-refit impacts, as papers quote them)",
-        ]
+    lines += _group_lines(card, pct)
+    lines += _category_lines(card, pct)
+    if not relative:
+        lines.append(
+            f"relative numbers not shown: the best fit {mu:.3g} is ~0 "
+            + ("(at the POI's bound)" if card.diagnostics.get("poi_at_bound")
+               else f"(within {NEAR_ZERO:g} of its uncertainty)")
+        )
+    lines += _closure_lines(card)
+    lines += _impact_and_scan_lines(card, n_impacts)
+    lines += _fit_lines(card.diagnostics)
+    return "\n".join(lines)
 
-        def key(row: dict[str, Any]) -> tuple[int, float]:
-            special = row["category"] in ("Stat", "Total")
-            return (int(special), -(row["paper_percent"] or row["reproduced_percent"] or 0.0))
 
-        for row in sorted(card.groups, key=key):
-            lines.append(
-                f"{row['group']:<{width}}{pct(row['reproduced_percent']):>15}"
-                f"{_pct(row['paper_percent']):>11}   {row['category']}"
-            )
+def _group_lines(card: MeasurementCard, pct: Callable[[Any], str]) -> list[str]:
+    """The report's table of paper groups (reproduced beside the paper's percentages)."""
+    if not card.groups:
+        return []
+    width = max(len("Uncertainty"), *(len(row["group"]) for row in card.groups)) + 2
+    lines = [
+        "",
+        f"{'Uncertainty':<{width}}{'Reproduced [%]':>15}{'Paper [%]':>11}   SFitter category"
+        "   (fix-and-refit impacts, as papers quote them)",
+    ]
+
+    def key(row: dict[str, Any]) -> tuple[int, float]:
+        special = row["category"] in ("Stat", "Total")
+        return (int(special), -(row["paper_percent"] or row["reproduced_percent"] or 0.0))
+
+    for row in sorted(card.groups, key=key):
+        lines.append(
+            f"{row['group']:<{width}}{pct(row['reproduced_percent']):>15}"
+            f"{_pct(row['paper_percent']):>11}   {row['category']}"
+        )
+    return lines
+
+
+def _category_lines(card: MeasurementCard, pct: Callable[[Any], str]) -> list[str]:
+    """The report's table of SFitter categories (largest first), then the stat and total rows."""
+    m = card.measurement
+    mu = float(m["best_fit"])
+    total = m["total"]
     entries = [
         (name, "systematic", entry) for name, entry in card.systematics.items()
     ] + [(name, "theory", entry) for name, entry in card.theory.items()]
@@ -117,9 +142,8 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
     impact = card.impact_breakdown or {}
     impact_rows = impact.get("categories", {})
     width = max([len("SFitter category"), *(len(name) for name, _, _ in entries)]) + 2
-    decomposition = card.decomposition or {}
-    convention = decomposition.get("stat_convention")
-    lines += [
+    convention = (card.decomposition or {}).get("stat_convention")
+    lines = [
         "",
         f"{'SFitter category':<{width}}{'kind':<12}{'#NP':>5}{'absolute':>11}{'relative [%]':>14}"
         f"{'constraint':>11}{'data':>11}{'fix-refit':>11}",
@@ -140,19 +164,23 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         f"{pct(100 * stat['relative']):>14}{'':>22}"
         f"{_num(impact.get('stat', {}).get('absolute'), 3):>11}"
     )
-    breakdown_total = total.get("breakdown", total["symmetric"])
     lines.append(
         f"{'Total':<{width}}{'':<12}{'':>5}{_num(total['symmetric']):>11}"
         f"{pct(100 * total['symmetric'] / abs(mu) if mu else None):>14}"
         f"   (profile +{_num(total['up'], 3)} / -{_num(total['down'], 3)})"
     )
-    if not relative:
-        lines.append(
-            f"relative numbers not shown: the best fit {mu:.3g} is ~0 "
-            + ("(at the POI's bound)" if card.diagnostics.get("poi_at_bound")
-               else f"(within {NEAR_ZERO:g} of its uncertainty)")
-        )
+    return lines
+
+
+def _closure_lines(card: MeasurementCard) -> list[str]:
+    """The report's closure lines (variance split and fix-and-refit impacts)."""
+    total = card.measurement["total"]
+    breakdown_total = total.get("breakdown", total["symmetric"])
+    impact = card.impact_breakdown or {}
+    decomposition = card.decomposition or {}
+    convention = decomposition.get("stat_convention")
     diag = card.diagnostics
+    lines = []
     if decomposition:
         free = decomposition.get("free_normalisations") or {}
         lines.append(
@@ -174,6 +202,12 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
             f"closure: sqrt(stat^2 + sum of category impacts^2) / total = {diag['closure']:.3f}"
             f"   (breakdown method: {diag.get('breakdown_method', '?')})"
         )
+    return lines
+
+
+def _impact_and_scan_lines(card: MeasurementCard, n_impacts: int) -> list[str]:
+    """The report's leading per-NP impacts and NP scans."""
+    lines: list[str] = []
     if card.impacts:
         lines += ["", f"Leading NP impacts on {card.observable['poi']} (post-fit +1s / -1s, pre-fit):"]
         for item in card.impacts[:n_impacts]:
@@ -189,7 +223,12 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
                 f"  {scan['parameter']:<40} non-Gauss {_num(scan['non_gaussianity'], 2):>8}"
                 f"  curvature {_num(scan.get('curvature'), 3):>6}  asymmetry {_num(scan.get('asymmetry'), 2):>7}"
             )
-    lines += [
+    return lines
+
+
+def _fit_lines(diag: dict[str, Any]) -> list[str]:
+    """The report's fit diagnostics: fit summary, start points, warnings and timings."""
+    lines = [
         "",
         f"fit: {diag['minimizer']}, valid {diag['fit_valid']}, Hesse valid {diag['hesse_valid']}, "
         f"2NLL {diag['twice_nll']:.3f}, {diag.get('n_parameters', '?')} parameters, "
@@ -209,7 +248,7 @@ def format_report(card: MeasurementCard, *, n_impacts: int = 10) -> str:
         lines.append(
             "timings [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in diag["timings"].items())
         )
-    return "\n".join(lines)
+    return lines
 
 
 def report_json(card: MeasurementCard, *, plots: Sequence[str | os.PathLike[str]] = ()) -> str:

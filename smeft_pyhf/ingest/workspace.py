@@ -237,68 +237,98 @@ def _check_values(spec: dict[str, Any], where: str) -> list[str]:
         if isinstance(obs, dict)
     }
     for channel in spec.get("channels", []):
-        cname = channel.get("name")
-        samples = [s for s in channel.get("samples", []) if isinstance(s, dict)]
-        nbins = max((len(s.get("data") or []) for s in samples), default=0)
-        data = observed.get(cname)
-        if data is None:
-            layout.append(f"channel '{cname}' has no observations")
-        elif len(data) != nbins:
+        _check_channel(channel, observed, problems, layout, notes)
+    _raise_value_problems(layout, problems, where)
+    if not notes:
+        return []
+    return [
+        f"{len(notes)} negative yield(s) in single samples or histosys templates (legal while "
+        f"each bin's total stays positive): {'; '.join(notes[:5])}"
+        + (f" (and {len(notes) - 5} more)" if len(notes) > 5 else "")
+    ]
+
+
+def _check_channel(
+    channel: dict[str, Any],
+    observed: dict[Any, Any],
+    problems: list[str],
+    layout: list[str],
+    notes: list[str],
+) -> None:
+    """:func:`_check_values` of one channel: appends to ``problems`` (bad numbers), ``layout``
+    (bin counts that disagree) and ``notes`` (legal negative yields)."""
+    cname = channel.get("name")
+    samples = [s for s in channel.get("samples", []) if isinstance(s, dict)]
+    nbins = max((len(s.get("data") or []) for s in samples), default=0)
+    data = observed.get(cname)
+    if data is None:
+        layout.append(f"channel '{cname}' has no observations")
+    elif len(data) != nbins:
+        layout.append(
+            f"channel '{cname}' has {len(data)} observed bin(s) but its samples have {nbins}"
+        )
+    for i, value in _bins(data):
+        bad = _bad_number(value, allow_negative=False)
+        if bad:
+            problems.append(f"channel '{cname}', observations, bin {i + 1} of {len(data)}: {bad}")
+    totals = [0.0] * nbins
+    for sample in samples:
+        sname = sample.get("name")
+        values = sample.get("data")
+        if isinstance(values, list) and len(values) != nbins:
             layout.append(
-                f"channel '{cname}' has {len(data)} observed bin(s) but its samples have {nbins}"
+                f"channel '{cname}', sample '{sname}' has {len(values)} bin(s), other "
+                f"samples of the channel {nbins}"
             )
-        for i, value in _bins(data):
-            bad = _bad_number(value, allow_negative=False)
+        for i, value in _bins(values):
+            bad = _bad_number(value, allow_negative=True)
             if bad:
-                problems.append(f"channel '{cname}', observations, bin {i + 1} of {len(data)}: {bad}")
-        totals = [0.0] * nbins
-        for sample in samples:
-            sname = sample.get("name")
-            values = sample.get("data")
-            if isinstance(values, list) and len(values) != nbins:
-                layout.append(
-                    f"channel '{cname}', sample '{sname}' has {len(values)} bin(s), other "
-                    f"samples of the channel {nbins}"
+                problems.append(
+                    f"channel '{cname}', sample '{sname}', bin {i + 1} of {len(values)}: {bad}"
                 )
-            for i, value in _bins(values):
+            elif isinstance(value, (int, float)) and i < nbins:
+                totals[i] += value
+                if value < 0:
+                    notes.append(f"channel '{cname}', sample '{sname}', bin {i + 1}")
+        for modifier in sample.get("modifiers", []):
+            if isinstance(modifier, dict):
+                _check_modifier(modifier, f"channel '{cname}', sample '{sname}'", problems, notes)
+    for i, total in enumerate(totals):
+        if total < 0:
+            problems.append(
+                f"channel '{cname}', bin {i + 1} of {nbins}: the samples' nominal yields sum "
+                f"to {total:g} (a negative expected count)"
+            )
+
+
+def _check_modifier(
+    modifier: dict[str, Any], sample_place: str, problems: list[str], notes: list[str]
+) -> None:
+    """:func:`_check_values` of one modifier's data (``sample_place`` names its sample)."""
+    mtype, mname, mdata = modifier.get("type"), modifier.get("name"), modifier.get("data")
+    place = f"{sample_place}, {mtype} '{mname}'"
+    if mtype == "histosys" and isinstance(mdata, dict):
+        for key in ("hi_data", "lo_data"):
+            for i, value in _bins(mdata.get(key)):
                 bad = _bad_number(value, allow_negative=True)
                 if bad:
-                    problems.append(
-                        f"channel '{cname}', sample '{sname}', bin {i + 1} of {len(values)}: {bad}"
-                    )
-                elif isinstance(value, (int, float)) and i < nbins:
-                    totals[i] += value
-                    if value < 0:
-                        notes.append(f"channel '{cname}', sample '{sname}', bin {i + 1}")
-            for modifier in sample.get("modifiers", []):
-                if not isinstance(modifier, dict):
-                    continue
-                mtype, mname, mdata = modifier.get("type"), modifier.get("name"), modifier.get("data")
-                place = f"channel '{cname}', sample '{sname}', {mtype} '{mname}'"
-                if mtype == "histosys" and isinstance(mdata, dict):
-                    for key in ("hi_data", "lo_data"):
-                        for i, value in _bins(mdata.get(key)):
-                            bad = _bad_number(value, allow_negative=True)
-                            if bad:
-                                problems.append(f"{place} {key}, bin {i + 1}: {bad}")
-                            elif isinstance(value, (int, float)) and value < 0:
-                                notes.append(f"{place} {key}, bin {i + 1}")
-                elif mtype == "normsys" and isinstance(mdata, dict):
-                    for key in ("hi", "lo"):
-                        bad = _bad_number(mdata.get(key), allow_negative=False)
-                        if bad:
-                            problems.append(f"{place} {key}: {bad}")
-                elif mtype in ("staterror", "shapesys"):
-                    for i, value in _bins(mdata):
-                        bad = _bad_number(value, allow_negative=False)
-                        if bad:
-                            problems.append(f"{place} data, bin {i + 1}: {bad}")
-        for i, total in enumerate(totals):
-            if total < 0:
-                problems.append(
-                    f"channel '{cname}', bin {i + 1} of {nbins}: the samples' nominal yields sum "
-                    f"to {total:g} (a negative expected count)"
-                )
+                    problems.append(f"{place} {key}, bin {i + 1}: {bad}")
+                elif isinstance(value, (int, float)) and value < 0:
+                    notes.append(f"{place} {key}, bin {i + 1}")
+    elif mtype == "normsys" and isinstance(mdata, dict):
+        for key in ("hi", "lo"):
+            bad = _bad_number(mdata.get(key), allow_negative=False)
+            if bad:
+                problems.append(f"{place} {key}: {bad}")
+    elif mtype in ("staterror", "shapesys"):
+        for i, value in _bins(mdata):
+            bad = _bad_number(value, allow_negative=False)
+            if bad:
+                problems.append(f"{place} data, bin {i + 1}: {bad}")
+
+
+def _raise_value_problems(layout: list[str], problems: list[str], where: str) -> None:
+    """Raise the :class:`WorkspaceError` of :func:`_check_values` (layout first), if any."""
     if layout:
         raise WorkspaceError(
             "the observations do not match the channels: " + "; ".join(layout[:8])
@@ -315,13 +345,6 @@ def _check_values(spec: dict[str, Any], where: str) -> list[str]:
             hint="fix these entries of the workspace (observed counts must be finite and "
             "non-negative, yields and modifier data finite, uncertainties non-negative)",
         )
-    if not notes:
-        return []
-    return [
-        f"{len(notes)} negative yield(s) in single samples or histosys templates (legal while "
-        f"each bin's total stays positive): {'; '.join(notes[:5])}"
-        + (f" (and {len(notes) - 5} more)" if len(notes) > 5 else "")
-    ]
 
 
 def _xml_inputs(xml: Path) -> list[str]:
@@ -596,6 +619,143 @@ def _check_combine_distinct(path: Path, others: Sequence[Path], sha: str) -> Non
         hashes[digest] = str(other)
 
 
+def _patched(
+    spec: dict[str, Any],
+    patch: str | os.PathLike[str] | None,
+    patch_name: str | None,
+    where: str,
+) -> tuple[dict[str, Any], str | None, str]:
+    """``spec`` with the patch file applied, the patch's hash (``None`` without a patch) and
+    the new ``where``."""
+    if patch is None:
+        if patch_name is not None:
+            raise WorkspaceError("--patch-name given without --patch", where=where)
+        return spec, None, where
+    patch_path = Path(patch)
+    document = read_json(patch_path)
+    operations, label = _select_patch(document, patch_name, str(patch_path))
+    spec = _apply_patch(spec, operations, str(patch_path))
+    patch_sha = sha256_file(patch_path)
+    if patch_name:
+        patch_sha = hashlib.sha256((patch_sha + ":" + patch_name).encode("utf-8")).hexdigest()
+    log.info("applied patch %s (%d operations)", label, len(operations))
+    return spec, patch_sha, f"{where} + patch {label}"
+
+
+def _combined(
+    workspace: pyhf.Workspace,
+    path: Path,
+    combine: Sequence[str | os.PathLike[str]],
+    *,
+    chosen: str,
+    sha: str,
+    where: str,
+    rootdir: str | os.PathLike[str] | None,
+    warnings: list[str],
+) -> tuple[pyhf.Workspace, str, str]:
+    """``workspace`` combined with the ``combine`` files (their measurements renamed to
+    ``chosen``), the combined hash and the new ``where``; appends to ``warnings``."""
+    _check_combine_distinct(path, [Path(c) for c in combine], sha)
+    extra_hashes = []
+    for other_path in combine:
+        other_path = Path(other_path)
+        other_spec, read_notes = _read_spec(other_path, rootdir)
+        warnings.extend(read_notes)
+        warnings.extend(_check_duplicate_modifiers(other_spec, str(other_path)))
+        other = _validate_spec(other_spec, str(other_path))
+        warnings.extend(_check_values(other_spec, str(other_path)))
+        renames = {name: chosen for name in other.measurement_names if name != chosen}
+        if len(other.measurement_names) > 1:
+            other = other.prune(measurements=other.measurement_names[1:])
+            renames = {other.measurement_names[0]: chosen}
+        if renames and other.measurement_names[0] != chosen:
+            other = other.rename(measurements=renames)
+        try:
+            workspace = pyhf.Workspace.combine(workspace, other, join="outer")
+        except pyhf.exceptions.InvalidWorkspaceOperation as err:
+            raise WorkspaceError(
+                f"cannot be combined with {other_path}: {err}", where=where
+            ) from None
+        extra_hashes.append(sha256_file(other_path))
+        where = f"{where} + {other_path.name}"
+        log.info("combined with %s (measurement renamed to %s)", other_path, chosen)
+    sha = hashlib.sha256(":".join([sha, *extra_hashes]).encode("utf-8")).hexdigest()
+    warnings.append(
+        "combined workspaces: parameters are correlated by name "
+        f"({', '.join(str(p) for p in combine)})"
+    )
+    return workspace, sha, where
+
+
+def _choose_poi(
+    workspace: pyhf.Workspace,
+    chosen: str,
+    poi: str | None,
+    require_poi: bool,
+    where: str,
+    warnings: list[str],
+) -> str | None:
+    """The POI: ``poi`` if given, else the measurement's; ``None`` (with a warning) when no
+    sample uses the measurement's POI and ``require_poi`` is off."""
+    meas_poi = workspace.get_measurement(measurement_name=chosen)["config"].get("poi")
+    candidates = candidate_pois(workspace)
+    if poi is not None:
+        if poi not in candidates:
+            raise WorkspaceError(
+                f"POI '{poi}' is not a normfactor of any sample",
+                where=where,
+                hint=f"candidate normfactors: {', '.join(candidates) or 'none'}",
+            )
+        return poi
+    if meas_poi in candidates:
+        return meas_poi
+    if require_poi:
+        raise WorkspaceError(
+            f"the measurement '{chosen}' declares POI '{meas_poi}' but no sample uses it "
+            "(a background-only workspace?)",
+            where=where,
+            hint="apply a signal patch with --patch, or choose a POI with --poi among the "
+            f"normfactors: {', '.join(candidates) or 'none (nothing to measure)'}",
+        )
+    warnings.append(f"measurement POI '{meas_poi}' is used by no sample; model has no POI")
+    return None
+
+
+def _build_model(
+    workspace: pyhf.Workspace, chosen: str, chosen_poi: str | None, where: str
+) -> tuple[Any, list[float]]:
+    """The pyhf model of measurement ``chosen`` and its observed data (main and auxiliary)."""
+    try:
+        with _captured_pyhf_log():
+            model = workspace.model(
+                measurement_name=chosen,
+                poi_name=chosen_poi,
+            )
+            data = [float(x) for x in workspace.data(model)]
+    except (pyhf.exceptions.InvalidModel, pyhf.exceptions.InvalidSpecification) as err:
+        raise WorkspaceError(f"cannot build a model: {err}", where=where) from None
+    except KeyError as err:
+        raise WorkspaceError(
+            f"cannot build the observed data: no observation for channel {err}", where=where
+        ) from None
+    if len(data) != model.config.nmaindata + model.config.nauxdata:
+        raise WorkspaceError(
+            f"the observations have {len(data) - model.config.nauxdata} bin(s) but the model "
+            f"{model.config.nmaindata}",
+            where=where,
+            hint="give every channel's observations with one count per bin",
+        )
+    log.info(
+        "loaded %s: %d channels, %d bins, %d parameters, POI %s",
+        where,
+        len(model.config.channels),
+        model.config.nmaindata,
+        model.config.npars,
+        chosen_poi,
+    )
+    return model, data
+
+
 def load_workspace(
     path: str | os.PathLike[str],
     *,
@@ -648,109 +808,18 @@ def load_workspace(
     warnings.extend(read_notes)
     sha = sha256_file(path)
 
-    patch_sha = None
-    if patch is not None:
-        patch_path = Path(patch)
-        document = read_json(patch_path)
-        operations, label = _select_patch(document, patch_name, str(patch_path))
-        spec = _apply_patch(spec, operations, str(patch_path))
-        patch_sha = sha256_file(patch_path)
-        if patch_name:
-            patch_sha = hashlib.sha256((patch_sha + ":" + patch_name).encode("utf-8")).hexdigest()
-        where = f"{path} + patch {label}"
-        log.info("applied patch %s (%d operations)", label, len(operations))
-    elif patch_name is not None:
-        raise WorkspaceError("--patch-name given without --patch", where=where)
-
+    spec, patch_sha, where = _patched(spec, patch, patch_name, where)
     warnings.extend(_check_duplicate_modifiers(spec, where))
     workspace = _validate_spec(spec, where)
     warnings.extend(_check_values(spec, where))
     chosen = _choose_measurement(workspace, measurement, where)
-
     if combine:
-        _check_combine_distinct(path, [Path(c) for c in combine], sha)
-        extra_hashes = []
-        for other_path in combine:
-            other_path = Path(other_path)
-            other_spec, read_notes = _read_spec(other_path, rootdir)
-            warnings.extend(read_notes)
-            warnings.extend(_check_duplicate_modifiers(other_spec, str(other_path)))
-            other = _validate_spec(other_spec, str(other_path))
-            warnings.extend(_check_values(other_spec, str(other_path)))
-            renames = {name: chosen for name in other.measurement_names if name != chosen}
-            if len(other.measurement_names) > 1:
-                other = other.prune(measurements=other.measurement_names[1:])
-                renames = {other.measurement_names[0]: chosen}
-            if renames and other.measurement_names[0] != chosen:
-                other = other.rename(measurements=renames)
-            try:
-                workspace = pyhf.Workspace.combine(workspace, other, join="outer")
-            except pyhf.exceptions.InvalidWorkspaceOperation as err:
-                raise WorkspaceError(
-                    f"cannot be combined with {other_path}: {err}", where=where
-                ) from None
-            extra_hashes.append(sha256_file(other_path))
-            where = f"{where} + {other_path.name}"
-            log.info("combined with %s (measurement renamed to %s)", other_path, chosen)
-        sha = hashlib.sha256(":".join([sha, *extra_hashes]).encode("utf-8")).hexdigest()
-        warnings.append(
-            "combined workspaces: parameters are correlated by name "
-            f"({', '.join(str(p) for p in combine)})"
+        workspace, sha, where = _combined(
+            workspace, path, combine, chosen=chosen, sha=sha, where=where, rootdir=rootdir,
+            warnings=warnings,
         )
-
-    meas_poi = workspace.get_measurement(measurement_name=chosen)["config"].get("poi")
-    candidates = candidate_pois(workspace)
-    chosen_poi: str | None
-    if poi is not None:
-        if poi not in candidates:
-            raise WorkspaceError(
-                f"POI '{poi}' is not a normfactor of any sample",
-                where=where,
-                hint=f"candidate normfactors: {', '.join(candidates) or 'none'}",
-            )
-        chosen_poi = poi
-    elif meas_poi in candidates:
-        chosen_poi = meas_poi
-    elif require_poi:
-        raise WorkspaceError(
-            f"the measurement '{chosen}' declares POI '{meas_poi}' but no sample uses it "
-            "(a background-only workspace?)",
-            where=where,
-            hint="apply a signal patch with --patch, or choose a POI with --poi among the "
-            f"normfactors: {', '.join(candidates) or 'none (nothing to measure)'}",
-        )
-    else:
-        chosen_poi = None
-        warnings.append(f"measurement POI '{meas_poi}' is used by no sample; model has no POI")
-
-    try:
-        with _captured_pyhf_log():
-            model = workspace.model(
-                measurement_name=chosen,
-                poi_name=chosen_poi,
-            )
-            data = [float(x) for x in workspace.data(model)]
-    except (pyhf.exceptions.InvalidModel, pyhf.exceptions.InvalidSpecification) as err:
-        raise WorkspaceError(f"cannot build a model: {err}", where=where) from None
-    except KeyError as err:
-        raise WorkspaceError(
-            f"cannot build the observed data: no observation for channel {err}", where=where
-        ) from None
-    if len(data) != model.config.nmaindata + model.config.nauxdata:
-        raise WorkspaceError(
-            f"the observations have {len(data) - model.config.nauxdata} bin(s) but the model "
-            f"{model.config.nmaindata}",
-            where=where,
-            hint="give every channel's observations with one count per bin",
-        )
-    log.info(
-        "loaded %s: %d channels, %d bins, %d parameters, POI %s",
-        where,
-        len(model.config.channels),
-        model.config.nmaindata,
-        model.config.npars,
-        chosen_poi,
-    )
+    chosen_poi = _choose_poi(workspace, chosen, poi, require_poi, where, warnings)
+    model, data = _build_model(workspace, chosen, chosen_poi, where)
     return LoadedWorkspace(
         workspace=workspace,
         model=model,

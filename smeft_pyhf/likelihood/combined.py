@@ -341,6 +341,129 @@ def _predictions(arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                                 torch.as_tensor(quad, dtype=dtype), names)
 
 
+def _check_build_options(theory_mode: str, prediction: str, scale_theory: float) -> None:
+    """Reject an unknown ``theory_mode`` or ``prediction`` and a negative ``scale_theory``."""
+    modes = ("gaussian", "profiled", "marginalised", "nuisance")
+    if theory_mode not in modes:
+        raise ConfigError(f"unknown theory_mode {theory_mode!r}", where="theory_mode",
+                          hint=f"choose one of {list(modes)}")
+    if prediction not in ("additive", "multiplicative"):
+        raise ConfigError(f"unknown prediction {prediction!r}", where="prediction",
+                          hint="choose 'additive' or 'multiplicative'")
+    if scale_theory < 0:
+        raise ConfigError(f"scale_theory must be >= 0, got {scale_theory}", where="scale_theory")
+
+
+class _Coefficients(NamedTuple):
+    """The coefficients of the tables and the substitution to the free ones."""
+
+    table_names: tuple[str, ...]
+    specs: dict[str, CoefficientSpec]
+    free: tuple[str, ...]
+    a_mat: np.ndarray
+    b_vec: np.ndarray
+
+
+def _select_coefficients(tables: Sequence[SmefitDataset], coefficients: Any) -> _Coefficients:
+    """The coefficients of ``tables`` and the substitution ``c_table = A c_free + b`` of the
+    selected ones (every coefficient of the tables, all free, when ``coefficients`` is None).
+
+    Raises:
+        ConfigError: a free coefficient in no table (with close names), or none free.
+    """
+    table_ops: set[str] = set()
+    for ds in tables:
+        table_ops.update(ds.operators)
+    table_names = tuple(sorted(coefficient_name(o) for o in table_ops))
+    specs = _coefficient_specs(coefficients)
+    if specs is None:
+        specs = {n: CoefficientSpec(n) for n in table_names}
+    unknown = [n for n, s in specs.items() if s.is_free and n not in table_names]
+    if unknown:
+        close = {u: difflib.get_close_matches(u, table_names, n=3) for u in unknown}
+        hint = "; ".join(f"{u}: did you mean {', '.join(c)}?" if c else f"{u}: no close name"
+                         for u, c in close.items())
+        raise ConfigError(f"unknown coefficients {unknown}: they appear in no theory table of "
+                          f"the selected datasets", where="coefficients", hint=hint)
+    free, a_mat, b_vec = substitution_matrix(table_names, specs)
+    if not free:
+        raise ConfigError("no free coefficient selected", where="coefficients")
+    ignored = sorted(set(table_names) - set(specs))
+    if ignored:
+        log.debug("coefficients in the tables but not selected (set to 0): %s", ignored)
+    return _Coefficients(table_names, specs, tuple(free), a_mat, b_vec)
+
+
+def _dataset_covariance(loaded: Sequence[SmefitDataset], *, use_t0: bool, use_theory_cov: bool,
+                        scale_theory: float, correlate_datasets: bool) -> np.ndarray:
+    """The SMEFiT datasets' covariance (theory covariance times ``scale_theory**2``).
+
+    Raises:
+        DataError: the covariance is not positive definite (the dataset at fault named when
+            one is).
+    """
+    cov = combined_covariance(loaded, use_t0=use_t0, use_theory_cov=False,
+                              correlate_named=correlate_datasets, check=False)
+    if use_theory_cov:
+        cov = cov + scale_theory**2 * block_diag(*[ds.theory_cov for ds in loaded])
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        combined_covariance(loaded, use_t0=use_t0, use_theory_cov=use_theory_cov,
+                            correlate_named=correlate_datasets, check=True)
+        raise DataError("covariance is not positive definite (datasets: "
+                        f"{', '.join(ds.name for ds in loaded)})",
+                        where=", ".join(ds.sources[0] for ds in loaded)) from None
+    return cov
+
+
+def _card_arrays(card_list: Sequence[MeasurementCard], linked: Mapping[str, SmefitDataset],
+                 table_names: Sequence[str], prediction: PredictionKind,
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each card's signal-strength prediction ``mu(c) = sum_bins T(c) / sum_bins best_sm``
+    from its SMEFiT dataset's tables."""
+    card_arrays = []
+    for card in card_list:
+        ds = linked[card.smefit_dataset]
+        sm, lin, quad = _dataset_arrays(ds, table_names, kind=prediction)
+        norm = ds.best_sm.sum()
+        card_arrays.append((sm.sum(0, keepdims=True) / norm, lin.sum(0, keepdims=True) / norm,
+                            quad.sum(0, keepdims=True) / norm))
+    return card_arrays
+
+
+def _card_theory(card_list: Sequence[MeasurementCard], n_datasets: int, theory_mode: str,
+                 ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    """The flat theory half-widths of all measurements (datasets first, zero for them), the
+    theory nuisance names and their shifts of every measurement (``theory_mode="nuisance"``)."""
+    widths = np.zeros(n_datasets)
+    if not card_list:
+        return widths, (), np.zeros((n_datasets, 0))
+    card_widths = card_theory_widths(card_list) if theory_mode in (
+        "profiled", "marginalised") else np.zeros(len(card_list))
+    widths = np.concatenate([widths, card_widths])
+    if theory_mode != "nuisance":
+        return widths, (), np.zeros((len(widths), 0))
+    nuisance_names, card_shifts = card_theory_shifts(card_list)
+    shifts = np.vstack([np.zeros((n_datasets, card_shifts.shape[1])), card_shifts])
+    return widths, nuisance_names, shifts
+
+
+def _dataset_entries(datasets: Sequence[str | tuple[str, str]] | SmefitSelection, order: str,
+                     card_list: Sequence[MeasurementCard]) -> list[tuple[str, str]]:
+    """``(name, order)`` of the datasets to load: those of ``datasets`` that no card replaces."""
+    if isinstance(datasets, SmefitSelection):
+        entries: list[tuple[str, str]] = list(datasets.datasets)
+    else:
+        entries = [(d, order) if isinstance(d, str) else (str(d[0]), str(d[1]))
+                   for d in datasets]
+    replaced = {r for c in card_list for r in c.replaces}
+    dropped = [name for name, _ in entries if name in replaced]
+    if dropped:
+        log.info("datasets replaced by cards: %s", ", ".join(dropped))
+    return [(n, o) for n, o in entries if n not in replaced]
+
+
 def build_likelihood(
     *,
     database: str | Path,
@@ -349,7 +472,6 @@ def build_likelihood(
     coefficients: Sequence[str] | Mapping[str, Any] | SmefitSelection | None = None,
     order: Literal["LO", "NLO_QCD"] = "NLO_QCD",
     linear_only: bool = False,
-    use_quad: bool = True,
     rho: float = 0.99,
     theory_mode: TheoryTreatment = "gaussian",
     scale_theory: float = 1.0,
@@ -364,16 +486,17 @@ def build_likelihood(
     Args:
         database: SMEFiT database folder (``commondata/``, ``theory/``).
         datasets: dataset names (or ``(name, order)`` pairs), or a :class:`SmefitSelection`
-            (then its datasets, coefficients, ``use_quad``, ``use_t0`` and
-            ``use_theory_cov`` are used unless given explicitly).
+            (then its datasets and coefficients are used, the coefficients unless given
+            explicitly; its ``use_quad: false`` means ``linear_only`` and leaves the quadratic
+            tables unread).
         cards: measurement cards (paths, mappings or loaded cards). A card's
             ``prediction.replaces`` datasets are dropped from ``datasets``; they and its
             ``prediction.smefit_dataset`` must be datasets of ``database``.
         coefficients: coefficient names (all free), ``{name: CoefficientSpec}`` with fixed values
             and linear constraints, or a selection; ``None``: every coefficient in the tables.
         order: order of the EFT tables (``LO``/``NLO_QCD``) for plain dataset names.
-        linear_only: drop the quadratic EFT terms in the predictions.
-        use_quad: read the quadratic tables at all (``False`` is the same as ``linear_only``).
+        linear_only: drop the quadratic EFT terms of the predictions (they are read, and
+            setting ``predictions.linear_only`` back to ``False`` restores them).
         rho: correlation of equal systematic categories between cards.
         theory_mode: treatment of the cards' flat theory uncertainties (see the module).
         scale_theory: factor on the cards' flat theory uncertainties *and* on the SMEFiT theory
@@ -401,63 +524,28 @@ def build_likelihood(
         >>> lik.names                                                           # doctest: +SKIP
         ('ctZ', 'ctG')
     """
-    modes = ("gaussian", "profiled", "marginalised", "nuisance")
-    if theory_mode not in modes:
-        raise ConfigError(f"unknown theory_mode {theory_mode!r}", where="theory_mode",
-                          hint=f"choose one of {list(modes)}")
-    if prediction not in ("additive", "multiplicative"):
-        raise ConfigError(f"unknown prediction {prediction!r}", where="prediction",
-                          hint="choose 'additive' or 'multiplicative'")
-    if scale_theory < 0:
-        raise ConfigError(f"scale_theory must be >= 0, got {scale_theory}", where="scale_theory")
+    _check_build_options(theory_mode, prediction, scale_theory)
+    read_quad = True
     if isinstance(datasets, SmefitSelection):
-        selection = datasets
-        entries: list[tuple[str, str]] = list(selection.datasets)
         if coefficients is None:
-            coefficients = selection
-        use_quad = use_quad and selection.use_quad
-    else:
-        entries = [(d, order) if isinstance(d, str) else (str(d[0]), str(d[1]))
-                   for d in datasets]
+            coefficients = datasets
+        read_quad = datasets.use_quad
     # each card's prediction and replaced datasets must be plain names present in the
     # database (a path would read a table outside it; an absent name replaces nothing)
     card_list: tuple[MeasurementCard, ...] = read_cards(cards, database=database)
-    replaced = {r for c in card_list for r in c.replaces}
-    dropped = [name for name, _ in entries if name in replaced]
-    if dropped:
-        log.info("datasets replaced by cards: %s", ", ".join(dropped))
-    entries = [(n, o) for n, o in entries if n not in replaced]
+    entries = _dataset_entries(datasets, order, card_list)
     if not entries and not card_list:
         raise ConfigError("no datasets and no cards selected", where="datasets")
-    loaded = [load_smefit_dataset(database, n, order=o, use_quad=use_quad)  # type: ignore[arg-type]
+    loaded = [load_smefit_dataset(database, n, order=o, use_quad=read_quad)  # type: ignore[arg-type]
               for n, o in entries]
     linked = {c.smefit_dataset: load_smefit_dataset(database, c.smefit_dataset, order=order,
-                                                    use_quad=use_quad) for c in card_list}
-
-    table_ops: set[str] = set()
-    for ds in (*loaded, *linked.values()):
-        table_ops.update(ds.operators)
-    table_names = tuple(sorted(coefficient_name(o) for o in table_ops))
-    specs = _coefficient_specs(coefficients)
-    if specs is None:
-        specs = {n: CoefficientSpec(n) for n in table_names}
-    unknown = [n for n, s in specs.items() if s.is_free and n not in table_names]
-    if unknown:
-        close = {u: difflib.get_close_matches(u, table_names, n=3) for u in unknown}
-        hint = "; ".join(f"{u}: did you mean {', '.join(c)}?" if c else f"{u}: no close name"
-                         for u, c in close.items())
-        raise ConfigError(f"unknown coefficients {unknown}: they appear in no theory table of "
-                          f"the selected datasets", where="coefficients", hint=hint)
-    free, a_mat, b_vec = substitution_matrix(table_names, specs)
-    if not free:
-        raise ConfigError("no free coefficient selected", where="coefficients")
-    ignored = sorted(set(table_names) - set(specs))
-    if ignored:
-        log.debug("coefficients in the tables but not selected (set to 0): %s", ignored)
+                                                    use_quad=read_quad) for c in card_list}
+    coefs = _select_coefficients((*loaded, *linked.values()), coefficients)
+    table_names, free = coefs.table_names, coefs.free
 
     def convert(pred: QuadraticPredictions) -> QuadraticPredictions:
-        return pred.substitute(torch.as_tensor(a_mat, dtype=dtype),
-                               torch.as_tensor(b_vec, dtype=dtype), free)
+        return pred.substitute(torch.as_tensor(coefs.a_mat, dtype=dtype),
+                               torch.as_tensor(coefs.b_vec, dtype=dtype), free)
 
     preds: list[QuadraticPredictions] = []
     data_parts: list[np.ndarray] = []
@@ -469,57 +557,30 @@ def build_likelihood(
             table_names, dtype)))
         data_parts.extend(ds.data_central for ds in loaded)
         observables.extend(f"{ds.name}[{i}]" for ds in loaded for i in range(ds.n_data))
-        cov = combined_covariance(loaded, use_t0=use_t0, use_theory_cov=False,
-                                  correlate_named=correlate_datasets, check=False)
-        if use_theory_cov:
-            cov = cov + scale_theory**2 * block_diag(*[ds.theory_cov for ds in loaded])
-        try:
-            np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            combined_covariance(loaded, use_t0=use_t0, use_theory_cov=use_theory_cov,
-                                correlate_named=correlate_datasets, check=True)
-            raise DataError("covariance is not positive definite (datasets: "
-                            f"{', '.join(ds.name for ds in loaded)})",
-                            where=", ".join(ds.sources[0] for ds in loaded)) from None
-        blocks.append(cov)
-    widths = np.zeros(sum(len(d) for d in data_parts))
-    nuisance_names: tuple[str, ...] = ()
-    shifts = np.zeros((len(widths), 0))
+        blocks.append(_dataset_covariance(
+            loaded, use_t0=use_t0, use_theory_cov=use_theory_cov, scale_theory=scale_theory,
+            correlate_datasets=correlate_datasets))
+    widths, nuisance_names, shifts = _card_theory(
+        card_list, sum(len(d) for d in data_parts), theory_mode)
     if card_list:
-        card_arrays = []
-        for card in card_list:
-            ds = linked[card.smefit_dataset]
-            sm, lin, quad = _dataset_arrays(ds, table_names, kind=prediction)
-            norm = ds.best_sm.sum()  # mu(c) = sum_bins T(c) / sum_bins best_sm
-            card_arrays.append((sm.sum(0, keepdims=True) / norm, lin.sum(0, keepdims=True) / norm,
-                                quad.sum(0, keepdims=True) / norm))
-        preds.append(convert(_predictions(card_arrays, table_names, dtype)))
+        preds.append(convert(_predictions(
+            _card_arrays(card_list, linked, table_names, prediction), table_names, dtype)))
         data_parts.append(np.array([c.best_fit for c in card_list]))
         observables.extend(c.name for c in card_list)
         blocks.append(card_covariance(card_list, rho=rho,
                                       theory_as_gaussian=theory_mode == "gaussian",
                                       theory_scale=scale_theory))
-        card_widths = card_theory_widths(card_list) if theory_mode in (
-            "profiled", "marginalised") else np.zeros(len(card_list))
-        widths = np.concatenate([widths, card_widths])
-        if theory_mode == "nuisance":
-            nuisance_names, card_shifts = card_theory_shifts(card_list)
-            shifts = np.vstack([np.zeros((len(widths) - len(card_list), card_shifts.shape[1])),
-                                card_shifts])
-        else:
-            shifts = np.zeros((len(widths), 0))
-    covariance = block_diag(*blocks)
     term = GaussianTerm(
         torch.as_tensor(np.concatenate(data_parts), dtype=dtype),
-        torch.as_tensor(covariance, dtype=dtype),
+        torch.as_tensor(block_diag(*blocks), dtype=dtype),
         theory_width=torch.as_tensor(widths, dtype=dtype),
         theory_mode=theory_mode if theory_mode in ("profiled", "marginalised") else "none",
         theory_shifts=torch.as_tensor(shifts, dtype=dtype),
         scale_theory=1.0 if theory_mode == "gaussian" else scale_theory,
         names=tuple(observables))
     pred_all = QuadraticPredictions.stack(preds)
-    pred_all.linear_only = linear_only or not use_quad
-    bounds = np.array([list(specs[n].bounds) for n in free]
+    pred_all.linear_only = linear_only or not read_quad
+    bounds = np.array([list(coefs.specs[n].bounds) for n in free]
                       + [[-1.0, 1.0]] * len(nuisance_names))
     log.info("likelihood: %d datasets, %d cards, %d measurements, %d coefficients, "
              "%d theory nuisances", len(loaded), len(card_list), term.n_data, len(free),

@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import yaml
@@ -270,6 +270,97 @@ def _missing_dataset(db: Path, name: str, missing: Path) -> DataError:
                      hint=hint)
 
 
+def _statistical_errors(data: dict[str, Any], n: int, dw: str) -> np.ndarray:
+    """The ``statistical_error`` entries (zeros when absent; negative ones made positive)."""
+    stat = (np.zeros(n) if "statistical_error" not in data else
+            _vector(data["statistical_error"], n, f"{dw}: statistical_error"))
+    if np.any(stat < 0):
+        # Only stat**2 enters the covariance (as in SMEFiT's covmat), so the sign carries no
+        # information; the public SMEFiT database has such entries (ATLAS_CMS_SSinc_RunI).
+        log.warning("%s: statistical_error has negative entries at positions %s; only their "
+                    "square enters the covariance, their absolute value is used", dw,
+                    np.flatnonzero(stat < 0).tolist())
+        stat = np.abs(stat)
+    return stat
+
+
+def _systematics(data: dict[str, Any], n_sys: int, n: int, data_path: Path,
+                 ) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """The ``(num_sys, num_data)`` systematics table, their names and types (ADD/MULT)."""
+    if n_sys <= 0:
+        return np.zeros((0, n)), (), ()
+    dw = str(data_path)
+    raw = np.asarray(_field(data, "systematics", data_path), dtype=object)
+    try:
+        sys = np.asarray(raw.tolist(), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"is not a rectangular table of numbers ({exc})",
+                        where=f"{dw}: systematics") from exc
+    if sys.size != n_sys * n:
+        raise DataError(f"has {sys.size} numbers (shape {sys.shape}), cannot be reshaped to "
+                        f"(num_sys, num_data) = ({n_sys}, {n})", where=f"{dw}: systematics")
+    if sys.ndim == 2 and sys.shape == (n, n_sys) and n != n_sys:
+        raise DataError(f"has shape {sys.shape} = (num_data, num_sys); expected "
+                        f"(num_sys, num_data) = ({n_sys}, {n})", where=f"{dw}: systematics",
+                        hint="row k must hold systematic k for all data points")
+    sys = sys.reshape(n_sys, n)
+    if not np.all(np.isfinite(sys)):
+        raise DataError("contains NaN or infinite values", where=f"{dw}: systematics")
+    names = _strings(_field(data, "sys_names", data_path), n_sys, f"{dw}: sys_names")
+    types = _strings(_field(data, "sys_type", data_path), n_sys, f"{dw}: sys_type")
+    bad = sorted(set(types) - {"ADD", "MULT"})
+    if bad:
+        raise DataError(f"unknown systematic types {bad}", where=f"{dw}: sys_type",
+                        hint="use ADD or MULT")
+    return sys, names, types
+
+
+def _eft_tables(theory: dict[str, Any], order: str, n: int, tw: str, best_sm: np.ndarray, *,
+                use_quad: bool) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The same-order SM prediction and the linear and quadratic EFT terms at ``order``
+    (every entry is checked; the quadratic ones are kept only with ``use_quad``)."""
+    if order not in theory:
+        present = [k for k in ORDERS if k in theory]
+        raise DataError(f"has no {order!r} table", where=f"{tw}: {order}",
+                        hint=f"orders available for this dataset: {present}")
+    table = theory[order]
+    if not isinstance(table, dict):
+        raise DataError("must be an object of operator -> list", where=f"{tw}: {order}")
+    if "SM" in table:
+        sm_order = _vector(table["SM"], n, f"{tw}: {order}.SM")
+    else:
+        log.warning("%s: no %s.SM entry; using best_sm as the same-order SM", tw, order)
+        sm_order = best_sm.copy()
+    linear: dict[str, np.ndarray] = {}
+    quadratic: dict[str, np.ndarray] = {}
+    for key, values in table.items():
+        if key == "SM":
+            continue
+        vec = _vector(values, n, f"{tw}: {order}.{key}")
+        if "*" in key:
+            if use_quad:
+                quadratic[key] = vec
+        else:
+            linear[key] = vec
+    return sm_order, linear, quadratic
+
+
+def _theory_covariance(theory: dict[str, Any], n: int, tw: str) -> np.ndarray:
+    """The ``theory_cov_current`` (else ``theory_cov``) matrix, checked; zeros when absent."""
+    cov_key = "theory_cov_current" if "theory_cov_current" in theory else "theory_cov"
+    if cov_key not in theory:
+        log.debug("%s: no theory covariance", tw)
+        return np.zeros((n, n))
+    try:
+        theory_cov = np.asarray(theory[cov_key], dtype=np.float64).reshape(n, n)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"is not an {n} x {n} matrix ({exc})",
+                        where=f"{tw}: {cov_key}") from exc
+    if not np.all(np.isfinite(theory_cov)):
+        raise DataError("contains NaN or infinite values", where=f"{tw}: {cov_key}")
+    return _symmetric(theory_cov, f"{tw}: {cov_key}")
+
+
 def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_QCD",
                         use_quad: bool = True) -> SmefitDataset:
     """Load one SMEFiT dataset and its theory tables.
@@ -317,79 +408,11 @@ def load_smefit_dataset(database: str | Path, name: str, *, order: Order = "NLO_
     n = _count(data, "num_data", data_path, minimum=1)
     n_sys = _count(data, "num_sys", data_path, minimum=0)
     central = _vector(_field(data, "data_central", data_path), n, f"{dw}: data_central")
-    stat = (np.zeros(n) if "statistical_error" not in data else
-            _vector(data["statistical_error"], n, f"{dw}: statistical_error"))
-    if np.any(stat < 0):
-        # Only stat**2 enters the covariance (as in SMEFiT's covmat), so the sign carries no
-        # information; the public SMEFiT database has such entries (ATLAS_CMS_SSinc_RunI).
-        log.warning("%s: statistical_error has negative entries at positions %s; only their "
-                    "square enters the covariance, their absolute value is used", dw,
-                    np.flatnonzero(stat < 0).tolist())
-        stat = np.abs(stat)
-    if n_sys > 0:
-        raw = np.asarray(_field(data, "systematics", data_path), dtype=object)
-        try:
-            sys = np.asarray(raw.tolist(), dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"is not a rectangular table of numbers ({exc})",
-                            where=f"{dw}: systematics") from exc
-        if sys.size != n_sys * n:
-            raise DataError(f"has {sys.size} numbers (shape {sys.shape}), cannot be reshaped to "
-                            f"(num_sys, num_data) = ({n_sys}, {n})", where=f"{dw}: systematics")
-        if sys.ndim == 2 and sys.shape == (n, n_sys) and n != n_sys:
-            raise DataError(f"has shape {sys.shape} = (num_data, num_sys); expected "
-                            f"(num_sys, num_data) = ({n_sys}, {n})", where=f"{dw}: systematics",
-                            hint="row k must hold systematic k for all data points")
-        sys = sys.reshape(n_sys, n)
-        if not np.all(np.isfinite(sys)):
-            raise DataError("contains NaN or infinite values", where=f"{dw}: systematics")
-        names = _strings(_field(data, "sys_names", data_path), n_sys, f"{dw}: sys_names")
-        types = _strings(_field(data, "sys_type", data_path), n_sys, f"{dw}: sys_type")
-        bad = sorted(set(types) - {"ADD", "MULT"})
-        if bad:
-            raise DataError(f"unknown systematic types {bad}", where=f"{dw}: sys_type",
-                            hint="use ADD or MULT")
-    else:
-        sys, names, types = np.zeros((0, n)), (), ()
-
+    stat = _statistical_errors(data, n, dw)
+    sys, names, types = _systematics(data, n_sys, n, data_path)
     best_sm = _vector(_field(theory, "best_sm", theory_path), n, f"{tw}: best_sm")
-    if order not in theory:
-        present = [k for k in ORDERS if k in theory]
-        raise DataError(f"has no {order!r} table", where=f"{tw}: {order}",
-                        hint=f"orders available for this dataset: {present}")
-    table = theory[order]
-    if not isinstance(table, dict):
-        raise DataError("must be an object of operator -> list", where=f"{tw}: {order}")
-    if "SM" in table:
-        sm_order = _vector(table["SM"], n, f"{tw}: {order}.SM")
-    else:
-        log.warning("%s: no %s.SM entry; using best_sm as the same-order SM", tw, order)
-        sm_order = best_sm.copy()
-    linear: dict[str, np.ndarray] = {}
-    quadratic: dict[str, np.ndarray] = {}
-    for key, values in table.items():
-        if key == "SM":
-            continue
-        vec = _vector(values, n, f"{tw}: {order}.{key}")
-        if "*" in key:
-            if use_quad:
-                quadratic[key] = vec
-        else:
-            linear[key] = vec
-
-    cov_key = "theory_cov_current" if "theory_cov_current" in theory else "theory_cov"
-    if cov_key in theory:
-        try:
-            theory_cov = np.asarray(theory[cov_key], dtype=np.float64).reshape(n, n)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"is not an {n} x {n} matrix ({exc})",
-                            where=f"{tw}: {cov_key}") from exc
-        if not np.all(np.isfinite(theory_cov)):
-            raise DataError("contains NaN or infinite values", where=f"{tw}: {cov_key}")
-        theory_cov = _symmetric(theory_cov, f"{tw}: {cov_key}")
-    else:
-        log.debug("%s: no theory covariance", tw)
-        theory_cov = np.zeros((n, n))
+    sm_order, linear, quadratic = _eft_tables(theory, order, n, tw, best_sm, use_quad=use_quad)
+    theory_cov = _theory_covariance(theory, n, tw)
     lumi = data.get("luminosity")
     return SmefitDataset(
         name=name, experiment=_experiment(name), data_central=central, stat=stat,

@@ -32,7 +32,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from smeft_pyhf.exceptions import ConfigError
 
@@ -563,97 +563,123 @@ def sampler_costs(config: object, *, dim: int, n_data: int = 256,
         flow_grad = flow_eval = 0.0
     costs: list[StepCost] = []
     if flow is not None:
-        # weights of the coupling subnets (the last layer gives the spline parameters), times
-        # four for the gradients and Adam's two moments
-        out = d * (3 * flow.bins + 1)
-        hidden = flow.hidden_features
-        params = flow.n_blocks * (d * hidden + (flow.hidden_layers - 1) * hidden**2
-                                  + hidden * out)
-        field = "flow.bins" if out > hidden * flow.hidden_layers else "flow.hidden_features"
-        costs.append(StepCost("flow", 4 * params * fb, field, 0.0, "flow.n_blocks"))
-
+        costs.append(_flow_cost(flow, d, fb))
     prescale = getattr(config, "prescale", None)
     n_prescale = 0
     if prescale is not None:
-        n = n_prescale = prescale.n_samples
-        chunk_field, chunk = _chunk("prescale", n, prescale.chunk_size, "n_samples")
-        memory, field = _largest(
-            ("prescale.n_samples", n * (4 * d + 8) * fb),  # chains, proposals, noise, weights
-            (chunk_field, chunk * per_eval * fb),
-        )
-        memory += 3 * d * d * fb  # population covariance and its Cholesky factor
-        evaluations = n * (1 + prescale.n_steps * max(prescale.mcmc_steps, 1))
-        costs.append(StepCost("prescale", memory, field, evaluations,
-                              _driver(prescale, "prescale", "n_samples", "n_steps",
-                                      "mcmc_steps")))
-
+        n_prescale = prescale.n_samples
+        costs.append(_prescale_cost(prescale, d, fb, per_eval))
     pretrain = getattr(config, "pretrain", None)
     if pretrain is not None:
-        n = pretrain.n_samples or n_prescale or pretrain.batch_size
-        per_move = n if pretrain.mcmc_scope == "all" else min(n, pretrain.batch_size)
-        chunk_field, chunk = _chunk("pretrain", per_move, pretrain.chunk_size,
-                                    "n_samples" if pretrain.mcmc_scope == "all" else "batch_size")
-        memory, field = _largest(
-            ("pretrain.n_samples", n * (3 * d + 4) * fb),
-            ("pretrain.batch_size", pretrain.batch_size * (flow_grad + 4 * d) * fb),
-            (chunk_field, chunk * per_eval * fb),
-        )
-        batches = pretrain.epochs * math.ceil(n / pretrain.batch_size)
-        evaluations = n * (1 + pretrain.burn_in_steps) + batches * pretrain.mcmc_steps * per_move
-        costs.append(StepCost("pretrain", memory, field, evaluations,
-                              _driver(pretrain, "pretrain", "n_samples", "epochs", "mcmc_steps",
-                                      "burn_in_steps")))
-
+        costs.append(_pretrain_cost(pretrain, d, fb, per_eval, flow_grad, n_prescale))
     train = getattr(config, "train", None)
     if train is not None:
-        chunk_field, chunk = _chunk("train", train.batch_size, train.chunk_size, "batch_size")
-        memory, field = _largest(
-            ("train.buffer_capacity", train.buffer_capacity * (d + 3) * fb),
-            ("train.batch_size", train.batch_size * (flow_grad + (4 + train.ais_steps) * d) * fb),
-            (chunk_field, chunk * per_eval * fb),
-        )
-        evaluations = (train.n_batches * train.batch_size
-                       * (1 + train.ais_steps * max(train.mcmc_steps, 1)))
-        costs.append(StepCost("train", memory, field, evaluations,
-                              _driver(train, "train", "n_batches", "batch_size", "ais_steps",
-                                      "mcmc_steps")))
-
+        costs.append(_train_cost(train, d, fb, per_eval, flow_grad))
     sample = getattr(config, "sample", None)
     n_starts = 0.0
     if sample is not None:
-        pairs = d * (d - 1) / 2 if sample.histograms_2d else 0.0
-        batch = sample.batch_size
         pilot = float(getattr(config, "range_pilot", 0) or 0)
-        eval_points = min(max(batch, pilot), sample.eval_chunk)
-        stored = (d * sample.profile_bins_1d + pairs * sample.profile_bins_2d**2) * sample.n_best
-        n_starts = stored
-        memory, field = _largest(
-            ("range_pilot" if pilot > batch else "sample.batch_size",
-             max(batch, pilot) * (flow_eval + 8 * d * 2) * fb),
-            ("sample.eval_chunk", eval_points * per_eval * fb),
-            ("sample.bins_2d", 2 * (d * sample.bins_1d + pairs * sample.bins_2d**2) * 8.0),
-            ("sample.n_best" if sample.n_best > sample.profile_bins_2d else
-             "sample.profile_bins_2d", stored * (d + 1) * fb),
-            ("sample.keep_samples", sample.keep_samples * (d + 1) * fb),
-        )
-        evaluations = sample.n_batches * (batch + stored) + pilot
-        costs.append(StepCost("sample", memory, field, evaluations,
-                              _driver(sample, "sample", "n_batches", "batch_size", "n_best",
-                                      "profile_bins_2d")))
-
+        cost, n_starts = _sample_cost(sample, d, fb, per_eval, flow_eval, pilot)
+        costs.append(cost)
     profile = getattr(config, "profile", None)
     if profile is not None:
-        starts = n_starts or d * 40.0
-        batch = min(profile.batch_size, starts)
-        memory, field = _largest(
-            ("profile.batch_size", batch * ((8 * d + 3 * per_eval) * fb)),
-            ("profile.history", batch * 2 * profile.history * d * fb),
-        )
-        # about two evaluations (value and gradient) per L-BFGS iteration, per sweep
-        evaluations = starts * profile.max_steps * 2 * (1 + profile.restart_sweeps)
-        costs.append(StepCost("profile", memory, field, evaluations,
-                              _driver(profile, "profile", "max_steps", "restart_sweeps")))
+        costs.append(_profile_cost(profile, d, fb, per_eval, n_starts or d * 40.0))
     return tuple(costs)
+
+
+def _flow_cost(flow: FlowConfig, d: int, fb: float) -> StepCost:
+    """The flow's weights: those of the coupling subnets (the last layer gives the spline
+    parameters), times four for the gradients and Adam's two moments."""
+    out = d * (3 * flow.bins + 1)
+    hidden = flow.hidden_features
+    params = flow.n_blocks * (d * hidden + (flow.hidden_layers - 1) * hidden**2
+                              + hidden * out)
+    field = "flow.bins" if out > hidden * flow.hidden_layers else "flow.hidden_features"
+    return StepCost("flow", 4 * params * fb, field, 0.0, "flow.n_blocks")
+
+
+def _prescale_cost(prescale: PrescaleConfig, d: int, fb: float, per_eval: float) -> StepCost:
+    """The prescale step: chains, proposals, noise and weights, or a chunk of evaluations."""
+    n = prescale.n_samples
+    chunk_field, chunk = _chunk("prescale", n, prescale.chunk_size, "n_samples")
+    memory, field = _largest(
+        ("prescale.n_samples", n * (4 * d + 8) * fb),  # chains, proposals, noise, weights
+        (chunk_field, chunk * per_eval * fb),
+    )
+    memory += 3 * d * d * fb  # population covariance and its Cholesky factor
+    evaluations = n * (1 + prescale.n_steps * max(prescale.mcmc_steps, 1))
+    return StepCost("prescale", memory, field, evaluations,
+                    _driver(prescale, "prescale", "n_samples", "n_steps", "mcmc_steps"))
+
+
+def _pretrain_cost(pretrain: PretrainConfig, d: int, fb: float, per_eval: float, flow_grad: float,
+                   n_prescale: int) -> StepCost:
+    """The pretrain step: the samples, a training batch with the flow's gradient, or a chunk."""
+    n = pretrain.n_samples or n_prescale or pretrain.batch_size
+    per_move = n if pretrain.mcmc_scope == "all" else min(n, pretrain.batch_size)
+    chunk_field, chunk = _chunk("pretrain", per_move, pretrain.chunk_size,
+                                "n_samples" if pretrain.mcmc_scope == "all" else "batch_size")
+    memory, field = _largest(
+        ("pretrain.n_samples", n * (3 * d + 4) * fb),
+        ("pretrain.batch_size", pretrain.batch_size * (flow_grad + 4 * d) * fb),
+        (chunk_field, chunk * per_eval * fb),
+    )
+    batches = pretrain.epochs * math.ceil(n / pretrain.batch_size)
+    evaluations = n * (1 + pretrain.burn_in_steps) + batches * pretrain.mcmc_steps * per_move
+    return StepCost("pretrain", memory, field, evaluations,
+                    _driver(pretrain, "pretrain", "n_samples", "epochs", "mcmc_steps",
+                            "burn_in_steps"))
+
+
+def _train_cost(train: TrainConfig, d: int, fb: float, per_eval: float, flow_grad: float) -> StepCost:
+    """The train step: the buffer, a batch with the flow's gradient and AIS, or a chunk."""
+    chunk_field, chunk = _chunk("train", train.batch_size, train.chunk_size, "batch_size")
+    memory, field = _largest(
+        ("train.buffer_capacity", train.buffer_capacity * (d + 3) * fb),
+        ("train.batch_size", train.batch_size * (flow_grad + (4 + train.ais_steps) * d) * fb),
+        (chunk_field, chunk * per_eval * fb),
+    )
+    evaluations = (train.n_batches * train.batch_size
+                   * (1 + train.ais_steps * max(train.mcmc_steps, 1)))
+    return StepCost("train", memory, field, evaluations,
+                    _driver(train, "train", "n_batches", "batch_size", "ais_steps",
+                            "mcmc_steps"))
+
+
+def _sample_cost(sample: Any, d: int, fb: float, per_eval: float, flow_eval: float,
+                 pilot: float) -> tuple[StepCost, float]:
+    """The sample step (batches, evaluation chunk, histograms, best points per profile bin,
+    kept samples) and the number of best points it stores (the profile step's starts)."""
+    pairs = d * (d - 1) / 2 if sample.histograms_2d else 0.0
+    batch = sample.batch_size
+    eval_points = min(max(batch, pilot), sample.eval_chunk)
+    stored = (d * sample.profile_bins_1d + pairs * sample.profile_bins_2d**2) * sample.n_best
+    memory, field = _largest(
+        ("range_pilot" if pilot > batch else "sample.batch_size",
+         max(batch, pilot) * (flow_eval + 8 * d * 2) * fb),
+        ("sample.eval_chunk", eval_points * per_eval * fb),
+        ("sample.bins_2d", 2 * (d * sample.bins_1d + pairs * sample.bins_2d**2) * 8.0),
+        ("sample.n_best" if sample.n_best > sample.profile_bins_2d else
+         "sample.profile_bins_2d", stored * (d + 1) * fb),
+        ("sample.keep_samples", sample.keep_samples * (d + 1) * fb),
+    )
+    evaluations = sample.n_batches * (batch + stored) + pilot
+    return StepCost("sample", memory, field, evaluations,
+                    _driver(sample, "sample", "n_batches", "batch_size", "n_best",
+                            "profile_bins_2d")), stored
+
+
+def _profile_cost(profile: Any, d: int, fb: float, per_eval: float, starts: float) -> StepCost:
+    """The profile step: a batch of L-BFGS starts with their histories."""
+    batch = min(profile.batch_size, starts)
+    memory, field = _largest(
+        ("profile.batch_size", batch * ((8 * d + 3 * per_eval) * fb)),
+        ("profile.history", batch * 2 * profile.history * d * fb),
+    )
+    # about two evaluations (value and gradient) per L-BFGS iteration, per sweep
+    evaluations = starts * profile.max_steps * 2 * (1 + profile.restart_sweeps)
+    return StepCost("profile", memory, field, evaluations,
+                    _driver(profile, "profile", "max_steps", "restart_sweeps"))
 
 
 def _limit(env: str, default: float) -> float:

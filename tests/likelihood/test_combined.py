@@ -19,6 +19,7 @@ from smeft_pyhf.likelihood import (
     read_smefit_runcard,
     top_quark_datasets,
 )
+from smeft_pyhf.likelihood.smefit_runcard import SmefitSelection
 
 # well-constrained at linear order in the top data (the 4-heavy operators are flat directions)
 LINEAR_COEFS = ["ctG", "ctW", "ctZ", "cpQM", "c3pQ3", "c13qq", "c81qq", "c8qt"]
@@ -209,6 +210,27 @@ def test_runcard_selection_top(database, shared_data):
     assert lik.names == top.free_coefficients
     assert lik.bounds[lik.names.index("ctG")].tolist() == [-1.0, 1.0]
     assert np.isfinite(lik.chi2(torch.zeros(1, lik.dim, dtype=torch.float64)).item())
+
+
+@pytest.mark.shared_data
+def test_linear_only_and_a_linear_selection_agree(database):
+    # linear_only reads the quadratic tables and drops them; a SMEFiT selection with
+    # use_quad: false leaves them unread; both predict T(c) = SM + L c
+    names = ["ATLAS_ttZ_13TeV_pTZ"]
+    quad = build_likelihood(database=database, datasets=names, coefficients=["ctZ"])
+    lin = build_likelihood(database=database, datasets=names, coefficients=["ctZ"],
+                           linear_only=True)
+    selection = SmefitSelection(datasets=tuple((n, "NLO_QCD") for n in names),
+                                coefficients={"ctZ": CoefficientSpec("ctZ")}, use_quad=False)
+    unread = build_likelihood(database=database, datasets=selection)
+    x = torch.tensor([[0.0], [0.7], [-1.3]], dtype=torch.float64)
+    ds = load_smefit_dataset(database, names[0])
+    expected = ds.best_sm[None, :] + x.numpy() * ds.linear["OtZ"][None, :]
+    np.testing.assert_allclose(lin.expected(x).numpy(), expected, rtol=1e-12)
+    torch.testing.assert_close(unread.log_prob(x), lin.log_prob(x))
+    assert lin.terms[0].predictions.n_pairs == 1 and unread.terms[0].predictions.n_pairs == 0
+    lin.terms[0].predictions.linear_only = False  # the quadratic terms come back
+    torch.testing.assert_close(lin.log_prob(x), quad.log_prob(x))
 
 
 @pytest.mark.shared_data
