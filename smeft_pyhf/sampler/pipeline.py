@@ -139,6 +139,13 @@ class SamplerConfig:
         support_nsigma: the distance to an edge, in pre-scaling widths, that counts as "at
             the edge".
         support_weight: the pre-scaling weight at the edge above which a coordinate is mapped.
+        tempered_fraction: the share of the step-4 samples (and of the range pilot's) drawn from
+            the trained flow with its Gaussian latent widened by ``tempered_scale``; all samples
+            are then weighted by the mixture density ``(1 - f) q(x) + f q_s(x)``, where
+            ``q_s(x) = q(x) N(z; 0, s^2) / N(z; 0, 1)`` at the sample's latent point ``z``. The
+            wider component puts more samples where the flow's tails are too light, which
+            bounds the largest weights there (0: the flow alone, as in the paper).
+        tempered_scale: the latent width ``s`` of that component (> 1).
     """
 
     prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
@@ -156,8 +163,13 @@ class SamplerConfig:
     support_map: Literal["logit", "none"] = "logit"
     support_nsigma: float = 0.5
     support_weight: float = 0.02
+    tempered_fraction: float = 0.0
+    tempered_scale: float = 1.2
 
     def __post_init__(self) -> None:
+        check_field(0 <= self.tempered_fraction < 1, self, "tempered_fraction",
+                    "must lie in [0, 1)")
+        check_field(self.tempered_scale > 1, self, "tempered_scale", "must be > 1")
         check_field(self.range_pilot >= 0, self, "range_pilot", "must be >= 0")
         check_field(0 < self.range_tail < 0.5, self, "range_tail", "must lie in (0, 0.5)")
         check_field(self.range_nsigma > 0, self, "range_nsigma", "must be > 0")
@@ -354,7 +366,8 @@ def run_sampler(
 
     # 4. sampling (after a pilot sample that widens the ranges to the flow's reach)
     flow.eval()
-    draw = _flow_sampler(flow, zlog)
+    draw = _flow_sampler(flow, zlog, tempered_fraction=config.tempered_fraction,
+                         tempered_scale=config.tempered_scale)
     res4 = steps.run("sample", lambda gen: sample_and_histogram(
         draw, target, ranges=_pilot_ranges(draw, setup, ranges, config, seed, level),
         config=config.sample, generator=gen, names=names, runner=runner))
@@ -520,13 +533,27 @@ class _Steps:
         return result
 
 
-def _flow_sampler(flow: CouplingFlow,
-                  zlog: Standardised) -> Callable[[int, torch.Generator], tuple[Tensor, Tensor]]:
-    """``(n, generator) -> (x, log q(x))``: flow samples in the original coordinates."""
+def _flow_sampler(flow: CouplingFlow, zlog: Standardised, *, tempered_fraction: float = 0.0,
+                  tempered_scale: float = 1.2,
+                  ) -> Callable[[int, torch.Generator], tuple[Tensor, Tensor]]:
+    """``(n, generator) -> (x, log q(x))``: flow samples in the original coordinates; with a
+    ``tempered_fraction`` the last ``round(f n)`` rows come from a latent widened by
+    ``tempered_scale`` and ``q`` is the mixture density (see :class:`SamplerConfig`)."""
+    ref = next(flow.parameters())
+    f, s = float(tempered_fraction), float(tempered_scale)
 
     def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            z, log_q = flow.sample_and_log_prob(n, generator=generator)
+            if f <= 0:
+                z, log_q = flow.sample_and_log_prob(n, generator=generator)
+            else:
+                noise = torch.randn((n, flow.dim), generator=generator, device=ref.device,
+                                    dtype=ref.dtype)
+                noise[n - round(f * n):] *= s
+                z, log_q = flow.sample_from_noise(noise)
+                r2 = (noise * noise).sum(-1)
+                log_wide = log_q + 0.5 * r2 * (1.0 - 1.0 / s**2) - flow.dim * math.log(s)
+                log_q = torch.logaddexp(math.log1p(-f) + log_q, math.log(f) + log_wide)
         return zlog.to_original(z), log_q - zlog.log_det(z)
 
     return draw
