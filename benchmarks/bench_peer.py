@@ -133,8 +133,7 @@ def main() -> None:
         tmp = Path(tmp)
         ours_s = run_ours(args.runcard, tmp / "ours", args.seed)
         res = read_results(tmp / "ours")
-        diag = res.diagnostics or {}
-        mess = diag.get("marginal_ess", {}) or {}
+        mess = res.diagnostics.marginal_ess if res.diagnostics is not None else {}
         print(f"smeft-pyhf fit: {ours_s:.1f} s wall (steps: "
               + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()) + f"); ESS/N "
               f"{res.ess / res.n_samples:.3f} of {res.n_samples}", flush=True)
