@@ -202,13 +202,14 @@ def check_gaps(
             if float(lp[top]) > best_lp:
                 best_lp, best_fit = float(lp[top]), pts[top].clone()
             mid = int(torch.argmin((values - 0.5 * (a + b)).abs()))
+            delta_mid = 2.0 * (best_lp - float(prof1d[i, inside[mid]]))
             gap = Gap(
                 coefficient=str(name), index=i, low=float(b), high=float(a),
                 centre=float(values[mid]),
                 delta_chi2_binned=float(2.0 * (profile.best_log_prob - before[mid])),
-                delta_chi2=float(2.0 * (best_lp - prof1d[i, inside][mid])),
+                delta_chi2=delta_mid,
                 threshold=threshold,
-                real=bool(2.0 * (best_lp - float(prof1d[i, inside][mid])) >= threshold),
+                real=delta_mid >= threshold,
             )
             gaps.append(gap)
             log.log(level_log, "profiled %s%% interval of %s: gap [%.4g, %.4g] %s (-2 Delta log L at %.4g: "
