@@ -4,6 +4,7 @@ and where the importance-weight variance comes from.
     python benchmarks/bench_glob.py                       # configs/glob_quad_fit.yaml, seed 1
     python benchmarks/bench_glob.py --seeds 1 2           # + agreement of the 95% intervals
     python benchmarks/bench_glob.py --analyse             # + weight-variance table (kept samples)
+    python benchmarks/bench_glob.py --seeds 1 2 --out /tmp/glob_runs  # + results.json, checkpoints
     python benchmarks/bench_glob.py --runcard configs/top_quark_fit.yaml --analyse
 
 The target is built exactly as ``smeft-pyhf fit`` builds it (``fit.run.fit_target``); the
@@ -30,7 +31,7 @@ import torch
 
 from smeft_pyhf.fit.run import build_fit_likelihood, fit_target, from_sampler_result
 from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
-from smeft_pyhf.results.results_file import make_fit_result
+from smeft_pyhf.results.results_file import FitResult, make_fit_result, write_results
 from smeft_pyhf.sampler.pipeline import STEPS, run_sampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +120,22 @@ def print_analysis(a: dict) -> None:
                   f"{m['weight']:.3f} | {m['ess_fraction_within']:.3f} |")
 
 
+def end_differences(a: FitResult, b: FitResult, names: list[str]) -> list[tuple]:
+    """Per coefficient and method, the larger difference of the two runs' 95 % interval ends in
+    units of run ``a``'s marginal standard deviation; largest first."""
+    out = []
+    for n in names:
+        h = a.marginal1d[n]
+        mean = np.average(h.centres, weights=h.density)
+        sd = float(np.sqrt(np.average((h.centres - mean) ** 2, weights=h.density)))
+        for method in ("marginalised", "profiled"):
+            ia, ib = a.interval(n, method=method), b.interval(n, method=method)
+            diff = max(abs(ia.low - ib.low), abs(ia.high - ib.high)) / sd
+            if math.isfinite(diff):
+                out.append((diff, n, method, (ia.low, ia.high), (ib.low, ib.high)))
+    return sorted(out, key=lambda t: -t[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,6 +148,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--support-map", choices=["logit", "none"], default=None,
                         help="override the sampler's support_map")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for each seed's results.json and sampler checkpoint "
+                             "(seed<N>/); a finished seed is resumed from its checkpoint")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -157,10 +177,13 @@ def main() -> None:
         res = run_sampler(target.log_prob, names=names, config=config, seed=seed,
                           progress=args.verbose, init_scale=target.init_scale,
                           init_mean=target.init_mean, ranges=target.ranges,
-                          support=target.ranges)
+                          support=target.ranges,
+                          checkpoint_dir=None if args.out is None else args.out / f"seed{seed}")
         total = time.perf_counter() - t0
         fit = make_fit_result(names=names, **from_sampler_result(res))
         fits.append(fit)
+        if args.out is not None:
+            write_results(fit, args.out / f"seed{seed}" / "results.json")
         d = fit.diagnostics
         s = res.sample_result
         print(f"\nseed {seed}: " + ", ".join(f"{k} {res.timings[k]:.1f} s" for k in STEPS)
@@ -172,6 +195,11 @@ def main() -> None:
               f"{100 * d.profile_converged_fraction:.1f}%, outside {d.outside_fraction:.2g}")
         broken = [n for n in names if len(fit.interval(n, method="profiled").segments) > 1]
         print(f"  profiled 95% intervals in pieces: {len(broken)} {broken}")
+        if res.ends is not None:
+            e = res.ends
+            print(f"  interval ends: {e.n_bins} bins maximised again, {e.n_raised} raised by up "
+                  f"to {e.largest_gain:.3g} in -2 log L, {100 * e.converged_fraction:.1f}% "
+                  f"converged, {e.rounds} rounds")
         train = res.train_result
         run = {"seed": seed, "timings": dict(res.timings), "total": total,
                "ess_fraction": res.sample_result.ess_fraction, "n_samples": res.sample_result.n_samples,
@@ -186,20 +214,19 @@ def main() -> None:
             run["analysis"] = a
         figures["runs"].append(run)
     if len(fits) >= 2:
-        a, b = fits[0], fits[1]
-        worst = (0.0, "", "")
-        for n in names:
-            sd = float(np.sqrt(np.sum(a.marginal1d[n].density * (a.marginal1d[n].centres
-                                                                  - np.average(a.marginal1d[n].centres, weights=a.marginal1d[n].density)) ** 2)
-                               / np.sum(a.marginal1d[n].density)))
-            for method in ("marginalised", "profiled"):
-                ia, ib = a.interval(n, method=method), b.interval(n, method=method)
-                diff = max(abs(ia.low - ib.low), abs(ia.high - ib.high)) / sd
-                if math.isfinite(diff) and diff > worst[0]:
-                    worst = (diff, n, method)
-        print(f"\ntwo seeds: worst 95% interval-end difference {worst[0]:.3f} marginal sd "
+        diffs = end_differences(fits[0], fits[1], names)
+        print("\ntwo seeds: largest 95% interval-end differences in marginal sd "
+              "(seed A ends | seed B ends):")
+        for diff, n, method, ia, ib in diffs[:6]:
+            print(f"  {n:8s} {method:12s} {diff:6.3f}  [{ia[0]:.4g}, {ia[1]:.4g}] | "
+                  f"[{ib[0]:.4g}, {ib[1]:.4g}]")
+        worst = diffs[0]
+        print(f"two seeds: worst 95% interval-end difference {worst[0]:.3f} marginal sd "
               f"({worst[1]}, {worst[2]})")
         figures["two_seed_worst"] = {"sd": worst[0], "coefficient": worst[1], "method": worst[2]}
+        figures["two_seed_differences"] = [
+            {"sd": d_, "coefficient": n, "method": m, "a": ia, "b": ib}
+            for d_, n, m, ia, ib in diffs]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak host RSS {rss:,.0f} MiB")
     if args.json:

@@ -68,6 +68,7 @@ from smeft_pyhf.sampler.config import (
     check_field,
 )
 from smeft_pyhf.sampler.coordinates import cover_chains, flow_coordinates, profile_covariance
+from smeft_pyhf.sampler.ends import EndRefinement, refine_ends
 from smeft_pyhf.sampler.flows import CouplingFlow, build_flow
 from smeft_pyhf.sampler.gaps import Gap, check_gaps
 from smeft_pyhf.sampler.kernels.standardisation import Standardised
@@ -254,6 +255,9 @@ class SamplerResult(NamedTuple):
         gaps: every gap of a profiled 95 % interval, judged by a direct constrained
             maximisation (:func:`~smeft_pyhf.sampler.gaps.check_gaps`); ``profile_result``
             already carries the bins it raised.
+        ends: the re-maximisation of the profile bins beside the 68/95 % interval ends
+            (:func:`~smeft_pyhf.sampler.ends.refine_ends`); ``profile_result`` carries the
+            bins it raised.
     """
 
     names: tuple[str, ...]
@@ -268,6 +272,7 @@ class SamplerResult(NamedTuple):
     timings: dict[str, float]
     resumed_steps: tuple[str, ...]
     gaps: tuple[Gap, ...] = ()
+    ends: EndRefinement | None = None
 
 
 def run_sampler(
@@ -377,8 +382,11 @@ def run_sampler(
     res5 = steps.run("profile", lambda _gen: profile(
         log_prob, _cast_floats(res4, setup.target_dtype), config=config.profile,
         covariance=cov.to(setup.target_dtype), names=names, runner=runner))
-    # a profiled interval in pieces: is each gap a second minimum or bins that stopped short?
-    checked = check_gaps(log_prob, res5, names, config=config.profile,
+    # the bins at the interval ends maximised to convergence, then every gap judged: a second
+    # minimum or bins that stopped short?
+    ends = refine_ends(log_prob, res5, names, config=config.profile,
+                       covariance=cov.to(setup.target_dtype), level_log=level)
+    checked = check_gaps(log_prob, ends.profile, names, config=config.profile,
                          covariance=cov.to(setup.target_dtype), level_log=level)
 
     timings = {s: float(checkpoint.timings[s]) for s in STEPS}
@@ -398,6 +406,7 @@ def run_sampler(
         timings=timings,
         resumed_steps=resumed,
         gaps=checked.gaps,
+        ends=ends,
     )
 
 
