@@ -52,6 +52,8 @@ class Largest:
         >>> g.add("ctZ", 0.0, 1e-9)
         >>> g.n, round(g.abs_diff, 6), g.abs_where, round(g.rel_diff, 6), g.rel_where
         (2, 0.001, 'ctG', 1.0, 'ctZ')
+
+    ``abs_where`` (and the other ``_where``) stay empty while every difference is 0.
     """
 
     group: str
@@ -62,6 +64,7 @@ class Largest:
     rel_where: str = ""
     scaled_diff: float = 0.0
     scaled_where: str = ""
+    scaled: bool = False
     mismatched: list[str] = field(default_factory=list)
 
     def add(self, where: str, a: float, b: float, scale: float | None = None) -> None:
@@ -77,13 +80,14 @@ class Largest:
             return
         diff = abs(a - b)
         rel = diff / max(abs(a), abs(b)) if diff else 0.0
-        if diff > self.abs_diff or not self.abs_where:
+        if diff > self.abs_diff:
             self.abs_diff, self.abs_where = diff, where
-        if rel > self.rel_diff or not self.rel_where:
+        if rel > self.rel_diff:
             self.rel_diff, self.rel_where = rel, where
-        if scale is not None and scale > 0 and (diff / scale > self.scaled_diff
-                                                or not self.scaled_where):
-            self.scaled_diff, self.scaled_where = diff / scale, where
+        if scale is not None and scale > 0:
+            self.scaled = True
+            if diff / scale > self.scaled_diff:
+                self.scaled_diff, self.scaled_where = diff / scale, where
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
@@ -236,10 +240,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"{'group':<22} {'n':>6} {'largest abs':>12} {'largest rel':>12} {'in widths':>10}  where")
     for g in groups:
-        widths = f"{g.scaled_diff:10.3g}" if g.scaled_where else f"{'':>10}"
+        widths = f"{g.scaled_diff:10.3g}" if g.scaled else f"{'':>10}"
+        where = "; ".join(f"{label}: {at}" for label, at in (
+            ("abs", g.abs_where), ("rel", g.rel_where), ("widths", g.scaled_where)) if at)
         print(f"{g.group:<22} {g.n:>6} {g.abs_diff:12.4g} {g.rel_diff:12.4g} {widths}  "
-              f"abs: {g.abs_where}; rel: {g.rel_where}"
-              + (f"; widths: {g.scaled_where}" if g.scaled_where else ""))
+              f"{where or '-'}")
         for line in g.mismatched:
             print(f"    differs: {line}")
 
