@@ -7,9 +7,10 @@ the same numbers; this prints how far apart they are::
     python benchmarks/compare_results.py A/results.json B/results.json --json
     python benchmarks/compare_results.py a.card.yaml b.card.yaml
 
-For two results files it compares the best fit (every coefficient and log L), every end of
-every 68 % and 95 % interval (profiled and marginalised; a coefficient whose intervals have a
-different number of pieces is listed instead), the ESS, ESS/N, log Z and the 1D profile and
+For two results files it compares the best fit (every coefficient; log L apart, as a point
+in a flat direction may move while log L stays), every end of every 68 % and 95 % interval
+(profiled and marginalised apart; a coefficient whose intervals have a different number of
+pieces is listed instead), the ESS, ESS/N, log Z and the 1D profile and
 marginal curves (``delta_chi2`` per bin), and prints per group the largest absolute and
 relative difference and where it is. Interval ends are also given in widths of the 95 %
 interval they belong to (the scale a reader judges them by).
@@ -122,32 +123,34 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[Largest]:
         ...      "sampling": {"ess": 100.0, "log_evidence": 1.5}}
         >>> s = json.loads(json.dumps(r)); s["intervals"]["c"]["profiled"]["95"]["segments"] = [[0.0, 2.1]]
         >>> [(g.group, round(g.abs_diff, 3)) for g in compare_results(r, s) if g.n]
-        [('best fit', 0.0), ('interval ends', 0.1), ('ESS', 0.0), ('log Z', 0.0)]
+        [('best fit point', 0.0), ('best fit log L', 0.0), ('profiled ends', 0.1), ('ESS', 0.0), ('log Z', 0.0)]
     """
-    best = Largest("best fit")
+    best = Largest("best fit point")
     for name, value in a.get("best_fit", {}).get("coefficients", {}).items():
         other = b.get("best_fit", {}).get("coefficients", {}).get(name)
         if other is None:
             best.mismatched.append(f"{name}: only in the first file")
             continue
         best.add(name, float(_number(value)), float(_number(other)))  # type: ignore[arg-type]
+    best_lp = Largest("best fit log L")
     if "log_likelihood" in a.get("best_fit", {}):
-        best.add("log L", float(_number(a["best_fit"]["log_likelihood"])),  # type: ignore[arg-type]
-                 float(_number(b["best_fit"]["log_likelihood"])))  # type: ignore[arg-type]
-    ends = Largest("interval ends")
+        best_lp.add("log L", float(_number(a["best_fit"]["log_likelihood"])),  # type: ignore[arg-type]
+                    float(_number(b["best_fit"]["log_likelihood"])))  # type: ignore[arg-type]
+    ends = {kind: Largest(f"{kind} ends") for kind in ("profiled", "marginalised")}
     for name, kinds in a.get("intervals", {}).items():
         for kind, levels in kinds.items():
+            group = ends.setdefault(kind, Largest(f"{kind} ends"))
             width = _width(levels.get("95", {}))
             for level, entry in levels.items():
                 seg_a = _segments(entry)
                 seg_b = _segments(b.get("intervals", {}).get(name, {}).get(kind, {})
                                   .get(level, {}))
                 if len(seg_a) != len(seg_b):
-                    ends.mismatched.append(f"{name} {kind} {level}%: {seg_a} vs {seg_b}")
+                    group.mismatched.append(f"{name} {level}%: {seg_a} vs {seg_b}")
                     continue
                 for k, (pa, pb) in enumerate(zip(seg_a, seg_b, strict=True)):
                     for end, va, vb in (("low", pa[0], pb[0]), ("high", pa[1], pb[1])):
-                        ends.add(f"{name} {kind} {level}% piece {k} {end}", va, vb, width)
+                        group.add(f"{name} {level}% piece {k} {end}", va, vb, width)
     ess = Largest("ESS")
     log_z = Largest("log Z")
     samp_a, samp_b = a.get("sampling", {}), b.get("sampling", {})
@@ -161,7 +164,7 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[Largest]:
         log_z.add("log Z", float(_number(samp_a["log_evidence"])),  # type: ignore[arg-type]
                   float(_number(samp_b["log_evidence"])))  # type: ignore[arg-type]
     curves = [_curves(a, b, key) for key in ("profile1d", "marginal1d")]
-    return [best, ends, ess, log_z, *curves]
+    return [best, best_lp, *ends.values(), ess, log_z, *curves]
 
 
 def _width(entry: dict[str, Any]) -> float | None:
