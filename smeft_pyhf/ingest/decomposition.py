@@ -347,6 +347,33 @@ def _free_homes(
     return home
 
 
+def _data_shares(remainder: float, impacts2: Mapping[str, float],
+                 constraint: Mapping[str, float],
+                 notes: list[str]) -> tuple[dict[str, float], float]:
+    """Share the data term beyond stat (``remainder``, a variance) among the categories in
+    proportion to their data excess (Hesse impact squared minus constraint share, floored at 0).
+
+    Returns the share per category (keys and order of ``constraint``) and the variance that
+    goes back to stat: all of ``remainder`` when no category has an excess (noted in
+    ``notes``), else 0.
+
+    Example:
+        >>> _data_shares(0.5, {"a": 3.0, "b": 1.0}, {"a": 1.0, "b": 0.5}, [])
+        ({'a': 0.4, 'b': 0.1}, 0.0)
+    """
+    excess = {label: max(impacts2[label] - constraint[label], 0.0) for label in constraint}
+    total_excess = sum(excess.values())
+    if remainder > 0 and total_excess <= 0:
+        notes.append(
+            "no category has a data excess to carry the data term beyond stat: it stays in stat"
+        )
+        return dict.fromkeys(constraint, 0.0), remainder
+    return {
+        label: remainder * excess[label] / total_excess if total_excess > 0 else 0.0
+        for label in constraint
+    }, 0.0
+
+
 def variance_decomposition(
     model: pyhf.pdf.Model,
     data: Sequence[float],
@@ -406,28 +433,14 @@ def variance_decomposition(
         hessian, poi, index_of, free, [int(i) for i in np.flatnonzero(floating)], variance,
         stat_convention,
     )
-    excess = {label: max(impacts2[label] - constraint[label], 0.0) for label in index_of}
-    total_excess = sum(excess.values())
-    if remainder > 0 and total_excess <= 0:
-        notes.append(
-            "no category has a data excess to carry the data term beyond stat: it stays in stat"
-        )
-        stat2 += remainder
+    data_share, to_stat = _data_shares(remainder, impacts2, constraint, notes)
+    if to_stat:
+        stat2 += to_stat
         remainder = 0.0
-    data_share = {
-        label: remainder * excess[label] / total_excess if total_excess > 0 else 0.0
-        for label in index_of
-    }
     entries = tuple(
-        SourceShare(
-            label,
-            kinds.get(label, "group"),
-            tuple(groups[label]),
-            math.sqrt(constraint[label]),
-            math.sqrt(data_share[label]),
-            math.sqrt(constraint[label] + data_share[label]),
-            math.sqrt(impacts2[label]),
-        )
+        SourceShare(label, kinds.get(label, "group"), tuple(groups[label]),
+                    math.sqrt(constraint[label]), math.sqrt(data_share[label]),
+                    math.sqrt(constraint[label] + data_share[label]), math.sqrt(impacts2[label]))
         for label in index_of
     )
     assigned = {i for idx in index_of.values() for i in idx}

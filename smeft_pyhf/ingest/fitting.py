@@ -739,6 +739,43 @@ def _several_minima_note(
     )
 
 
+def _minimise_starts(objective: Objective, candidates: Sequence[tuple[str, np.ndarray]],
+                     fix: np.ndarray, order: Sequence[Minimizer], strategy: int,
+                     tolerance: float) -> list[tuple[str, _Minimum]]:
+    """Minimise from every labelled start point; the minima by label, valid ones first, each
+    group by ascending 2NLL (non-finite last)."""
+    minima: list[tuple[str, _Minimum]] = []
+    for label, point in candidates:
+        found = _minimize(objective, point, fix, order, strategy=strategy, tolerance=tolerance)
+        minima.append((label, found))
+        log.debug("start %s: 2NLL %.4f (valid %s)", label, found.fval, found.valid)
+        if not found.valid:
+            log.debug("start %s did not converge: %s", label, "; ".join(found.notes))
+    minima.sort(
+        key=lambda item: (not item[1].valid, item[1].fval if np.isfinite(item[1].fval) else np.inf)
+    )
+    return minima
+
+
+def _start_results(minima: Sequence[tuple[str, _Minimum]], chosen_label: str,
+                   finished: _Finished, final: Mapping[str, float],
+                   poi: int | None) -> list[StartResult]:
+    """One :class:`StartResult` per start (its final 2NLL, the POI where it ended: the
+    polished point for the chosen start), the chosen start first."""
+    starts = [
+        StartResult(
+            label,
+            float(final[label]) if final[label] < _NON_FINITE else float("inf"),
+            float((finished.best if label == chosen_label else found.best)[poi])
+            if poi is not None else float("nan"),
+            bool(found.valid),
+        )
+        for label, found in minima
+    ]
+    starts.sort(key=lambda item: item.label != chosen_label)
+    return starts
+
+
 def fit(
     model: pyhf.pdf.Model,
     data: Sequence[float],
@@ -801,33 +838,13 @@ def fit(
         order.append("scipy" if minimizer == "minuit" else "minuit")
 
     poi = model.config.poi_index
-    minima: list[tuple[str, _Minimum]] = []
-    for label, point in candidates:
-        found = _minimize(objective, point, fix, order, strategy=strategy, tolerance=tolerance)
-        minima.append((label, found))
-        log.debug("start %s: 2NLL %.4f (valid %s)", label, found.fval, found.valid)
-        if not found.valid:
-            log.debug("start %s did not converge: %s", label, "; ".join(found.notes))
-    minima.sort(
-        key=lambda item: (not item[1].valid, item[1].fval if np.isfinite(item[1].fval) else np.inf)
-    )
+    minima = _minimise_starts(objective, candidates, fix, order, strategy, tolerance)
     chosen_label, finished, final = _polish_starts(
         objective, minima, fix, hesse=hesse, strategy=strategy, tolerance=tolerance
     )
     fval, valid = finished.fval, finished.valid
     notes = list(finished.notes)
-
-    starts = [
-        StartResult(
-            label,
-            float(final[label]) if final[label] < _NON_FINITE else float("inf"),
-            float((finished.best if label == chosen_label else found.best)[poi])
-            if poi is not None else float("nan"),
-            bool(found.valid),
-        )
-        for label, found in minima
-    ]
-    starts.sort(key=lambda item: item.label != chosen_label)
+    starts = _start_results(minima, chosen_label, finished, final, poi)
     n_agreeing = sum(
         1 for item in starts if item.valid and item.twice_nll - fval <= START_AGREEMENT
     ) if valid else 0

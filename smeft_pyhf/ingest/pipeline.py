@@ -886,6 +886,12 @@ def ingest(
 ) -> IngestResult:
     """Turn a published workspace into a measurement card.
 
+    One function because it is the documented entry point (the ``ingest`` command calls it
+    with its options): its length is the signature and this docstring, and its body only
+    orders the steps, each a helper of this module (``_load``, ``_resolve_mapping``,
+    ``_best_fit``, ``_stages_with_refits``, ``_build_card``, ``_write_or_validate``,
+    ``_plots_beside``) and records their timings.
+
     Args:
         workspace: workspace file (``.json``, ``.json.gz`` or HistFactory ``.xml``).
         patch: a patch / PatchSet file to apply.

@@ -483,6 +483,12 @@ def build_likelihood(
 ) -> CombinedLikelihood:
     """Build the combined likelihood of SMEFiT datasets and measurement cards.
 
+    One function because it is the documented entry point (``smeft_pyhf.build_likelihood``):
+    its length is the signature and this docstring; the body reads the inputs and stacks the
+    datasets' and the cards' predictions, data and covariance blocks into one Gaussian term,
+    each piece a helper (``read_cards``, ``_dataset_entries``, ``_select_coefficients``,
+    ``_predictions``, ``_dataset_covariance``, ``_card_theory``, ``card_covariance``).
+
     Args:
         database: SMEFiT database folder (``commondata/``, ``theory/``).
         datasets: dataset names (or ``(name, order)`` pairs), or a :class:`SmefitSelection`

@@ -212,16 +212,9 @@ def prescale(
             n_evaluations=n + res.n_evaluations,
             nonfinite=nonfinite,
         )
-    log.info(
-        "pre-scaling: %d chains x %d steps, ESS %.0f (%.2f), acceptance %.2f, tau %.3g, %d resamplings",
-        n,
-        config.n_steps,
-        result.ess,
-        result.ess / n,
-        result.acceptance,
-        result.step_size,
-        int(res.n_resamples),
-    )
+    log.info("pre-scaling: %d chains x %d steps, ESS %.0f (%.2f), acceptance %.2f, tau %.3g, "
+             "%d resamplings", n, config.n_steps, result.ess, result.ess / n, result.acceptance,
+             result.step_size, int(res.n_resamples))
     return result
 
 

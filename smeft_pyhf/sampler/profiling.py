@@ -242,6 +242,182 @@ def _two_loop(g: Tensor, s: Tensor, y: Tensor, rho: Tensor, gamma: Tensor,
     return r
 
 
+class _Rows(NamedTuple):
+    """The full batch of :func:`lbfgs_maximise`: every row's point, ``-log p``, gradient,
+    accepted iterations and convergence flag (rows are written back here as they finish)."""
+
+    x: Tensor
+    f: Tensor
+    g: Tensor
+    n_steps: Tensor
+    converged: Tensor
+
+
+@dataclass
+class _WorkingSet:
+    """The rows of :func:`lbfgs_maximise` still running, with their L-BFGS state.
+
+    Finished rows stay in it (frozen, not evaluated) until a quarter of it has finished; then
+    :meth:`compact` writes them back to the full batch and drops them.
+
+    Attributes:
+        act: (a,) row indices into the full batch.
+        x, f, g: (a, d), (a,), (a, d) point, ``-log p`` and gradient (zero on fixed coordinates).
+        free: (a, d) 1.0 on free coordinates, 0.0 on fixed ones.
+        s, y: (a, m, d) curvature pairs, oldest first; ``rho``: (a, m), 0 marks an empty slot.
+        live: (a,) rows still iterating.
+        steps: (a,) accepted iterations.
+        conv: (a,) stopped by a tolerance or a failed line search.
+    """
+
+    act: Tensor
+    x: Tensor
+    f: Tensor
+    g: Tensor
+    free: Tensor
+    s: Tensor
+    y: Tensor
+    rho: Tensor
+    live: Tensor
+    steps: Tensor
+    conv: Tensor
+
+    def flush(self, rows: Tensor, out: _Rows) -> None:
+        """Write the working-set rows selected by ``rows`` back to the full batch ``out``."""
+        idx = self.act[rows]
+        out.x[idx], out.f[idx], out.g[idx] = self.x[rows], self.f[rows], self.g[rows]
+        out.n_steps[idx] = self.steps[rows]
+        out.converged[idx] = self.conv[rows]
+
+    def compact(self, out: _Rows) -> None:
+        """Write the finished rows back to ``out`` and keep only the live ones."""
+        self.flush(~self.live, out)
+        keep = self.live.nonzero().squeeze(1)
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name)[keep])
+
+
+def _lbfgs_start(log_prob: LogProb, x: Tensor, free: Tensor,
+                 config: ProfileConfig) -> tuple[_Rows, _WorkingSet, int]:
+    """Evaluate every row of ``x`` once: rows with a non-finite start or a gradient already
+    below tolerance are done; the others form the working set (empty history). Returns the
+    full batch, the working set and the number of evaluations."""
+    n, d = x.shape
+    m = config.history
+    freef = free.to(x.dtype)
+    n_steps = torch.zeros(n, dtype=torch.long, device=x.device)
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    converged = torch.zeros(n, dtype=torch.bool, device=x.device)
+    f, g = _value_and_grad(log_prob, x)
+    g = g * freef
+    start_bad = ~torch.isfinite(f)
+    done |= start_bad
+    gmax = g.abs().amax(dim=-1)
+    converged |= (gmax <= config.tolerance_grad) & ~start_bad
+    done |= converged
+    act = (~done).nonzero().squeeze(1)
+    a = act.numel()
+    working = _WorkingSet(
+        act=act, x=x[act], f=f[act], g=g[act], free=freef[act],
+        s=x.new_zeros((a, m, d)), y=x.new_zeros((a, m, d)), rho=x.new_zeros((a, m)),
+        live=torch.ones(a, dtype=torch.bool, device=x.device),
+        steps=torch.zeros(a, dtype=torch.long, device=x.device),
+        conv=torch.zeros(a, dtype=torch.bool, device=x.device))
+    return _Rows(x, f, g, n_steps, converged), working, n
+
+
+def _lbfgs_direction(w: _WorkingSet, h0: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+    """The L-BFGS search direction ``p`` of every working row and ``dg = p . g``. A live row
+    whose direction is not a descent direction forgets its history (``w.rho`` is cleared) and
+    takes the (preconditioned) steepest descent instead."""
+    has_hist = w.rho[:, -1] > 0
+    sy_last = (w.s[:, -1] * w.y[:, -1]).sum(-1)
+    yy_last = (w.y[:, -1] * w.y[:, -1]).sum(-1)
+    if h0 is None:
+        gamma0 = torch.clamp(1.0 / w.g.abs().sum(-1).clamp_min(eps), max=1.0)
+    else:  # the first step is the Newton step of the Gaussian that h0 describes
+        gamma0 = torch.ones_like(w.f)
+        yy_last = (w.y[:, -1] * (w.y[:, -1] @ h0)).sum(-1)
+    gamma = torch.where(has_hist, sy_last / yy_last.clamp_min(eps * eps), gamma0)
+    p = -_two_loop(w.g, w.s, w.y, w.rho, gamma, h0) * w.free
+    dg = (p * w.g).sum(-1)
+    bad_dir = ~(dg < 0) & w.live
+    if bool(bad_dir.any()):
+        w.rho = torch.where(bad_dir[:, None], torch.zeros_like(w.rho), w.rho)
+        steepest = w.g if h0 is None else (w.g * w.free) @ h0
+        p = torch.where(bad_dir[:, None], -gamma0[:, None] * steepest * w.free, p)
+        dg = (p * w.g).sum(-1)
+    return p, dg
+
+
+class _LineSearch(NamedTuple):
+    """Outcome of :func:`_line_search` per working row: step length, ``-log p`` and gradient
+    at the accepted point (the old ones where none was accepted), whether a step was accepted;
+    and the evaluations used."""
+
+    t: Tensor
+    f: Tensor
+    g: Tensor
+    accepted: Tensor
+    n_evaluations: int
+
+
+def _line_search(log_prob: LogProb, w: _WorkingSet, p: Tensor, dg: Tensor,
+                 config: ProfileConfig) -> _LineSearch:
+    """Armijo backtracking along ``p`` for every live row on its own: the step length starts
+    at 1 and halves (up to ``config.max_line_search`` trials) until ``f`` drops enough."""
+    t = torch.ones_like(w.f)
+    f_new, g_new = w.f.clone(), w.g.clone()
+    accepted = torch.zeros_like(w.live)
+    pending = w.live.nonzero().squeeze(1)
+    everyone = pending.numel() == w.live.numel()
+    n_eval = 0
+    for _ls in range(config.max_line_search):
+        if everyone:  # first trial of a fully live set: no gathering
+            trial, f_ref, t_p, dg_p = w.x + p, w.f, t, dg
+        else:
+            trial = w.x[pending] + t[pending, None] * p[pending]
+            f_ref, t_p, dg_p = w.f[pending], t[pending], dg[pending]
+        everyone = False
+        ft, gt = _value_and_grad(log_prob, trial)
+        n_eval += pending.numel()
+        ok = ft <= f_ref + config.armijo * t_p * dg_p
+        idx_ok = pending[ok]
+        f_new[idx_ok] = ft[ok]
+        g_new[idx_ok] = gt[ok] * w.free[idx_ok]
+        accepted[idx_ok] = True
+        pending = pending[~ok]
+        if pending.numel() == 0:
+            break
+        t[pending] = t[pending] * 0.5
+    return _LineSearch(t, f_new, g_new, accepted, n_eval)
+
+
+def _lbfgs_advance(w: _WorkingSet, p: Tensor, ls: _LineSearch, config: ProfileConfig,
+                   eps: float) -> None:
+    """Move the working rows to their accepted points, push the curvature pair where it is
+    positive enough, and stop the rows that failed the line search or met a tolerance."""
+    accepted = ls.accepted
+    x_new = torch.where(accepted[:, None], w.x + ls.t[:, None] * p, w.x)
+    s = x_new - w.x
+    y = ls.g - w.g
+    sy = (s * y).sum(-1)
+    update = accepted & (sy > eps * (y * y).sum(-1).clamp_min(eps))
+    w.s = torch.where(update[:, None, None], torch.cat([w.s[:, 1:], s[:, None]], 1), w.s)
+    w.y = torch.where(update[:, None, None], torch.cat([w.y[:, 1:], y[:, None]], 1), w.y)
+    w.rho = torch.where(update[:, None],
+                        torch.cat([w.rho[:, 1:], (1.0 / sy.where(update, torch.ones_like(sy)))
+                                   [:, None]], 1), w.rho)
+    change = (w.f - ls.f).abs()
+    small = change <= config.tolerance_change * torch.clamp(ls.f.abs(), min=1.0)
+    grad_ok = ls.g.abs().amax(dim=-1) <= config.tolerance_grad
+    stop = w.live & (~accepted | grad_ok | small)
+    w.x, w.f, w.g = x_new, ls.f, ls.g
+    w.steps += accepted.to(torch.long)
+    w.conv |= stop
+    w.live &= ~stop
+
+
 def lbfgs_maximise(
     log_prob: LogProb,
     x0: Tensor,
@@ -286,122 +462,28 @@ def lbfgs_maximise(
         free = torch.ones_like(x, dtype=torch.bool)
     else:
         free = ~fixed.to(device=x.device, dtype=torch.bool).expand(n, d)
-    freef = free.to(x.dtype)
-    m = config.history
-    s_hist = x.new_zeros((n, m, d))
-    y_hist = x.new_zeros((n, m, d))
-    rho = x.new_zeros((n, m))
-    n_steps = torch.zeros(n, dtype=torch.long, device=x.device)
-    done = torch.zeros(n, dtype=torch.bool, device=x.device)
-    converged = torch.zeros(n, dtype=torch.bool, device=x.device)
     if n == 0:
-        return LbfgsResult(x, x.new_zeros((0,)), n_steps, converged, 0)
-    f, g = _value_and_grad(log_prob, x)
-    g = g * freef
-    n_eval = n
-    start_bad = ~torch.isfinite(f)
-    done |= start_bad
-    gmax = g.abs().amax(dim=-1)
-    converged |= (gmax <= config.tolerance_grad) & ~start_bad
-    done |= converged
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return LbfgsResult(x, x.new_zeros((0,)), empty, empty.bool(), 0)
+    out, working, n_eval = _lbfgs_start(log_prob, x, free, config)
     eps = torch.finfo(x.dtype).eps
     h0 = None if preconditioner is None else preconditioner.to(device=x.device, dtype=x.dtype)
     if h0 is not None and h0.shape != (d, d):
         raise ConfigError(f"preconditioner has shape {tuple(h0.shape)}, expected ({d}, {d})",
                           where="lbfgs_maximise", hint="pass a (d, d) covariance matrix")
-
-    # The working set holds the rows still running; finished rows stay in it (frozen, not
-    # evaluated) until a quarter of it has finished, then it is compacted.
-    act = (~done).nonzero().squeeze(1)
-    xa, fa, ga, fr = x[act], f[act], g[act], freef[act]
-    sa, ya, ra = s_hist[act], y_hist[act], rho[act]
-    live = torch.ones(act.numel(), dtype=torch.bool, device=x.device)
-    steps_a = torch.zeros(act.numel(), dtype=torch.long, device=x.device)
-    conv_a = torch.zeros(act.numel(), dtype=torch.bool, device=x.device)
-
-    def flush(rows: Tensor) -> None:
-        idx = act[rows]
-        x[idx], f[idx], g[idx] = xa[rows], fa[rows], ga[rows]
-        n_steps[idx] = steps_a[rows]
-        converged[idx] = conv_a[rows]
-
     for _ in range(config.max_steps):
-        if act.numel() == 0 or not bool(live.any()):
+        if working.act.numel() == 0 or not bool(working.live.any()):
             break
-        if int((~live).sum()) > act.numel() // 4:
-            flush(~live)
-            keep = live.nonzero().squeeze(1)
-            act, xa, fa, ga, fr = act[keep], xa[keep], fa[keep], ga[keep], fr[keep]
-            sa, ya, ra = sa[keep], ya[keep], ra[keep]
-            steps_a, conv_a, live = steps_a[keep], conv_a[keep], live[keep]
-        has_hist = ra[:, -1] > 0
-        sy_last = (sa[:, -1] * ya[:, -1]).sum(-1)
-        yy_last = (ya[:, -1] * ya[:, -1]).sum(-1)
-        if h0 is None:
-            gamma0 = torch.clamp(1.0 / ga.abs().sum(-1).clamp_min(eps), max=1.0)
-        else:  # the first step is the Newton step of the Gaussian that h0 describes
-            gamma0 = torch.ones_like(fa)
-            yy_last = (ya[:, -1] * (ya[:, -1] @ h0)).sum(-1)
-        gamma = torch.where(has_hist, sy_last / yy_last.clamp_min(eps * eps), gamma0)
-        p = -_two_loop(ga, sa, ya, ra, gamma, h0) * fr
-        dg = (p * ga).sum(-1)
-        # not a descent direction: forget the history of that point, use steepest descent
-        bad_dir = ~(dg < 0) & live
-        if bool(bad_dir.any()):
-            ra = torch.where(bad_dir[:, None], torch.zeros_like(ra), ra)
-            steepest = ga if h0 is None else (ga * fr) @ h0
-            p = torch.where(bad_dir[:, None], -gamma0[:, None] * steepest * fr, p)
-            dg = (p * ga).sum(-1)
-
-        # per-point Armijo backtracking
-        t = torch.ones_like(fa)
-        f_new, g_new = fa.clone(), ga.clone()
-        accepted = torch.zeros_like(live)
-        pending = live.nonzero().squeeze(1)
-        everyone = pending.numel() == live.numel()
-        for _ls in range(config.max_line_search):
-            if everyone:  # first trial of a fully live set: no gathering
-                trial, f_ref, t_p, dg_p = xa + p, fa, t, dg
-            else:
-                trial = xa[pending] + t[pending, None] * p[pending]
-                f_ref, t_p, dg_p = fa[pending], t[pending], dg[pending]
-            everyone = False
-            ft, gt = _value_and_grad(log_prob, trial)
-            n_eval += pending.numel()
-            ok = ft <= f_ref + config.armijo * t_p * dg_p
-            idx_ok = pending[ok]
-            f_new[idx_ok] = ft[ok]
-            g_new[idx_ok] = gt[ok] * fr[idx_ok]
-            accepted[idx_ok] = True
-            pending = pending[~ok]
-            if pending.numel() == 0:
-                break
-            t[pending] = t[pending] * 0.5
-
-        x_new = torch.where(accepted[:, None], xa + t[:, None] * p, xa)
-        s = x_new - xa
-        y = g_new - ga
-        sy = (s * y).sum(-1)
-        update = accepted & (sy > eps * (y * y).sum(-1).clamp_min(eps))
-        sa = torch.where(update[:, None, None], torch.cat([sa[:, 1:], s[:, None]], 1), sa)
-        ya = torch.where(update[:, None, None], torch.cat([ya[:, 1:], y[:, None]], 1), ya)
-        ra = torch.where(update[:, None],
-                         torch.cat([ra[:, 1:], (1.0 / sy.where(update, torch.ones_like(sy)))
-                                    [:, None]], 1), ra)
-        change = (fa - f_new).abs()
-        small = change <= config.tolerance_change * torch.clamp(f_new.abs(), min=1.0)
-        grad_ok = g_new.abs().amax(dim=-1) <= config.tolerance_grad
-        stop = live & (~accepted | grad_ok | small)
-        xa, fa, ga = x_new, f_new, g_new
-        steps_a += accepted.to(torch.long)
-        conv_a |= stop
-        live &= ~stop
-
-    if act.numel():
-        flush(torch.ones_like(live))
-
-    return LbfgsResult(x=x, log_prob=-f, n_steps=n_steps, converged=converged,
-                       n_evaluations=n_eval)
+        if int((~working.live).sum()) > working.act.numel() // 4:
+            working.compact(out)
+        p, dg = _lbfgs_direction(working, h0, eps)
+        ls = _line_search(log_prob, working, p, dg, config)
+        n_eval += ls.n_evaluations
+        _lbfgs_advance(working, p, ls, config, eps)
+    if working.act.numel():
+        working.flush(torch.ones_like(working.live), out)
+    return LbfgsResult(x=out.x, log_prob=-out.f, n_steps=out.n_steps,
+                       converged=out.converged, n_evaluations=n_eval)
 
 
 class SliceSpec(NamedTuple):
@@ -564,6 +646,176 @@ def _neighbour_starts_2d(prof: Tensor, pts: Tensor, centres: Tensor, pairs: Tens
     return x, fixed, fb
 
 
+class _Profiles(NamedTuple):
+    """The 1D and 2D profiles being built and their maximising points (as in
+    :class:`ProfileResult`: ``profile1d``, ``profile1d_points``, ``profile2d``,
+    ``profile2d_points``)."""
+
+    prof1: Tensor
+    pts1: Tensor
+    prof2: Tensor
+    pts2: Tensor
+
+
+@dataclass
+class _Tally:
+    """What step 5 counts over its passes: start points, evaluations, converged rows, L-BFGS
+    steps and the non-finite values met inside the tasks."""
+
+    n_points: int = 0
+    n_evaluations: int = 0
+    converged: float = 0.0
+    steps: float = 0.0
+    nonfinite: NonFiniteCounts = dataclasses.field(default_factory=NonFiniteCounts)
+
+    def add(self, res: LbfgsResult, counts: NonFiniteCounts) -> None:
+        """Count the optimised rows ``res`` of one pass and its tasks' non-finite ``counts``."""
+        self.nonfinite = _add(self.nonfinite, counts)
+        self.n_evaluations += res.n_evaluations
+        self.converged += float(res.converged.sum())
+        self.steps += float(res.n_steps.sum())
+
+
+def _sampled_profiles(sr: SampleResult) -> tuple[Tensor, Tensor, _Profiles]:
+    """The sampling-only profiles (the best start value per bin, 1D and 2D) and the profiles
+    that step 5 starts from: those values with the points that reached them."""
+    d, p1 = sr.profile1d_log_prob.shape[:2]
+    p2 = sr.profile2d_log_prob.shape[1] if sr.profile2d_log_prob.ndim == 4 else 0
+    n_pairs = sr.pairs.shape[0]
+    sampled1d = sr.profile1d_log_prob.amax(dim=-1)
+    sampled2d = sr.profile2d_log_prob.amax(dim=-1) if n_pairs else sr.profile2d_log_prob
+    prof1 = sampled1d.clone()
+    pts1 = sr.profile1d_points.gather(
+        2, sr.profile1d_log_prob.argmax(-1)[..., None, None].expand(d, p1, 1, d)).squeeze(2)
+    if n_pairs:
+        prof2 = sampled2d.clone()
+        pts2 = sr.profile2d_points.gather(
+            3, sr.profile2d_log_prob.argmax(-1)[..., None, None].expand(
+                n_pairs, p2, p2, 1, d)).squeeze(3)
+    else:
+        prof2, pts2 = sampled2d, sr.profile2d_points.reshape(0, p2, p2, d)
+    return sampled1d, sampled2d, _Profiles(prof1, pts1, prof2, pts2)
+
+
+def _start_rows(sr: SampleResult,
+                config: ProfileConfig) -> tuple[Tensor, Tensor, list[tuple[str, Tensor]]]:
+    """The first pass's start points: every finite kept point of every 1D bin (its coefficient
+    fixed) and of every 2D bin (its pair fixed). Returns ``(x0 (n, d), fixed (n, d), groups)``,
+    ``groups`` the consecutive ``("1d" | "2d", flat bin index per row)`` blocks of the rows."""
+    d = sr.ranges.shape[0]
+    k = sr.profile1d_log_prob.shape[-1]
+    p1 = sr.profile1d_log_prob.shape[1]
+    p2 = sr.profile2d_log_prob.shape[1] if sr.profile2d_log_prob.ndim == 4 else 0
+    coord = torch.arange(d, device=sr.ranges.device)
+    starts, masks, owners = [], [], []
+    if config.profile_1d:  # rows (coefficient i, bin b, kept point j), coefficient i fixed
+        lp1 = sr.profile1d_log_prob.reshape(-1)
+        sel1 = torch.isfinite(lp1).nonzero().squeeze(1)
+        coeff = sel1 // (p1 * k)
+        starts.append(sr.profile1d_points.reshape(-1, d)[sel1])
+        masks.append(coord[None, :] == coeff[:, None])
+        owners.append(("1d", sel1 // k))
+    if config.profile_2d and sr.pairs.shape[0]:
+        lp2 = sr.profile2d_log_prob.reshape(-1)
+        sel2 = torch.isfinite(lp2).nonzero().squeeze(1)
+        pair = sel2 // (p2 * p2 * k)
+        ij = sr.pairs[pair]
+        starts.append(sr.profile2d_points.reshape(-1, d)[sel2])
+        masks.append((coord[None, :] == ij[:, :1]) | (coord[None, :] == ij[:, 1:]))
+        owners.append(("2d", sel2 // k))
+    if not starts:
+        return (sr.ranges.new_zeros((0, d)),
+                torch.zeros((0, d), dtype=torch.bool, device=sr.ranges.device), [])
+    return torch.cat(starts), torch.cat(masks), owners
+
+
+def _merge(profiles: _Profiles, groups: list[tuple[str, Tensor]],
+           res: LbfgsResult) -> tuple[_Profiles, float]:
+    """Fold the optimised rows of ``res`` (consecutive ``(kind, bins)`` groups) into the
+    profiles, a bin keeping the better of its value and its rows' best; also the largest
+    gain of any bin."""
+    p1_, x1_, p2_, x2_ = profiles
+    gain, offset = 0.0, 0
+    for kind, bins in groups:
+        lp = res.log_prob[offset:offset + bins.numel()]
+        xx = res.x[offset:offset + bins.numel()]
+        offset += bins.numel()
+        if kind == "1d":
+            p1_, x1_, g = _keep_better(p1_, x1_, bins, lp, xx)
+        else:
+            p2_, x2_, g = _keep_better(p2_, x2_, bins, lp, xx)
+        gain = max(gain, g)
+    return _Profiles(p1_, x1_, p2_, x2_), gain
+
+
+def _global_best(log_prob: LogProb, sr: SampleResult, profiles: _Profiles,
+                 config: ProfileConfig, h0: Tensor | None) -> tuple[Tensor, float, int]:
+    """The global maximum: the best of the best sample and the best 1D and 2D profile points,
+    each maximised without fixed coordinates when ``config.best_fit``. Returns the point, its
+    ``log p`` and the evaluations used."""
+    d = sr.ranges.shape[0]
+    cands = [sr.best_point[None]]
+    cand_lp = [sr.best_log_prob]
+    for prof, pts in ((profiles.prof1, profiles.pts1), (profiles.prof2, profiles.pts2)):
+        if prof.numel() and torch.isfinite(prof).any():
+            i = int(prof.reshape(-1).argmax())
+            cands.append(pts.reshape(-1, d)[i][None])
+            cand_lp.append(float(prof.reshape(-1)[i]))
+    x_c = torch.cat(cands).to(sr.best_point.dtype)
+    lp_c = torch.tensor(cand_lp, dtype=x_c.dtype, device=x_c.device)
+    evals = 0
+    if config.best_fit:
+        res_b = lbfgs_maximise(log_prob, x_c, config=config, preconditioner=h0)
+        evals = res_b.n_evaluations
+        better = res_b.log_prob > lp_c
+        lp_c = torch.where(better, res_b.log_prob, lp_c)
+        x_c = torch.where(better[:, None], res_b.x, x_c)
+    i = int(torch.argmax(torch.nan_to_num(lp_c, nan=-math.inf)))
+    return x_c[i], float(lp_c[i]), evals
+
+
+def _restart_sweeps(runner: TaskRunner, log_prob: LogProb, sr: SampleResult,
+                    profiles: _Profiles, centres: tuple[Tensor, Tensor], best_fit: Tensor,
+                    spec: SliceSpec, tally: _Tally) -> _Profiles:
+    """Up to ``restart_sweeps`` sweeps that restart bins from their neighbours' optima and the
+    best fit (:func:`_neighbour_starts_1d`, :func:`_neighbour_starts_2d`); they end early when
+    no bin gains more than ``_RESTART_GAIN``. Counts into ``tally``; returns the profiles."""
+    config = spec.config
+    d, p1 = profiles.prof1.shape[0], profiles.prof1.shape[1]
+    for sweep in range(config.restart_sweeps):
+        parts = []
+        if config.profile_1d and d and p1 >= 2:
+            parts.append(("1d", *_neighbour_starts_1d(profiles.prof1, profiles.pts1,
+                                                      centres[0], best_fit)))
+        if config.profile_2d and sr.pairs.shape[0]:
+            parts.append(("2d", *_neighbour_starts_2d(profiles.prof2, profiles.pts2,
+                                                      centres[1], sr.pairs, best_fit,
+                                                      _RESTART_GAIN)))
+        parts = [part for part in parts if part[1].shape[0]]
+        if not parts:
+            break
+        res, counts = _optimise_tasks(runner, log_prob, torch.cat([part[1] for part in parts]),
+                                      torch.cat([part[2] for part in parts]), spec,
+                                      f"profiling, restart sweep {sweep + 1}")
+        tally.add(res, counts)
+        tally.n_points += res.x.shape[0]
+        profiles, gain = _merge(profiles, [(part[0], part[3]) for part in parts], res)
+        log.info("profiling: restart sweep %d from neighbouring bins: %d start points, largest "
+                 "gain %.3g in log L", sweep + 1, res.x.shape[0], gain)
+        if gain <= _RESTART_GAIN:
+            break
+    return profiles
+
+
+def _preconditioner(covariance: Tensor | None, ranges: Tensor) -> Tensor | None:
+    """The L-BFGS initial inverse Hessian: ``covariance`` symmetrised, on the device and in
+    the dtype of ``ranges`` (``None`` without a covariance)."""
+    if covariance is None:
+        return None
+    h0 = covariance.to(device=ranges.device, dtype=ranges.dtype)
+    return 0.5 * (h0 + h0.T)
+
+
 def profile(
     log_prob: LogProb,
     sample_result: SampleResult,
@@ -579,8 +831,7 @@ def profile(
     tasks of ``config.task_size`` consecutive points (bin by bin) that ``runner`` runs (in this
     process by default, or on Dask workers) and whose results are merged per bin in task order,
     so the result does not depend on the number of workers. The profile value of a bin is the
-    best of its points, and
-    never below its start value. NaN values of the target count as ``-inf``; both are counted
+    best of its points, and never below its start value. NaN values of the target count as ``-inf``; both are counted
     and reported in :attr:`ProfileResult.nonfinite`.
 
     Args:
@@ -615,146 +866,37 @@ def profile(
     config = config or ProfileConfig()
     start = time.perf_counter()
     runner = runner or InProcess()
-    target = log_prob
     names = None if names is None else tuple(str(n) for n in names)
-    log_prob = CheckedTarget(log_prob, step="profiling", names=names, logger=log)
-    task_counts = NonFiniteCounts()
+    checked = CheckedTarget(log_prob, step="profiling", names=names, logger=log)
     sr = sample_result
     ranges = sr.ranges
-    d = ranges.shape[0]
-    k = sr.profile1d_log_prob.shape[-1]
-    p1 = sr.profile1d_log_prob.shape[1]
-    p2 = sr.profile2d_log_prob.shape[1] if sr.profile2d_log_prob.ndim == 4 else 0
-    n_pairs = sr.pairs.shape[0]
-    device = ranges.device
-    coord = torch.arange(d, device=device)
-    h0 = None
-    if config.precondition and covariance is not None:
-        h0 = covariance.to(device=device, dtype=ranges.dtype)
-        h0 = 0.5 * (h0 + h0.T)
+    h0 = _preconditioner(covariance, ranges) if config.precondition else None
     spec = SliceSpec(config, h0, names)
-
-    starts, masks, owners = [], [], []
-    # 1D: rows (coefficient i, bin b, kept point j), coefficient i fixed
-    sampled1d = sr.profile1d_log_prob.amax(dim=-1)
-    if config.profile_1d:
-        lp1 = sr.profile1d_log_prob.reshape(-1)
-        sel1 = torch.isfinite(lp1).nonzero().squeeze(1)
-        coeff = sel1 // (p1 * k)
-        starts.append(sr.profile1d_points.reshape(-1, d)[sel1])
-        masks.append(coord[None, :] == coeff[:, None])
-        owners.append(("1d", sel1 // k))
-    sampled2d = sr.profile2d_log_prob.amax(dim=-1) if n_pairs else sr.profile2d_log_prob
-    if config.profile_2d and n_pairs:
-        lp2 = sr.profile2d_log_prob.reshape(-1)
-        sel2 = torch.isfinite(lp2).nonzero().squeeze(1)
-        pair = sel2 // (p2 * p2 * k)
-        ij = sr.pairs[pair]
-        starts.append(sr.profile2d_points.reshape(-1, d)[sel2])
-        masks.append((coord[None, :] == ij[:, :1]) | (coord[None, :] == ij[:, 1:]))
-        owners.append(("2d", sel2 // k))
-
-    prof1 = sampled1d.clone()
-    pts1 = sr.profile1d_points.gather(
-        2, sr.profile1d_log_prob.argmax(-1)[..., None, None].expand(d, p1, 1, d)).squeeze(2)
-    if n_pairs:
-        prof2 = sampled2d.clone()
-        pts2 = sr.profile2d_points.gather(
-            3, sr.profile2d_log_prob.argmax(-1)[..., None, None].expand(
-                n_pairs, p2, p2, 1, d)).squeeze(3)
-    else:
-        prof2, pts2 = sampled2d, sr.profile2d_points.reshape(0, p2, p2, d)
-
-    def merge(groups: list[tuple[str, Tensor]],
-              res: LbfgsResult) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
-        """Fold the optimised rows of ``res`` (consecutive ``(kind, bins)`` groups) into the
-        profiles; also the largest gain of any bin."""
-        p1_, x1_, p2_, x2_ = prof1, pts1, prof2, pts2
-        gain, offset = 0.0, 0
-        for kind, bins in groups:
-            lp = res.log_prob[offset:offset + bins.numel()]
-            xx = res.x[offset:offset + bins.numel()]
-            offset += bins.numel()
-            if kind == "1d":
-                p1_, x1_, g = _keep_better(p1_, x1_, bins, lp, xx)
-            else:
-                p2_, x2_, g = _keep_better(p2_, x2_, bins, lp, xx)
-            gain = max(gain, g)
-        return p1_, x1_, p2_, x2_, gain
-
-    n_points = sum(s.shape[0] for s in starts)
-    n_eval = 0
-    conv_sum = 0.0
-    step_sum = 0.0
-    if n_points:
-        x0 = torch.cat(starts)
-        fixed = torch.cat(masks)
-        res, counts = _optimise_tasks(runner, target, x0, fixed, spec, "profiling")
-        task_counts = _add(task_counts, counts)
-        n_eval += res.n_evaluations
-        conv_sum = float(res.converged.sum())
-        step_sum = float(res.n_steps.sum())
-        prof1, pts1, prof2, pts2, _ = merge(owners, res)
-
-    def global_best() -> tuple[Tensor, float, int]:
-        """The global maximum from the best sample and the best profile points."""
-        cands = [sr.best_point[None]]
-        cand_lp = [sr.best_log_prob]
-        for prof, pts in ((prof1, pts1), (prof2, pts2)):
-            if prof.numel() and torch.isfinite(prof).any():
-                i = int(prof.reshape(-1).argmax())
-                cands.append(pts.reshape(-1, d)[i][None])
-                cand_lp.append(float(prof.reshape(-1)[i]))
-        x_c = torch.cat(cands).to(sr.best_point.dtype)
-        lp_c = torch.tensor(cand_lp, dtype=x_c.dtype, device=x_c.device)
-        evals = 0
-        if config.best_fit:
-            res_b = lbfgs_maximise(log_prob, x_c, config=config, preconditioner=h0)
-            evals = res_b.n_evaluations
-            better = res_b.log_prob > lp_c
-            lp_c = torch.where(better, res_b.log_prob, lp_c)
-            x_c = torch.where(better[:, None], res_b.x, x_c)
-        i = int(torch.argmax(torch.nan_to_num(lp_c, nan=-math.inf)))
-        return x_c[i], float(lp_c[i]), evals
-
-    best_fit, best_lp, evals = global_best()
-    n_eval += evals
-    centres1 = bin_centres(ranges, p1)
-    centres2 = bin_centres(ranges, p2) if p2 else ranges.new_zeros((d, 0))
-    for _sweep in range(config.restart_sweeps):
-        parts = []
-        if config.profile_1d and d and p1 >= 2:
-            parts.append(("1d", *_neighbour_starts_1d(prof1, pts1, centres1, best_fit)))
-        if config.profile_2d and n_pairs:
-            parts.append(("2d", *_neighbour_starts_2d(prof2, pts2, centres2, sr.pairs,
-                                                      best_fit, _RESTART_GAIN)))
-        parts = [part for part in parts if part[1].shape[0]]
-        if not parts:
-            break
-        res, counts = _optimise_tasks(runner, target, torch.cat([part[1] for part in parts]),
-                                      torch.cat([part[2] for part in parts]), spec,
-                                      f"profiling, restart sweep {_sweep + 1}")
-        task_counts = _add(task_counts, counts)
-        n_eval += res.n_evaluations
-        n_points += res.x.shape[0]
-        conv_sum += float(res.converged.sum())
-        step_sum += float(res.n_steps.sum())
-        prof1, pts1, prof2, pts2, gain = merge([(part[0], part[3]) for part in parts], res)
-        log.info("profiling: restart sweep %d from neighbouring bins: %d start points, largest "
-                 "gain %.3g in log L", _sweep + 1, res.x.shape[0], gain)
-        if gain <= _RESTART_GAIN:
-            break
+    sampled1d, sampled2d, profiles = _sampled_profiles(sr)
+    x0, fixed, owners = _start_rows(sr, config)
+    tally = _Tally(n_points=x0.shape[0])
+    if tally.n_points:
+        res, counts = _optimise_tasks(runner, log_prob, x0, fixed, spec, "profiling")
+        tally.add(res, counts)
+        profiles, _ = _merge(profiles, owners, res)
+    best_fit, best_lp, evals = _global_best(checked, sr, profiles, config, h0)
+    tally.n_evaluations += evals
+    p2 = sr.profile2d_log_prob.shape[1] if sr.profile2d_log_prob.ndim == 4 else 0
+    centres1 = bin_centres(ranges, sr.profile1d_log_prob.shape[1])
+    centres2 = bin_centres(ranges, p2) if p2 else ranges.new_zeros((ranges.shape[0], 0))
+    profiles = _restart_sweeps(runner, log_prob, sr, profiles, (centres1, centres2), best_fit,
+                               spec, tally)
     if config.restart_sweeps:
-        best_fit, best_lp, evals = global_best()
-        n_eval += evals
-    log_prob.check()
-    nonfinite = report_nonfinite(_add(log_prob.counts(), task_counts), names, "profiling")
-
+        best_fit, best_lp, evals = _global_best(checked, sr, profiles, config, h0)
+        tally.n_evaluations += evals
+    checked.check()
+    nonfinite = report_nonfinite(_add(checked.counts(), tally.nonfinite), names, "profiling")
+    n_points = tally.n_points
     result = ProfileResult(
-        profile1d=prof1,
-        profile1d_points=pts1,
-        profile2d=prof2,
-        profile2d_points=pts2,
+        profile1d=profiles.prof1,
+        profile1d_points=profiles.pts1,
+        profile2d=profiles.prof2,
+        profile2d_points=profiles.pts2,
         sampled1d=sampled1d,
         sampled2d=sampled2d,
         centres1d=centres1,
@@ -762,9 +904,9 @@ def profile(
         best_fit=best_fit,
         best_log_prob=best_lp,
         n_points=n_points,
-        converged_fraction=conv_sum / n_points if n_points else 1.0,
-        mean_steps=step_sum / n_points if n_points else 0.0,
-        n_evaluations=n_eval,
+        converged_fraction=tally.converged / n_points if n_points else 1.0,
+        mean_steps=tally.steps / n_points if n_points else 0.0,
+        n_evaluations=tally.n_evaluations,
         seconds=time.perf_counter() - start,
         nonfinite=nonfinite,
     )
