@@ -121,6 +121,13 @@ def _maximise_at(log_prob: LogProb, points: Tensor, best_fit: Tensor, index: int
     return best_lp, best_x, n_eval
 
 
+def _log_gap(gap: Gap, level: Level, level_log: int) -> None:
+    log.log(level_log, "profiled %s%% interval of %s: gap [%.4g, %.4g] %s (-2 Delta log L at "
+            "%.4g: %.2f binned, %.2f maximised directly)", level, gap.coefficient, gap.low,
+            gap.high, "confirmed" if gap.real else "NOT real, closed", gap.centre,
+            gap.delta_chi2_binned, gap.delta_chi2)
+
+
 def check_gaps(
     log_prob: LogProb,
     profile: ProfileResult,
@@ -203,19 +210,11 @@ def check_gaps(
                 best_lp, best_fit = float(lp[top]), pts[top].clone()
             mid = int(torch.argmin((values - 0.5 * (a + b)).abs()))
             delta_mid = 2.0 * (best_lp - float(prof1d[i, inside[mid]]))
-            gap = Gap(
-                coefficient=str(name), index=i, low=float(b), high=float(a),
-                centre=float(values[mid]),
-                delta_chi2_binned=float(2.0 * (profile.best_log_prob - before[mid])),
-                delta_chi2=delta_mid,
-                threshold=threshold,
-                real=delta_mid >= threshold,
-            )
+            gap = Gap(str(name), i, float(b), float(a), float(values[mid]),
+                      float(2.0 * (profile.best_log_prob - before[mid])), delta_mid, threshold,
+                      delta_mid >= threshold)
             gaps.append(gap)
-            log.log(level_log, "profiled %s%% interval of %s: gap [%.4g, %.4g] %s (-2 Delta log L at %.4g: "
-                     "%.2f binned, %.2f maximised directly)", level, name, b, a,
-                     "confirmed" if gap.real else "NOT real, closed", gap.centre,
-                     gap.delta_chi2_binned, gap.delta_chi2)
+            _log_gap(gap, level, level_log)
     if not gaps:
         return GapCheckResult(profile, (), 0)
     new = profile._replace(profile1d=prof1d, profile1d_points=points,

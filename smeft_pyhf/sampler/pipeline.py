@@ -291,6 +291,11 @@ def run_sampler(
 ) -> SamplerResult:
     """Run the five steps on ``log_prob`` and return histograms, profiles, ESS and timings.
 
+    One function because it is the sampler's documented entry point and reads as the five
+    steps in order: its body only calls each step's function (``prescale``, ``pretrain``,
+    ``train``, ``sample_and_histogram``, ``profile``, then ``refine_ends`` and ``check_gaps``)
+    through the checkpointing step runner; most of its length is this docstring.
+
     Args:
         log_prob: the target ``log L(x)``, ``(B, d) -> (B,)``, batched and differentiable
             (unnormalised is fine). Put it on the device you want the sampler to run on.
