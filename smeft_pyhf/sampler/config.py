@@ -382,6 +382,12 @@ class TrainConfig:
             flow has learnt what this configuration can learn.
         stop_tolerance: relative improvement below which training counts as converged.
         stop_ess: windowed ``ESS/N`` at which training stops at once.
+        final_batches: online batches after the ``n_batches`` (or after an early stop), each
+            of ``final_batch_size`` points (online and buffered steps) at the constant
+            ``final_learning_rate`` (0: none, as in the paper). Larger batches at a lower rate
+            cut the gradient noise that keeps a flow's ``ESS/N`` swinging from batch to batch.
+        final_batch_size: points per step of the final batches.
+        final_learning_rate: Adam learning rate of the final batches.
     """
 
     learning_rate: float = 1e-3
@@ -403,9 +409,15 @@ class TrainConfig:
     stop_window: int = 0
     stop_tolerance: float = 0.02
     stop_ess: float = 0.95
+    final_batches: int = 0
+    final_batch_size: int = 4096
+    final_learning_rate: float = 3e-4
 
     def __post_init__(self) -> None:
         check_field(self.stop_window >= 0, self, "stop_window", "must be >= 0 (0: never stop early)")
+        check_field(self.final_batches >= 0, self, "final_batches", "must be >= 0 (0: none)")
+        check_field(self.final_batch_size >= 1, self, "final_batch_size", "must be >= 1")
+        check_field(self.final_learning_rate > 0, self, "final_learning_rate", "must be > 0")
         check_field(self.stop_tolerance >= 0, self, "stop_tolerance", "must be >= 0")
         check_field(0 < self.stop_ess <= 1, self, "stop_ess", "must lie in (0, 1]")
         check_field(self.learning_rate > 0, self, "learning_rate", "must be > 0")
@@ -633,13 +645,16 @@ def _pretrain_cost(pretrain: PretrainConfig, d: int, fb: float, per_eval: float,
 
 def _train_cost(train: TrainConfig, d: int, fb: float, per_eval: float, flow_grad: float) -> StepCost:
     """The train step: the buffer, a batch with the flow's gradient and AIS, or a chunk."""
-    chunk_field, chunk = _chunk("train", train.batch_size, train.chunk_size, "batch_size")
+    final = train.final_batch_size if train.final_batches else 0
+    batch_field = "train.final_batch_size" if final > train.batch_size else "train.batch_size"
+    batch = max(train.batch_size, final)
+    chunk_field, chunk = _chunk("train", batch, train.chunk_size, batch_field.split(".")[1])
     memory, field = _largest(
         ("train.buffer_capacity", train.buffer_capacity * (d + 3) * fb),
-        ("train.batch_size", train.batch_size * (flow_grad + (4 + train.ais_steps) * d) * fb),
+        (batch_field, batch * (flow_grad + (4 + train.ais_steps) * d) * fb),
         (chunk_field, chunk * per_eval * fb),
     )
-    evaluations = (train.n_batches * train.batch_size
+    evaluations = ((train.n_batches * train.batch_size + train.final_batches * final)
                    * (1 + train.ais_steps * max(train.mcmc_steps, 1)))
     return StepCost("train", memory, field, evaluations,
                     _driver(train, "train", "n_batches", "batch_size", "ais_steps",

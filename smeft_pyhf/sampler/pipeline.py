@@ -369,7 +369,8 @@ def run_sampler(
             config.pretrain, res1.samples.shape[0]), level)))
 
     # 3. training
-    n_train = config.train.n_batches * (1 + config.train.buffered_per_online)
+    n_train = ((config.train.n_batches + config.train.final_batches)
+               * (1 + config.train.buffered_per_online))
     steps.run("train", lambda gen: train(
         flow, zlog, config=config.train, generator=gen, names=names,
         callback=_progress_callback("training", n_train, level)))

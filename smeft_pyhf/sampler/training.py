@@ -282,7 +282,11 @@ def train(
     4. ``config.buffered_per_online`` Adam steps on buffered points drawn :math:`\propto w`
        with the q-ratio correction (eq. 27), updating the buffered weights.
 
-    The learning rate follows ``config.lr_schedule`` over all optimiser steps. Points where
+    Then ``config.final_batches`` more batches of ``config.final_batch_size`` points each run
+    at the constant ``config.final_learning_rate``.
+
+    The learning rate follows ``config.lr_schedule`` over the optimiser steps of the
+    ``n_batches``. Points where
     the target is ``-inf`` (or NaN) get zero weight; they are counted and reported in
     :attr:`TrainResult.nonfinite` (see :class:`~smeft_pyhf.sampler.kernels.nonfinite.CheckedTarget`).
 
@@ -311,34 +315,26 @@ def train(
         ...           config=TrainConfig(batch_size=64, n_batches=2, buffered_per_online=1))
         >>> [s.kind for s in statuses]
         ['online', 'buffered', 'online', 'buffered']
+        >>> res = train(flow, lambda z: -0.5 * (z**2).sum(-1), generator=g,
+        ...             config=TrainConfig(batch_size=64, n_batches=2, ais_steps=0,
+        ...                                buffered_per_online=0, final_batches=1,
+        ...                                final_batch_size=256))
+        >>> res.n_evaluations, len(res.ess_history)
+        (384, 3)
     """
     start = time.perf_counter()
     checked = CheckedTarget(log_prob, step="training", names=names, logger=log,
                             to_original=getattr(log_prob, "to_original", None))
     run = _Training(flow, checked, config, generator, callback, start)
     for batch in range(config.n_batches):
-        online = run.online_samples()
-        checked.check()
-        run.ess_history.append(online.ess)
-        run.ais_ess_history.append(online.ais_ess)
-        run.online_step(batch, online)
-        if config.buffered_per_online and run.buffer.has_weight():
-            run.buffered_steps(batch)
-        stop = training_converged(run.ess_history, config)
-        if stop or batch % max(1, config.n_batches // 10) == 0 or batch == config.n_batches - 1:
-            log.info(
-                "training batch %d/%d: ESS/N %.3f, AIS ESS/N %.3f, acceptance %.2f, loss %.4g",
-                batch + 1,
-                config.n_batches,
-                online.ess,
-                online.ais_ess,
-                online.acceptance,
-                run.losses[-1] if run.losses else math.nan,
-            )
-        if stop:
-            log.info("training converged after %d of %d batches: %s", batch + 1,
-                     config.n_batches, stop)
+        if _train_batch(run, checked, batch):
             break
+    if config.final_batches:
+        log.info("training: %d final batches of %d points at learning rate %.3g",
+                 config.final_batches, config.final_batch_size, config.final_learning_rate)
+        run.batch_size, run.fixed_lr = config.final_batch_size, config.final_learning_rate
+        for batch in range(config.n_batches, config.n_batches + config.final_batches):
+            _train_batch(run, checked, batch, may_stop=False)
     nonfinite = checked.report()
     return TrainResult(
         tuple(run.losses),
@@ -350,6 +346,36 @@ def train(
         time.perf_counter() - start,
         nonfinite,
     )
+
+
+def _train_batch(run: _Training, checked: CheckedTarget, batch: int,
+                 may_stop: bool = True) -> bool:
+    """One online batch and its buffered steps; whether training has converged (a reason is
+    logged) when ``may_stop``."""
+    config = run.config
+    total = config.n_batches + config.final_batches
+    online = run.online_samples()
+    checked.check()
+    run.ess_history.append(online.ess)
+    run.ais_ess_history.append(online.ais_ess)
+    run.online_step(batch, online)
+    if config.buffered_per_online and run.buffer.has_weight():
+        run.buffered_steps(batch)
+    stop = training_converged(run.ess_history, config) if may_stop else ""
+    if stop or batch % max(1, total // 10) == 0 or batch in (config.n_batches - 1, total - 1):
+        log.info(
+            "training batch %d/%d: ESS/N %.3f, AIS ESS/N %.3f, acceptance %.2f, loss %.4g",
+            batch + 1,
+            total,
+            online.ess,
+            online.ais_ess,
+            online.acceptance,
+            run.losses[-1] if run.losses else math.nan,
+        )
+    if stop:
+        log.info("training converged after %d of %d batches: %s", batch + 1,
+                 config.n_batches, stop)
+    return bool(stop)
 
 
 class _Online(NamedTuple):
@@ -388,6 +414,8 @@ class _Training:
         self.ais_ess_history: list[float] = []
         self.n_eval = 0
         self.step = 0
+        self.batch_size = config.batch_size  # the final batches' size once they start
+        self.fixed_lr: float | None = None  # the final batches' learning rate
 
     def components(self, x: Tensor) -> Tensor:
         """``(log g, log p)`` at ``x``: the density components of the AIS path."""
@@ -400,11 +428,11 @@ class _Training:
         """Steps 1-2: draw a batch from the flow and run the AIS from g to p^2/g."""
         config = self.config
         with torch.no_grad():
-            x0, log_q0 = self.flow.sample_and_log_prob(config.batch_size,
+            x0, log_q0 = self.flow.sample_and_log_prob(self.batch_size,
                                                        generator=self.generator)
             log_p0 = evaluate_in_chunks(self.log_prob, x0, config.chunk_size)
             comp0 = torch.stack([log_q0, log_p0], -1)
-            self.n_eval += config.batch_size
+            self.n_eval += self.batch_size
             ess = _fraction(comp0[:, 1] - comp0[:, 0])
             if config.ais_steps > 0:
                 res = anneal(
@@ -430,7 +458,8 @@ class _Training:
     def optimise(self, loss: Tensor) -> float:
         """One Adam step at the scheduled learning rate; returns that rate."""
         config = self.config
-        lr = config.learning_rate * learning_rate_factor(self.step, self.total_steps, config)
+        lr = (self.fixed_lr if self.fixed_lr is not None else
+              config.learning_rate * learning_rate_factor(self.step, self.total_steps, config))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -479,7 +508,7 @@ class _Training:
     def buffered_steps(self, batch: int) -> None:
         """Step 4, eq. (27): steps on buffered points with the q-ratio correction."""
         for _ in range(self.config.buffered_per_online):
-            idx = self.buffer.sample(self.config.batch_size, generator=self.generator)
+            idx = self.buffer.sample(self.batch_size, generator=self.generator)
             log_g = self.flow.log_prob(self.buffer.x[idx])
             log_ratio = self.buffer.log_q[idx] - log_g.detach()
             weights = soft_clip(_normalised_weights(log_ratio), self.config.clip_alpha)

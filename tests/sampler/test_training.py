@@ -196,3 +196,25 @@ def test_train_config_defaults_and_validation():
     assert TrainConfig.paper("higgs", batch_size=512).batch_size == 512
     with pytest.raises(ConfigError, match="lr_schedule"):
         TrainConfig(lr_schedule="linear")
+
+
+def test_final_batches_run_larger_at_their_own_rate_after_an_early_stop() -> None:
+    def target(z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (((z - 0.5) / 0.8) ** 2).sum(-1)
+
+    gen = torch.Generator().manual_seed(4)
+    flow = build_flow(2, config=FlowConfig(n_blocks=2, hidden_features=16), generator=gen)
+    statuses = []
+    config = TrainConfig(batch_size=128, n_batches=400, ais_steps=2, buffered_per_online=1,
+                         buffer_capacity=4096, stop_window=3, stop_tolerance=0.5,
+                         final_batches=5, final_batch_size=1024, final_learning_rate=2e-4)
+    res = train(flow, target, config=config, generator=gen, callback=statuses.append)
+    online = [s for s in statuses if s.kind == "online"]
+    n_first = len(online) - 5
+    # the plateau rule (tolerance 50 %) stops the first phase early; then five final batches
+    assert 6 <= n_first < 400
+    assert all(s.learning_rate == 2e-4 for s in statuses[2 * n_first:])
+    assert all(s.learning_rate == 1e-3 for s in statuses[: 2 * n_first])
+    # every online batch: its points plus 2 AIS steps x 1 MCMC step of evaluations
+    assert res.n_evaluations == (n_first * 128 + 5 * 1024) * 3
+    assert len(res.ess_history) == n_first + 5
