@@ -21,13 +21,8 @@ Example:
     >>> prof = -0.5 * c**2
     >>> prof[12] -= 1.5                      # the bin at c = 2, beside the 95 % end, short
     >>> pts = torch.stack([c, c], dim=-1)[None]
-    >>> none = torch.zeros(0)
-    >>> res = ProfileResult(profile1d=prof[None], profile1d_points=pts, profile2d=none,
-    ...                     profile2d_points=none, sampled1d=prof[None], sampled2d=none,
-    ...                     centres1d=c[None], centres2d=none,
-    ...                     best_fit=torch.zeros(2, dtype=torch.float64), best_log_prob=0.0,
-    ...                     n_points=0, converged_fraction=1.0, mean_steps=0.0,
-    ...                     n_evaluations=0, seconds=0.0)
+    >>> res = ProfileResult.from_1d(prof[None], pts, c[None],
+    ...                             torch.zeros(2, dtype=torch.float64), 0.0)
     >>> out = refine_ends(log_l, res, ["a"])
     >>> round(float(out.profile.profile1d[0, 12]), 6), out.n_raised
     (-2.0, 1)

@@ -163,13 +163,8 @@ def check_gaps(
         >>> prof = -0.5 * c**2
         >>> prof[6] = -10.0                       # one bin that stopped short: a false gap at 0
         >>> pts = torch.stack([c, c], dim=-1)[None]
-        >>> none = torch.zeros(0)
-        >>> res = ProfileResult(profile1d=prof[None], profile1d_points=pts, profile2d=none,
-        ...                     profile2d_points=none, sampled1d=prof[None], sampled2d=none,
-        ...                     centres1d=c[None], centres2d=none,
-        ...                     best_fit=torch.zeros(2, dtype=torch.float64), best_log_prob=0.0,
-        ...                     n_points=0, converged_fraction=1.0, mean_steps=0.0,
-        ...                     n_evaluations=0, seconds=0.0)
+        >>> res = ProfileResult.from_1d(prof[None], pts, c[None],
+        ...                             torch.zeros(2, dtype=torch.float64), 0.0)
         >>> out = check_gaps(log_l, res, ["a"])
         >>> g = out.gaps[0]
         >>> (g.centre, g.real, round(g.delta_chi2_binned, 1), abs(g.delta_chi2) < 1e-8)

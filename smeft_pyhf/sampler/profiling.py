@@ -206,6 +206,26 @@ class ProfileResult(NamedTuple):
     seconds: float
     nonfinite: NonFiniteCounts = NonFiniteCounts()
 
+    @classmethod
+    def from_1d(cls, profile1d: Tensor, points: Tensor, centres: Tensor, best_fit: Tensor,
+                best_log_prob: float) -> ProfileResult:
+        """A result holding 1D profiles only (no 2D pairs, no step-5 statistics), e.g. a
+        profile computed elsewhere that :func:`~smeft_pyhf.sampler.ends.refine_ends` or
+        :func:`~smeft_pyhf.sampler.gaps.check_gaps` should work on.
+
+        Example:
+            >>> c = torch.linspace(-1.0, 1.0, 3)[None]
+            >>> r = ProfileResult.from_1d(-0.5 * c**2, c[..., None], c, torch.zeros(1), 0.0)
+            >>> r.profile1d.shape, r.profile2d.numel()
+            (torch.Size([1, 3]), 0)
+        """
+        none = profile1d.new_zeros(0)
+        return cls(profile1d=profile1d, profile1d_points=points, profile2d=none,
+                   profile2d_points=none, sampled1d=profile1d, sampled2d=none,
+                   centres1d=centres, centres2d=none, best_fit=best_fit,
+                   best_log_prob=float(best_log_prob), n_points=0, converged_fraction=1.0,
+                   mean_steps=0.0, n_evaluations=0, seconds=0.0)
+
 
 def _value_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
     """``f = -log p`` and its gradient, row by row; non-finite values become ``+inf``."""

@@ -31,12 +31,7 @@ def _exact(centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _result(prof: torch.Tensor, pts: torch.Tensor, centres: torch.Tensor) -> ProfileResult:
-    none = torch.zeros(0, dtype=torch.float64)
-    return ProfileResult(profile1d=prof, profile1d_points=pts, profile2d=none,
-                         profile2d_points=none, sampled1d=prof, sampled2d=none,
-                         centres1d=centres, centres2d=none, best_fit=MEAN.clone(),
-                         best_log_prob=0.0, n_points=0, converged_fraction=1.0, mean_steps=0.0,
-                         n_evaluations=0, seconds=0.0)
+    return ProfileResult.from_1d(prof, pts, centres, MEAN.clone(), 0.0)
 
 
 def _ends(prof: ProfileResult, i: int) -> tuple[float, float]:
