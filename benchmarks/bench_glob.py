@@ -5,6 +5,7 @@ and where the importance-weight variance comes from.
     python benchmarks/bench_glob.py --seeds 1 2           # + agreement of the 95% intervals
     python benchmarks/bench_glob.py --analyse             # + weight-variance table (kept samples)
     python benchmarks/bench_glob.py --seeds 1 2 --out /tmp/glob_runs  # + results.json, checkpoints
+    python benchmarks/bench_glob.py --compare A/results.json B/results.json  # two runs' ends
     python benchmarks/bench_glob.py --runcard configs/top_quark_fit.yaml --analyse
 
 The target is built exactly as ``smeft-pyhf fit`` builds it (``fit.run.fit_target``); the
@@ -31,7 +32,12 @@ import torch
 
 from smeft_pyhf.fit.run import build_fit_likelihood, fit_target, from_sampler_result
 from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
-from smeft_pyhf.results.results_file import FitResult, make_fit_result, write_results
+from smeft_pyhf.results.results_file import (
+    FitResult,
+    make_fit_result,
+    read_results,
+    write_results,
+)
 from smeft_pyhf.sampler.pipeline import STEPS, run_sampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +142,18 @@ def end_differences(a: FitResult, b: FitResult, names: list[str]) -> list[tuple]
     return sorted(out, key=lambda t: -t[0])
 
 
+def print_differences(diffs: list[tuple]) -> None:
+    """The largest end differences and the worst one, as :func:`end_differences` gives them."""
+    print("\ntwo seeds: largest 95% interval-end differences in marginal sd "
+          "(seed A ends | seed B ends):")
+    for diff, n, method, ia, ib in diffs[:6]:
+        print(f"  {n:8s} {method:12s} {diff:6.3f}  [{ia[0]:.4g}, {ia[1]:.4g}] | "
+              f"[{ib[0]:.4g}, {ib[1]:.4g}]")
+    worst = diffs[0]
+    print(f"two seeds: worst 95% interval-end difference {worst[0]:.3f} marginal sd "
+          f"({worst[1]}, {worst[2]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,8 +169,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for each seed's results.json and sampler checkpoint "
                              "(seed<N>/); a finished seed is resumed from its checkpoint")
+    parser.add_argument("--compare", type=Path, nargs=2, default=None, metavar="RESULTS",
+                        help="only compare the 95%% interval ends of two results.json files "
+                             "(e.g. two seeds run as separate processes)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
+    if args.compare:
+        a, b = (read_results(p) for p in args.compare)
+        print_differences(end_differences(a, b, list(a.names)))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -215,14 +240,8 @@ def main() -> None:
         figures["runs"].append(run)
     if len(fits) >= 2:
         diffs = end_differences(fits[0], fits[1], names)
-        print("\ntwo seeds: largest 95% interval-end differences in marginal sd "
-              "(seed A ends | seed B ends):")
-        for diff, n, method, ia, ib in diffs[:6]:
-            print(f"  {n:8s} {method:12s} {diff:6.3f}  [{ia[0]:.4g}, {ia[1]:.4g}] | "
-                  f"[{ib[0]:.4g}, {ib[1]:.4g}]")
+        print_differences(diffs)
         worst = diffs[0]
-        print(f"two seeds: worst 95% interval-end difference {worst[0]:.3f} marginal sd "
-              f"({worst[1]}, {worst[2]})")
         figures["two_seed_worst"] = {"sd": worst[0], "coefficient": worst[1], "method": worst[2]}
         figures["two_seed_differences"] = [
             {"sd": d_, "coefficient": n, "method": m, "a": ia, "b": ib}
