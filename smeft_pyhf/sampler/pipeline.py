@@ -75,7 +75,12 @@ from smeft_pyhf.sampler.kernels.standardisation import Standardised
 from smeft_pyhf.sampler.prescaling import PrescaleResult, prescale
 from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
 from smeft_pyhf.sampler.profiling import ProfileConfig, ProfileResult, profile
-from smeft_pyhf.sampler.ranges import histogram_ranges, posterior_ranges, widen_to_flow
+from smeft_pyhf.sampler.ranges import (
+    extend_to_profile,
+    histogram_ranges,
+    posterior_ranges,
+    widen_to_flow,
+)
 from smeft_pyhf.sampler.sampling import SampleConfig, SampleResult, sample_and_histogram
 from smeft_pyhf.sampler.seeding import StepRng, step_seed
 from smeft_pyhf.sampler.training import TrainResult, train
@@ -379,12 +384,13 @@ def run_sampler(
     flow.eval()
     draw = _flow_sampler(flow, zlog, tempered_fraction=config.tempered_fraction,
                          tempered_scale=config.tempered_scale)
+    cov = profile_covariance(zlog, res1, whitening=config.whitening, dtype=dtype)
     res4 = steps.run("sample", lambda gen: sample_and_histogram(
-        draw, target, ranges=_pilot_ranges(draw, setup, ranges, config, seed, level),
+        draw, target, ranges=_sample_ranges(draw, log_prob, chains, cov, setup, ranges, config,
+                                            seed, level, support),
         config=config.sample, generator=gen, names=names, runner=runner))
 
     # 5. profiling, in the target's dtype
-    cov = profile_covariance(zlog, res1, whitening=config.whitening, dtype=dtype)
     res5 = steps.run("profile", lambda _gen: profile(
         log_prob, _cast_floats(res4, setup.target_dtype), config=config.profile,
         covariance=cov.to(setup.target_dtype), names=names, runner=runner))
@@ -506,6 +512,25 @@ def _pilot_ranges(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
         return widen_to_flow(draw, setup.target, ranges, setup.ranges, n=config.range_pilot,
                              tail=config.range_tail, chunk=config.sample.eval_chunk,
                              generator=generator, level=level, names=setup.names)
+
+
+def _sample_ranges(draw: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+                   log_prob: LogProb, chains: Tensor, cov: Tensor, setup: _Setup,
+                   ranges: Tensor, config: SamplerConfig, seed: int, level: int,
+                   support: Tensor | None) -> Tensor:
+    """The ranges of step 4: widened to the pilot sample (:func:`_pilot_ranges`), then each end
+    moved out where the profile there is still inside the 95 % region
+    (:func:`~smeft_pyhf.sampler.ranges.extend_to_profile`), under the same conditions."""
+    wider = _pilot_ranges(draw, setup, ranges, config, seed, level)
+    if config.range_pilot <= 0 or (setup.ranges is not None
+                                   and config.histogram_ranges != "posterior"):
+        return wider
+    given = setup.ranges if setup.ranges is not None else support
+    dt = setup.target_dtype
+    given = None if given is None else given.to(device=wider.device, dtype=dt)
+    out = extend_to_profile(log_prob, wider.to(dt), given, chains.to(dt), config=config.profile,
+                            covariance=cov.to(dt), level=level, names=setup.names)
+    return out.to(wider)
 
 
 def _build_flow(dim: int, config: FlowConfig, seed: int, device: torch.device,
