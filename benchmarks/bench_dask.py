@@ -32,14 +32,15 @@ from smeft_pyhf.fit import default_runcard_path
 from smeft_pyhf.fit.run import build_fit_likelihood, fit_target
 from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
 from smeft_pyhf.sampler import pipeline
+from smeft_pyhf.sampler.checkpoint import CHECKPOINT_FILE, RESULT_TYPES
 from smeft_pyhf.sampler.pipeline import run_sampler
 
 
 def _forget_steps_4_5(folder: Path) -> None:
     """Drop steps 4 and 5 from the checkpoint in ``folder`` (the pipeline's file format), so
     that the next run resumes after step 3."""
-    path = folder / pipeline._CHECKPOINT
-    state = load_tensors(path, types=pipeline._RESULT_TYPES)
+    path = folder / CHECKPOINT_FILE
+    state = load_tensors(path, types=RESULT_TYPES)
     state["done"] = [s for s in state["done"] if s not in ("sample", "profile")]
     for step in ("sample", "profile"):
         state["results"].pop(step, None)
@@ -95,11 +96,16 @@ def main() -> None:
                                **common)
             n_workers = runner.n_workers if runner is not None else 1
     assert dist.resumed_steps == ("prescale", "pretrain", "train"), dist.resumed_steps
-    fields = ("marginal1d", "marginal2d", "profile1d", "profile2d", "best_fit")
-    differ = [f for f in fields if not torch.equal(getattr(local, f), getattr(dist, f))]
+    fields = {"marginal1d": "sample_result", "marginal2d": "sample_result",
+              "profile1d": "profile_result", "profile2d": "profile_result",
+              "best_fit": "profile_result"}
+    def value(res: pipeline.SamplerResult, f: str) -> torch.Tensor:
+        return getattr(getattr(res, fields[f]), f)
+
+    differ = [f for f in fields if not torch.equal(value(local, f), value(dist, f))]
     for f in differ:
         print(f"{f} differs: largest difference "
-              f"{float((getattr(local, f) - getattr(dist, f)).abs().max()):.3g}")
+              f"{float((value(local, f) - value(dist, f)).abs().max()):.3g}")
     same = not differ
     print(f"\n{'step':<10}{'in-process [s]':>16}{f'{n_workers} workers [s]':>16}{'ratio':>8}")
     total_l = total_d = 0.0
@@ -110,7 +116,7 @@ def main() -> None:
     print(f"{'4+5':<10}{total_l:>16.2f}{total_d:>16.2f}{total_l / total_d:>8.2f}")
     print(f"cluster start {start:.1f} s (not in the ratio); steps 1-3 in-process "
           f"{sum(local.timings[s] for s in ('prescale', 'pretrain', 'train')):.1f} s; "
-          f"samples {local.n_samples}, profile start points "
+          f"samples {local.sample_result.n_samples}, profile start points "
           f"{local.profile_result.n_points}; identical results: {same}")
 
 
