@@ -327,14 +327,14 @@ def train(
                             to_original=getattr(log_prob, "to_original", None))
     run = _Training(flow, checked, config, generator, callback, start)
     for batch in range(config.n_batches):
-        if _train_batch(run, checked, batch):
+        if _train_batch(run, batch):
             break
     if config.final_batches:
         log.info("training: %d final batches of %d points at learning rate %.3g",
                  config.final_batches, config.final_batch_size, config.final_learning_rate)
         run.batch_size, run.fixed_lr = config.final_batch_size, config.final_learning_rate
         for batch in range(config.n_batches, config.n_batches + config.final_batches):
-            _train_batch(run, checked, batch, may_stop=False)
+            _train_batch(run, batch, may_stop=False)
     nonfinite = checked.report()
     return TrainResult(
         tuple(run.losses),
@@ -348,14 +348,13 @@ def train(
     )
 
 
-def _train_batch(run: _Training, checked: CheckedTarget, batch: int,
-                 may_stop: bool = True) -> bool:
+def _train_batch(run: _Training, batch: int, may_stop: bool = True) -> bool:
     """One online batch and its buffered steps; whether training has converged (a reason is
     logged) when ``may_stop``."""
     config = run.config
     total = config.n_batches + config.final_batches
     online = run.online_samples()
-    checked.check()
+    run.log_prob.check()
     run.ess_history.append(online.ess)
     run.ais_ess_history.append(online.ais_ess)
     run.online_step(batch, online)
