@@ -8,7 +8,12 @@ multi-modal likelihood can give more than one):
   given at bin centres and linearly interpolated; crossings are found by linear interpolation.
 * **marginalised** (Bayesian, flat prior over the fit ranges): the **highest-density interval**
   (HDI) by default, i.e. the smallest region holding the requested posterior mass; the density is
-  interpolated linearly between bin centres and the level is found by bisection. A central
+  interpolated linearly between bin centres and the level is found by bisection. Where that
+  region has one mode (at most one piece wider than a bin) it is the shortest interval holding
+  the mass, read from the cumulative distribution (the same interval for exact inputs): a tail
+  bin lifted above the level by one heavy importance weight then adds its mass to the tail
+  instead of making a separate piece far out, which would move the interval's end by the
+  whole gap. Where there are several modes the pieces are the level set's. A central
   (equal-tailed) credible interval from the cumulative distribution is also available
   (``kind="central"``).
 
@@ -208,5 +213,26 @@ def marginalised_interval(
         else:
             merged.append((a, b))
     segments = tuple(merged)
+    # one mode (a piece narrower than a bin is one bin's noise above the level, not a mode)
+    if sum(b - a >= bin_width for a, b in segments) <= 1:
+        low, high = _shortest_interval(fine_x, np.concatenate([[0.0], np.cumsum(cell)]) / total,
+                                       target)
+        # ``low`` lies on the fine grid, ``high`` within one fine cell of where the mass ends
+        return Interval(level, ((low, high),), bool(low <= lo_edge + 0.5 * dx),
+                        bool(high >= hi_edge - dx))
     # the range edges (half a bin beyond the outer centres) count as open
     return Interval(level, segments, open_low, open_high)
+
+
+def _shortest_interval(x: np.ndarray, cdf: np.ndarray, mass: float) -> tuple[float, float]:
+    """Shortest ``(low, high)`` with ``cdf(high) - cdf(low) = mass``; ``low`` on the grid ``x``,
+    ``high`` interpolated (``cdf`` non-decreasing from 0 to 1 on ``x``)."""
+    starts = np.flatnonzero(cdf + mass <= 1.0 + 1e-12)
+    wanted = np.minimum(cdf[starts] + mass, cdf[-1])
+    # first grid point where the cdf reaches the wanted mass, interpolated inside its cell
+    j = np.clip(np.searchsorted(cdf, wanted, side="left"), 1, len(x) - 1)
+    rise = cdf[j] - cdf[j - 1]
+    frac = np.where(rise > 0, (wanted - cdf[j - 1]) / np.where(rise > 0, rise, 1.0), 1.0)
+    highs = x[j - 1] + np.clip(frac, 0.0, 1.0) * (x[j] - x[j - 1])
+    best = int(np.argmin(highs - x[starts]))
+    return float(x[starts[best]]), float(highs[best])

@@ -121,3 +121,54 @@ def test_one_level_spelling_inside_one_converter_at_the_boundary():
     x = np.linspace(-3, 3, 61)
     iv = profiled_interval(x, x**2, level="68")
     assert iv.level == "68" and iv.threshold == 1.0
+
+
+def _flat_tail_model(outside: float = 0.0):
+    """Density 0.93 N(0, 1) + 0.07 triangle(1, 1, 5): one mode with a long upper tail, and the
+    exact 95% highest-density interval (level h with f(a) = f(b) = h) when a further mass
+    ``outside`` (relative to 1) sits beyond it."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def density(x):
+        return 0.93 * norm.pdf(x) + 0.07 * np.where((x >= 1) & (x <= 5), (5 - x) / 8, 0.0)
+
+    def cdf(x):
+        return 0.93 * norm.cdf(x) + 0.07 * np.clip(1 - (5 - np.clip(x, 1, 5)) ** 2 / 16, 0, 1)
+
+    def ends(h):
+        a = -math.sqrt(-2 * math.log(h / (0.93 * norm.pdf(0.0))))  # left of 1: Gaussian only
+        b = brentq(lambda x: density(x) - h, 0.0, 5.0)
+        return a, b
+
+    mass = PROBABILITY["95"] * (1 + outside)
+    h = brentq(lambda h: cdf(ends(h)[1]) - cdf(ends(h)[0]) - mass, 1e-3, 0.3)
+    return density, ends(h)
+
+
+def test_marginalised_tail_end_within_quantile_noise_and_not_moved_by_one_heavy_bin():
+    """Histograms of equal-weight samples: the HDI ends stay within the quantile noise of the
+    exact ends. One bin far out in the tail lifted above the density level (what a single heavy
+    importance weight does) adds its mass to the tail but is no second mode: the interval stays
+    one piece, with the exact end of the density plus that mass."""
+    n = 200_000
+    edges = np.linspace(-4.5, 5.5, 81)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    rng = np.random.default_rng(11)
+    spike_bin = int(np.searchsorted(edges, 4.0)) - 1
+    for replica in range(10):
+        gauss = rng.random(n) < 0.93
+        x = np.where(gauss, rng.standard_normal(n), rng.triangular(1, 1, 5, n))
+        counts = np.histogram(x, edges)[0].astype(float)
+        spike = 0.0
+        if replica % 2:  # the tail bin at x = 4 raised to 1.5 times the level's count
+            density, (_, b0) = _flat_tail_model()
+            spike = 1.5 * density(b0) * (edges[1] - edges[0]) * n - counts[spike_bin]
+            counts[spike_bin] += spike
+        density, (a, b) = _flat_tail_model(outside=spike / n)
+        tail = 1 - 0.93 * ndtr(a) - PROBABILITY["95"]  # mass of the density above b
+        noise = math.sqrt(tail * (1 - tail) / n) / density(b)
+        iv = marginalised_interval(centres, counts, level="95")
+        assert len(iv.segments) == 1, iv
+        assert iv.low == pytest.approx(a, abs=0.03)
+        assert iv.high == pytest.approx(b, abs=4 * noise + 0.02), (replica, iv.high, b, noise)
