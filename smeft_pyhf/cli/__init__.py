@@ -20,8 +20,32 @@ from ..exceptions import SmeftPyhfError
 __all__ = ["cli", "main"]
 
 
+# command name -> (module, attribute); a command's module is imported only when it runs (or
+# --help lists it), so `smeft-pyhf fit` does not pay for pyhf's and scipy.stats' imports
+_COMMANDS = {
+    "ingest": (".ingest", "ingest_command"),
+    "inspect": (".inspect", "inspect_command"),
+    "fit": (".fit", "fit_command"),
+    "plot": (".plot", "plot_command"),
+    "compare": (".compare", "compare_command"),
+}
+
+
 class _Group(click.Group):
-    """Click group that turns domain errors into a one-paragraph message and exit code 2."""
+    """Click group that loads its commands on first use and turns domain errors into a
+    one-paragraph message and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, attribute = _COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module, __name__), attribute),
+                             cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,23 +75,6 @@ def cli(ctx: click.Context, verbose: int) -> None:
         from .fit import fit_command
 
         ctx.invoke(fit_command)
-
-
-def _register() -> None:
-    from .compare import compare_command
-    from .fit import fit_command
-    from .ingest import ingest_command
-    from .inspect import inspect_command
-    from .plot import plot_command
-
-    cli.add_command(ingest_command, "ingest")
-    cli.add_command(inspect_command, "inspect")
-    cli.add_command(fit_command, "fit")
-    cli.add_command(plot_command, "plot")
-    cli.add_command(compare_command, "compare")
-
-
-_register()
 
 
 def main() -> None:
