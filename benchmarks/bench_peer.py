@@ -10,7 +10,8 @@ the marginalised 95 % highest-density region with their quantile noise
 
 (``F``: the posterior mass below the end, ``f``: the density there, ``n_eff``: our marginal
 effective sample size from the results' diagnostics; SMEFiT's number of equal-weight posterior
-samples, an upper bound on its effective size). Both densities come from histograms with the
+samples, an upper bound on its effective size; the SMEFiT runcard asks for all of UltraNest's
+samples, not smefit's default first 10000). Both densities come from histograms with the
 same bins.
 
 ``--load N`` runs our fit again beside N CPU-bound busy processes and prints the slow-down.
@@ -86,6 +87,9 @@ def smefit_runcard(runcard: Path, folder: Path, nlive: int) -> Path:
         "use_quad": not rc.linear_only,
         "bounds": None,
         "nlive": nlive,
+        # every equal-weight posterior sample UltraNest gives (smefit keeps the first 10000 by
+        # default, which would cap the precision of its ends whatever the live points)
+        "n_samples": 10_000_000,
         "datasets": [{"name": d.name, "order": d.order or order} for d in rc.datasets
                      if d.card is None],
         "coefficients": {operator_name(c.name): {"min": float(c.minimum), "max": float(c.maximum)}
@@ -179,8 +183,9 @@ def main() -> None:
                          f"   {(lo_o - iv.low) / sd:+.2f} {(hi_o - iv.high) / sd:+.2f}")
             print(line)
             if theirs is not None:
-                # nested sampling's cost grows with its live points, its end noise as one over
-                # their square root: the live points smefit needs for our noise on this end
+                # nested sampling's cost grows with its live points, its number of posterior
+                # samples with them, so its end noise as one over their square root: the live
+                # points smefit needs for our noise on this end
                 worst_factor = max(worst_factor, *((t / o) ** 2 for t, o in zip(nt, no, strict=True)
                                                    if o > 0))
         if theirs is not None:

@@ -8,8 +8,9 @@ multi-modal likelihood can give more than one):
   given at bin centres and linearly interpolated; crossings are found by linear interpolation.
 * **marginalised** (Bayesian, flat prior over the fit ranges): the **highest-density interval**
   (HDI) by default, i.e. the smallest region holding the requested posterior mass; the density is
-  interpolated linearly between bin centres and the level is found by bisection. Where that
-  region has one mode (at most one piece wider than a bin) it is the shortest interval holding
+  interpolated linearly between bin centres and the level is found by bisection. A piece of
+  that region around a single bin centre is that bin's noise above the level, not a mode.
+  Where the region has one mode it is the shortest interval holding
   the mass, read from the cumulative distribution (the same interval for exact inputs): a tail
   bin lifted above the level by one heavy importance weight then adds its mass to the tail
   instead of making a separate piece far out, which would move the interval's end by the
@@ -213,15 +214,18 @@ def marginalised_interval(
         else:
             merged.append((a, b))
     segments = tuple(merged)
-    # one mode (a piece narrower than a bin is one bin's noise above the level, not a mode)
-    if sum(b - a >= bin_width for a, b in segments) <= 1:
+    # a piece around a single bin centre is that bin's noise above the level, not a mode
+    modes = tuple((a, b) for a, b in segments if np.count_nonzero((x >= a) & (x <= b)) >= 2)
+    if len(modes) <= 1:
         low, high = _shortest_interval(fine_x, np.concatenate([[0.0], np.cumsum(cell)]) / total,
                                        target)
         # ``low`` lies on the fine grid, ``high`` within one fine cell of where the mass ends
         return Interval(level, ((low, high),), bool(low <= lo_edge + 0.5 * dx),
                         bool(high >= hi_edge - dx))
-    # the range edges (half a bin beyond the outer centres) count as open
-    return Interval(level, segments, open_low, open_high)
+    # several modes: their pieces; the range edges (half a bin beyond the outer centres) count
+    # as open
+    return Interval(level, modes, open_low and modes[0][0] <= lo_edge,
+                    open_high and modes[-1][1] >= hi_edge)
 
 
 def _shortest_interval(x: np.ndarray, cdf: np.ndarray, mass: float) -> tuple[float, float]:
