@@ -178,9 +178,9 @@ def marginalised_interval(
     # trapezoid masses of the fine cells
     cell = 0.5 * (fine_p[1:] + fine_p[:-1]) * dx
     total = cell.sum()
+    cdf = np.concatenate([[0.0], np.cumsum(cell)]) / total
     lo_edge, hi_edge = float(fine_x[0]), float(fine_x[-1])
     if kind == "central":
-        cdf = np.concatenate([[0.0], np.cumsum(cell)]) / total
         tail = (1.0 - target) / 2.0
         low = float(np.interp(tail, cdf, fine_x))
         high = float(np.interp(1.0 - tail, cdf, fine_x))
@@ -217,8 +217,7 @@ def marginalised_interval(
     # a piece around a single bin centre is that bin's noise above the level, not a mode
     modes = tuple((a, b) for a, b in segments if np.count_nonzero((x >= a) & (x <= b)) >= 2)
     if len(modes) <= 1:
-        low, high = _shortest_interval(fine_x, np.concatenate([[0.0], np.cumsum(cell)]) / total,
-                                       target)
+        low, high = _shortest_interval(fine_x, cdf, target)
         # ``low`` lies on the fine grid, ``high`` within one fine cell of where the mass ends
         return Interval(level, ((low, high),), bool(low <= lo_edge + 0.5 * dx),
                         bool(high >= hi_edge - dx))

@@ -185,8 +185,7 @@ def refine_ends(
         n_eval += res.n_evaluations
         n_rows += x0.shape[0]
         n_conv += int(res.converged.sum())
-        lp = torch.where(torch.isfinite(res.log_prob), res.log_prob,
-                         torch.full_like(res.log_prob, -torch.inf))
+        lp = res.log_prob  # finite or -inf
         flat = prof.reshape(-1)
         best_per_bin = torch.full_like(flat, -torch.inf).scatter_reduce(
             0, owner, lp, reduce="amax")

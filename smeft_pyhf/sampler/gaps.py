@@ -114,8 +114,7 @@ def _maximise_at(log_prob: LogProb, points: Tensor, best_fit: Tensor, index: int
         res = lbfgs_maximise(log_prob, _starts(points, best_fit, index, value), fixed=fixed,
                              config=config, preconditioner=covariance)
         n_eval += res.n_evaluations
-        lp = torch.where(torch.isfinite(res.log_prob), res.log_prob,
-                         torch.full_like(res.log_prob, -torch.inf))
+        lp = res.log_prob  # finite or -inf
         j = int(torch.argmax(lp))
         best_lp[k], best_x[k] = lp[j], res.x[j]
     return best_lp, best_x, n_eval

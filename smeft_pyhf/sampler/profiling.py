@@ -152,7 +152,8 @@ class LbfgsResult(NamedTuple):
 
     Attributes:
         x: (B, d) final points.
-        log_prob: (B,) ``log p`` at ``x``.
+        log_prob: (B,) ``log p`` at ``x``: finite, or ``-inf`` where the target is not finite
+            at the start point (accepted steps only ever raise a finite value).
         n_steps: (B,) accepted iterations.
         converged: (B,) stopped by a tolerance (or a failed line search), not by ``max_steps``.
         n_evaluations: target evaluations (with gradients) in total.

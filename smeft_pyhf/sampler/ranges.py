@@ -162,10 +162,8 @@ def extend_to_profile(log_prob: Callable[[Tensor], Tensor], ranges: Tensor,
     log_p = torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, -torch.inf))
     top = torch.argsort(log_p, descending=True)[: 4 * n_starts]
     free = lbfgs_maximise(log_prob, points[top], config=config, preconditioner=cov)
-    lp_free = torch.where(torch.isfinite(free.log_prob), free.log_prob,
-                          torch.full_like(free.log_prob, -torch.inf))
-    j = int(torch.argmax(lp_free))
-    best, best_lp = free.x[j], float(lp_free[j])
+    j = int(torch.argmax(free.log_prob))  # finite or -inf
+    best, best_lp = free.x[j], float(free.log_prob[j])
     open_ends = [(i, side) for i in range(d) for side in (0, 1)]
     for _ in range(rounds):
         ends = [(i, side) for i, side in open_ends
@@ -179,8 +177,7 @@ def extend_to_profile(log_prob: Callable[[Tensor], Tensor], ranges: Tensor,
         for k, (i, _) in enumerate(ends):
             fixed[k * per:(k + 1) * per, i] = True
         res = lbfgs_maximise(log_prob, starts, fixed=fixed, config=config, preconditioner=cov)
-        lp = torch.where(torch.isfinite(res.log_prob), res.log_prob,
-                         torch.full_like(res.log_prob, -torch.inf)).reshape(len(ends), per)
+        lp = res.log_prob.reshape(len(ends), per)  # finite or -inf
         delta = 2.0 * (best_lp - lp.amax(dim=1))
         widths = ranges[:, 1] - ranges[:, 0]
         open_ends = []
