@@ -225,6 +225,17 @@ def main() -> None:
             print(f"  interval ends: {e.n_bins} bins maximised again, {e.n_raised} raised by up "
                   f"to {e.largest_gain:.3g} in -2 log L, {100 * e.converged_fraction:.1f}% "
                   f"converged, {e.rounds} rounds")
+        if res.chain_check is not None:
+            c = res.chain_check
+            moved = c.flagged()
+            i, k = np.unravel_index(np.nanargmax(np.nan_to_num(np.abs(c.shift), nan=-1.0)),
+                                    c.shift.shape)
+            print(f"  chain check: {c.n_chains} chains x {c.n_iterations} iterations in "
+                  f"{c.seconds:.1f} s, acceptance {c.acceptance:.2f}; largest end shift "
+                  f"{c.shift[i, k]:+.3f} sd ({names[i]} {('low', 'high')[k]}: mass beyond "
+                  f"{c.mass_weights[i, k]:.4f} weighted, {c.mass_chains[i, k]:.4f} +- "
+                  f"{c.mass_chains_error[i, k]:.4f} by the chains, z {c.z[i, k]:.1f}); "
+                  f"ends moved: {moved or 'none'}")
         train = res.train_result
         run = {"seed": seed, "timings": dict(res.timings), "total": total,
                "ess_fraction": res.sample_result.ess_fraction, "n_samples": res.sample_result.n_samples,

@@ -64,6 +64,9 @@ def convergence_lines(result: object) -> str:
         parts.append(f"profile points converged {100 * d.profile_converged_fraction:.1f}%")
     if d.outside_fraction is not None:
         parts.append(f"weight outside the ranges {d.outside_fraction:.2g}")
+    if d.chain_check.get("largest_shift"):
+        name, worst = max(d.chain_check["largest_shift"].items(), key=lambda kv: kv[1])
+        parts.append(f"largest end shift by the chain check {worst:.2g} sd ({name})")
     return "convergence: " + ", ".join(parts) if parts else ""
 
 

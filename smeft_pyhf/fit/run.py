@@ -294,6 +294,7 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
         marginal_ess={n: float(v) for n, v in zip(result.names, per_coefficient, strict=True)},
         profile_converged_fraction=float(result.profile_result.converged_fraction),
         profile_gaps=tuple(g.to_dict() for g in result.gaps),
+        chain_check={} if result.chain_check is None else result.chain_check.to_dict(),
     )
 
 

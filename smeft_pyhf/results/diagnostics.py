@@ -11,6 +11,9 @@ figures kept in ``results.json`` and printed after ``smeft-pyhf fit``:
 * ``outside_fraction``: weight of samples outside the histogram ranges;
 * ``at_prior_edge``: coefficients whose 95% interval (profiled or marginalised) reaches the end
   of the prior range, with the side (``low``, ``high``);
+* ``chain_check``: the Markov-chain check of the marginalised 95% interval ends
+  (:mod:`smeft_pyhf.sampler.chain_check`, when the runcard asks for it): per coefficient the
+  largest shift of an end in marginal widths, and the ends whose shift is significant;
 * ``profile_gaps``: every gap between two pieces of a profiled 95% interval, judged by a direct
   constrained maximisation at its centre (:mod:`smeft_pyhf.sampler.gaps`): ``real`` when
   ``-2 Delta log L`` stays above the threshold there; a gap that is not real was closed, and it
@@ -99,12 +102,14 @@ class Diagnostics(NamedTuple):
     outside_fraction: float | None = None
     at_prior_edge: dict[str, tuple[str, ...]] = {}
     profile_gaps: tuple[dict[str, Any], ...] = ()
+    chain_check: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``results.json`` (warnings included)."""
         out = self._asdict()
         out["at_prior_edge"] = {k: list(v) for k, v in self.at_prior_edge.items()}
         out["profile_gaps"] = [dict(g) for g in self.profile_gaps]
+        out["chain_check"] = dict(self.chain_check)
         out["warnings"] = [w._asdict() | {"coefficients": list(w.coefficients)}
                            for w in assess(self)]
         return out
@@ -116,6 +121,7 @@ class Diagnostics(NamedTuple):
         fields["marginal_ess"] = {k: float(v) for k, v in (data.get("marginal_ess") or {}).items()}
         fields["at_prior_edge"] = {k: tuple(v) for k, v in (data.get("at_prior_edge") or {}).items()}
         fields["profile_gaps"] = tuple(dict(g) for g in (data.get("profile_gaps") or ()))
+        fields["chain_check"] = dict(data.get("chain_check") or {})
         return cls(**fields)
 
 
@@ -133,6 +139,12 @@ _ADVICE = {
     "profile_gaps": "step 5 stopped short of the maximum in some bins (gaps in these profiled "
                     "intervals were closed by a direct maximisation); other bins may sit low "
                     "too: raise sampler: profile: max_steps",
+    "chain_check": "Markov chains started from the weighted sample move posterior mass across "
+                   "these marginalised 95% interval ends: the flow under-samples the region "
+                   "beyond them, so the ends lie too far in by at least the shift in "
+                   "results.json (diagnostics: chain_check: flagged); train longer (sampler: "
+                   "train: n_batches, final_batches) or run on a GPU with --device cuda; more "
+                   "samples from the same flow do not help",
     "at_prior_edge": "their 95% intervals reach the end of the prior range, so the limit there "
                      "is set by the range; widen it in the runcard where the physics allows",
 }
@@ -166,6 +178,12 @@ def assess(diagnostics: Diagnostics, thresholds: Thresholds = Thresholds()) -> l
         out.append(DiagnosticWarning("profile_gaps", float(len(closed)), 0.0,
                                      tuple(dict.fromkeys(str(g["coefficient"]) for g in closed)),
                                      _ADVICE["profile_gaps"]))
+    moved = diagnostics.chain_check.get("flagged") or {}
+    if moved:
+        shifts = [abs(float(side["shift"])) for ends in moved.values() for side in ends.values()]
+        out.append(DiagnosticWarning("chain_check", max(shifts),
+                                     float(diagnostics.chain_check.get("shift_threshold", 0.1)),
+                                     tuple(moved), _ADVICE["chain_check"]))
     if diagnostics.at_prior_edge:
         out.append(DiagnosticWarning("at_prior_edge", float(len(diagnostics.at_prior_edge)), 0.0,
                                      tuple(diagnostics.at_prior_edge), _ADVICE["at_prior_edge"]))

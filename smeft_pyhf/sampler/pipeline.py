@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from smeft_pyhf.cluster import TaskRunner
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.sampler.chain_check import ChainCheck, ChainCheckConfig, check_with_chains
 from smeft_pyhf.sampler.checkpoint import Checkpoint, config_hash
 from smeft_pyhf.sampler.config import (
     FlowConfig,
@@ -103,6 +104,7 @@ _STEP_TITLES = {
 }
 _STEP_SEEDS = {"prescale": 1, "pretrain": 2, "train": 3, "sample": 4, "profile": 5}
 _PILOT_SEED = 6
+_CHAIN_CHECK_SEED = 7
 _FLOW_SEED = 99
 
 
@@ -152,6 +154,10 @@ class SamplerConfig:
             wider component puts more samples where the flow's tails are too light, which
             bounds the largest weights there (0: the flow alone, as in the paper).
         tempered_scale: the latent width ``s`` of that component (> 1).
+        chain_check: after step 4, Markov chains on the trained flow check that the weighted
+            sample holds the right mass beyond every interval end
+            (:class:`~smeft_pyhf.sampler.chain_check.ChainCheckConfig`; off by default). It
+            changes no histogram and is not part of the checkpoint's hash.
     """
 
     prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
@@ -171,6 +177,7 @@ class SamplerConfig:
     support_weight: float = 0.02
     tempered_fraction: float = 0.0
     tempered_scale: float = 1.2
+    chain_check: ChainCheckConfig = field(default_factory=ChainCheckConfig)
 
     def __post_init__(self) -> None:
         check_field(0 <= self.tempered_fraction < 1, self, "tempered_fraction",
@@ -263,6 +270,9 @@ class SamplerResult(NamedTuple):
         ends: the re-maximisation of the profile bins beside the 68/95 % interval ends
             (:func:`~smeft_pyhf.sampler.ends.refine_ends`); ``profile_result`` carries the
             bins it raised.
+        chain_check: the Markov-chain check of step 4's interval ends
+            (:func:`~smeft_pyhf.sampler.chain_check.check_with_chains`), or None when
+            ``config.chain_check.n_chains`` is 0.
     """
 
     names: tuple[str, ...]
@@ -278,6 +288,7 @@ class SamplerResult(NamedTuple):
     resumed_steps: tuple[str, ...]
     gaps: tuple[Gap, ...] = ()
     ends: EndRefinement | None = None
+    chain_check: ChainCheck | None = None
 
 
 def run_sampler(
@@ -390,6 +401,13 @@ def run_sampler(
                                             seed, level, support),
         config=config.sample, generator=gen, names=names, runner=runner))
 
+    # the Markov-chain check of the interval ends (no step depends on it)
+    chains_checked = None
+    if config.chain_check.n_chains > 0:
+        with StepRng(seed, _CHAIN_CHECK_SEED, setup.device) as generator:
+            chains_checked = check_with_chains(flow, zlog, res4, config=config.chain_check,
+                                               generator=generator, names=names, level=level)
+
     # 5. profiling, in the target's dtype
     res5 = steps.run("profile", lambda _gen: profile(
         log_prob, _cast_floats(res4, setup.target_dtype), config=config.profile,
@@ -419,6 +437,7 @@ def run_sampler(
         resumed_steps=resumed,
         gaps=checked.gaps,
         ends=ends,
+        chain_check=chains_checked,
     )
 
 
@@ -490,7 +509,9 @@ def _open_checkpoint(folder: str | Path | None, config: SamplerConfig, seed: int
                      setup: _Setup, *, init_scale: float | Tensor, init_mean: Tensor | None,
                      support: Tensor | None, level: int) -> Checkpoint:
     """The run's checkpoint: resumed when ``folder`` holds one of the same configuration."""
-    key = config_hash(config.to_dict(), seed=seed, names=setup.names, ranges=setup.ranges,
+    settings = config.to_dict()
+    settings.pop("chain_check")  # runs after step 4 on its results: no step depends on it
+    key = config_hash(settings, seed=seed, names=setup.names, ranges=setup.ranges,
                       init_scale=init_scale, init_mean=init_mean, device=setup.device,
                       support=support)
     checkpoint = Checkpoint.open(folder, key, setup.device)

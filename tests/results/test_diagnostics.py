@@ -89,8 +89,13 @@ def test_diagnostics_round_trip_and_prior_edge_flags(tmp_path):
     ranges = {"a": (-1.0, 1.0), "b": (-1.0, 1.0)}
     # b's posterior is pressed against its upper prior edge
     hists = gaussian_histograms({"a": 0.0, "b": 0.9}, np.diag([0.04, 0.09]), ranges)
+    moved = {"end": 0.99, "mass_weights": 0.011, "mass_chains": 0.031,
+             "mass_chains_error": 0.002, "z": 8.9, "shift": 0.31}
+    chains = {"shift_threshold": 0.1, "largest_shift": {"a": 0.02, "b": 0.31},
+              "flagged": {"b": {"high": moved}}}
     diag = Diagnostics(ess_fraction=0.02, max_weight_share=math.inf,
-                       marginal_ess={"a": 1e5, "b": 12.0}, profile_converged_fraction=math.nan)
+                       marginal_ess={"a": 1e5, "b": 12.0}, profile_converged_fraction=math.nan,
+                       chain_check=chains)
     res = make_fit_result(names=("a", "b"), ranges=ranges, best_fit={"a": 0.0, "b": 0.9},
                           diagnostics=diag, **hists)
     assert res.diagnostics.at_prior_edge == {"b": ("high",)}
@@ -98,12 +103,23 @@ def test_diagnostics_round_trip_and_prior_edge_flags(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert {w["figure"] for w in data["diagnostics"]["warnings"]} == {
         "ess_fraction", "max_weight_share", "marginal_ess", "profile_converged_fraction",
-        "at_prior_edge"}
+        "at_prior_edge", "chain_check"}
     back = read_results(tmp_path / "results.json")
     assert back.diagnostics.max_weight_share == math.inf
     assert math.isnan(back.diagnostics.profile_converged_fraction)
     assert back.diagnostics.marginal_ess == {"a": 1e5, "b": 12.0}
     assert back.warnings() == res.warnings()
+    assert back.diagnostics.chain_check == chains
+    moved_warning = next(w for w in back.warnings() if w.figure == "chain_check")
+    assert (moved_warning.coefficients, moved_warning.value) == (("b",), 0.31)
+    # the plots mark b's panels
+    from smeft_pyhf.results.plots import _flags
+
+    marks, banner = _flags(back)
+    assert marks["b"] == ["noisy marginal", "end moved by chains", "at prior edge"]
+    assert "a" not in marks
+    assert [b.split()[0] for b in banner] == [
+        "ess_fraction", "max_weight_share", "profile_converged_fraction"]
 
 
 @pytest.mark.slow
@@ -122,6 +138,7 @@ def test_an_unconverged_fit_says_so(tmp_path):
           train: {n_batches: 1, batch_size: 128, buffered_per_online: 1}
           sample: {n_batches: 1, batch_size: 4000, profile_bins_2d: 8}
           profile: {max_steps: 3}
+          chain_check: {n_chains: 64, n_iterations: 12, burn_in: 4}
         output: out
         """)
     rc.write_text(text)
@@ -130,9 +147,12 @@ def test_an_unconverged_fit_says_so(tmp_path):
         cli, ["fit", str(rc), "-o", str(out), "--format", "png", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "convergence: ESS/N" in result.stdout
+    assert "largest end shift by the chain check" in result.stdout
     assert "WARNING: this fit has not converged" in result.stderr
     back = read_results(out)
     figures = {w.figure for w in back.warnings()}
     assert "profile_converged_fraction" in figures  # 3 L-BFGS steps cannot converge
     assert figures & {"ess_fraction", "max_weight_share", "marginal_ess"}
     assert back.diagnostics.ess_fraction == pytest.approx(back.ess / back.n_samples)
+    assert set(back.diagnostics.chain_check["largest_shift"]) == set(back.names)
+    assert back.diagnostics.chain_check["n_chains"] == 64
