@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def convergence_lines(result: object) -> str:
         parts.append(f"weight outside the ranges {d.outside_fraction:.2g}")
     if d.chain_check.get("largest_shift"):
         name, worst = max(d.chain_check["largest_shift"].items(), key=lambda kv: kv[1])
-        parts.append(f"largest end shift by the chain check {worst:.2g} sd ({name})")
+        z = (d.chain_check.get("largest_shift_z") or {}).get(name, math.nan)
+        parts.append(f"largest end shift by the chain check {worst:.2g} sd ({name}, z {z:.1f})")
     return "convergence: " + ", ".join(parts) if parts else ""
 
 

@@ -144,8 +144,9 @@ class ChainCheck(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``results.json``: the run's figures and, per coefficient, the
-        largest ``|shift|`` of its two ends and every flagged end's figures."""
-        def side(i: int, k: int) -> dict[str, float]:
+        largest ``|shift|`` of its two ends with that end's ``z``, and every flagged end's
+        figures."""
+        def figures(i: int, k: int) -> dict[str, float]:
             return {"end": float(self.ends[i, k]), "mass_weights": float(self.mass_weights[i, k]),
                     "mass_chains": float(self.mass_chains[i, k]),
                     "mass_chains_error": float(self.mass_chains_error[i, k]),
@@ -153,13 +154,17 @@ class ChainCheck(NamedTuple):
         flagged = {}
         for name, which in self.flagged():
             i = self.names.index(name)
-            flagged.setdefault(name, {})[which] = side(i, ("low", "high").index(which))
-        worst = np.nan_to_num(np.abs(self.shift), nan=0.0).max(axis=1)
+            flagged.setdefault(name, {})[which] = figures(i, ("low", "high").index(which))
+        size = np.nan_to_num(np.abs(self.shift), nan=-1.0)
+        side = size.argmax(axis=1)
+        rows = np.arange(len(self.names))
+        worst = np.maximum(size[rows, side], 0.0)
         return {"n_chains": self.n_chains, "n_iterations": self.n_iterations,
                 "acceptance": self.acceptance, "step_size": self.step_size,
                 "seconds": self.seconds, "z_threshold": self.thresholds[0],
                 "shift_threshold": self.thresholds[1],
                 "largest_shift": {n: float(worst[i]) for i, n in enumerate(self.names)},
+                "largest_shift_z": {n: float(self.z[i, side[i]]) for i, n in enumerate(self.names)},
                 "flagged": flagged}
 
 
