@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.results.intervals import marginalised_interval
 from smeft_pyhf.sampler.config import check_field
 from smeft_pyhf.sampler.kernels.hmc import run_hmc
 
@@ -191,8 +192,6 @@ def tail_masses(histogram: np.ndarray, edges: np.ndarray, ends: np.ndarray) -> n
 
 
 def _outer_ends(centres: np.ndarray, probability: np.ndarray) -> np.ndarray:
-    from smeft_pyhf.results.intervals import marginalised_interval
-
     ends = np.full((probability.shape[0], 2), np.nan)
     for i in range(probability.shape[0]):
         if probability[i].sum() > 0:

@@ -64,7 +64,8 @@ def test_hmc_samples_a_correlated_gaussian():
                   n_iterations=60, generator=torch.Generator().manual_seed(3),
                   callback=lambda i, x: seen.append(x) if i >= 20 else None)
     x = torch.cat(seen)
-    # 40 iterations x 1000 chains, autocorrelated: a 5 % bound is > 4 standard errors
+    # over seeds 0-9 the largest element deviation is 0.010 +- 0.007 (sd), at most 0.019:
+    # 0.05 lies 5.7 sd above the mean
     assert torch.allclose(torch.cov(x.T), cov, atol=0.05)
     assert 0.6 < res.acceptance < 0.9
 
