@@ -6,6 +6,7 @@ and where the importance-weight variance comes from.
     python benchmarks/bench_glob.py --analyse             # + weight-variance table (kept samples)
     python benchmarks/bench_glob.py --seeds 1 2 --out /tmp/glob_runs  # + results.json, checkpoints
     python benchmarks/bench_glob.py --compare A/results.json B/results.json  # two runs' ends
+    python benchmarks/bench_glob.py --seeds 1 2 --out /tmp/glob_runs --redraw 4  # + step 4 again
     python benchmarks/bench_glob.py --runcard configs/top_quark_fit.yaml --analyse
 
 The target is built exactly as ``smeft-pyhf fit`` builds it (``fit.run.fit_target``); the
@@ -14,6 +15,12 @@ step 4 with their weights and prints, per coefficient, how the weighted marginal
 the flow's own (unweighted) one, how the weight depends on the distance to the prior box
 edges, and the weight share of each side of a two-mode coefficient; the figures also go to
 ``--json``.
+
+``--redraw K`` draws step 4 again ``K`` times from each seed's trained flow (new sampling seeds,
+the same flow and proposal mixture) and prints, per coefficient, the spread of the marginalised
+95% interval ends over the draws in units of the marginal's standard deviation: the sampling
+noise of one run's ends, measured directly instead of read off the weights of one sample (heavy
+weights that one draw in several meets are missed by any single-sample error estimate).
 """
 
 from __future__ import annotations
@@ -32,13 +39,23 @@ import torch
 
 from smeft_pyhf.fit.run import build_fit_likelihood, fit_target, from_sampler_result
 from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
+from smeft_pyhf.results.diagnostics import heavy_weights
+from smeft_pyhf.results.intervals import marginalised_interval
 from smeft_pyhf.results.results_file import (
     FitResult,
     make_fit_result,
     read_results,
     write_results,
 )
-from smeft_pyhf.sampler.pipeline import STEPS, run_sampler
+from smeft_pyhf.sampler.coordinates import flow_coordinates
+from smeft_pyhf.sampler.pipeline import (
+    STEPS,
+    SamplerConfig,
+    SamplerResult,
+    _flow_sampler,
+    run_sampler,
+)
+from smeft_pyhf.sampler.sampling import sample_and_histogram
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,6 +171,70 @@ def print_differences(diffs: list[tuple]) -> None:
           f"({worst[1]}, {worst[2]})")
 
 
+def marginal_ends(probability: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """(d, 3): outer ends of each row's marginalised 95% interval and the marginal's sd."""
+    out = []
+    for p, (lo, hi) in zip(probability, ranges, strict=True):
+        e = np.linspace(lo, hi, len(p) + 1)
+        c = 0.5 * (e[1:] + e[:-1])
+        iv = marginalised_interval(c, p, level="95")
+        q = p / p.sum()
+        mu = float((q * c).sum())
+        out.append((iv.segments[0][0], iv.segments[-1][1], math.sqrt(float((q * (c - mu) ** 2).sum()))))
+    return np.array(out)
+
+
+def redraw_ends(res: SamplerResult, log_prob, config: SamplerConfig, support: torch.Tensor,
+                n_draws: int) -> dict:
+    """Step 4 drawn ``n_draws`` more times from ``res``'s trained flow (seeds 1000 + k): the
+    interval ends of every draw, their spread in marginal widths and each draw's figures."""
+    zlog = flow_coordinates(log_prob, res.prescale_result, whitening=config.whitening,
+                            support=support, support_map=config.support_map,
+                            support_nsigma=config.support_nsigma,
+                            support_weight=config.support_weight,
+                            dtype=next(res.flow.parameters()).dtype, names=res.names,
+                            level=logging.DEBUG)
+    draw = _flow_sampler(res.flow, zlog, tempered_fraction=config.tempered_fraction,
+                         tempered_scale=config.tempered_scale)
+    ranges = res.sample_result.ranges
+    cfg = dataclasses.replace(config.sample, histograms_2d=False, keep_samples=0)
+    ends, draws = [], []
+    for k in range(n_draws):
+        t0 = time.perf_counter()
+        s = sample_and_histogram(draw, log_prob, ranges=ranges, config=cfg,
+                                 generator=torch.Generator().manual_seed(1000 + k),
+                                 names=res.names)
+        e = marginal_ends(s.marginal1d.double().cpu().numpy(), ranges.double().cpu().numpy())
+        ends.append(e)
+        share = math.exp(s.max_log_weight - s.log_evidence) / s.n_samples
+        p = s.marginal1d.double().cpu().numpy()
+        p = p / p.sum(1, keepdims=True)
+        lo, hi = ranges.double().cpu().numpy().T
+        centres = lo[:, None] + (hi - lo)[:, None] * (np.arange(p.shape[1]) + 0.5) / p.shape[1]
+        mean = (p * centres).sum(1)
+        heavy = heavy_weights(s.heavy_points.cpu().numpy(), s.heavy_log_weight.cpu().numpy(),
+                              log_total=s.log_evidence + math.log(s.n_samples), mean=mean,
+                              std=np.where(e[:, 2] > 0, e[:, 2], 1.0), names=res.names)
+        name, z = max(heavy["mean_z"].items(), key=lambda kv: abs(kv[1]))
+        draws.append({"seconds": time.perf_counter() - t0, "ess_fraction": s.ess_fraction,
+                      "max_weight_share": share, "heavy_weights": heavy})
+        print(f"  redraw {k + 1}/{n_draws}: {time.perf_counter() - t0:.1f} s, ESS/N "
+              f"{s.ess_fraction:.4f}, largest weight share {share:.2e}; the {heavy['n']} "
+              f"heaviest hold {heavy['share']:.2e} at {name} {z:+.2f} sd", flush=True)
+    ends = np.stack(ends)  # (K, d, 3)
+    sd = ends[:, :, 2].mean(0)
+    spread = ends[:, :, :2].std(0, ddof=1) / sd[:, None]  # (d, 2)
+    order = np.argsort(-spread.max(1))
+    for i in order[:5]:
+        j = int(np.argmax(spread[i]))
+        vals = ", ".join(f"{v:.4f}" for v in ends[:, i, j])
+        print(f"  draw-to-draw spread of {res.names[i]}'s {('low', 'high')[j]} end: "
+              f"{spread[i, j]:.3f} sd (ends {vals}; sd {sd[i]:.4f})")
+    print(f"  median spread {np.median(spread.max(1)):.3f} sd")
+    return {"draws": draws, "ends": ends[:, :, :2].tolist(), "sd": sd.tolist(),
+            "spread": {n: spread[i].tolist() for i, n in enumerate(res.names)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +253,11 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, nargs=2, default=None, metavar="RESULTS",
                         help="only compare the 95%% interval ends of two results.json files "
                              "(e.g. two seeds run as separate processes)")
+    parser.add_argument("--redraw", type=int, default=0, metavar="K",
+                        help="draw step 4 again K times from each trained flow and print the "
+                             "draw-to-draw spread of every interval end")
+    parser.add_argument("--skip-chain-check", action="store_true",
+                        help="run without the runcard's Markov-chain check")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     if args.compare:
@@ -192,6 +278,9 @@ def main() -> None:
     config = build_sampler_config(rc.sampler)
     if args.support_map:
         config = dataclasses.replace(config, support_map=args.support_map)
+    if args.skip_chain_check:
+        config = dataclasses.replace(
+            config, chain_check=dataclasses.replace(config.chain_check, n_chains=0))
     if args.analyse:
         config = dataclasses.replace(
             config, sample=dataclasses.replace(config.sample, keep_samples=args.keep))
@@ -218,6 +307,13 @@ def main() -> None:
         worst = min(d.marginal_ess.items(), key=lambda kv: kv[1])
         print(f"  smallest marginal ESS {worst[1]:.3g} ({worst[0]}), profile converged "
               f"{100 * d.profile_converged_fraction:.1f}%, outside {d.outside_fraction:.2g}")
+        if d.heavy_weights.get("mean_z"):
+            h = d.heavy_weights
+            top = sorted(h["mean_z"].items(), key=lambda kv: -abs(kv[1]))[:3]
+            flagged = [w.coefficients for w in fit.warnings() if w.figure == "heavy_weights"]
+            print(f"  the {h['n']} heaviest weights hold {h['share']:.2e} of the weight, mean "
+                  "position " + ", ".join(f"{n} {z:+.2f}" for n, z in top) + " sd; flagged: "
+                  f"{list(flagged[0]) if flagged else 'none'}")
         broken = [n for n in names if len(fit.interval(n, method="profiled").segments) > 1]
         print(f"  profiled 95% intervals in pieces: {len(broken)} {broken}")
         if res.ends is not None:
@@ -248,6 +344,8 @@ def main() -> None:
                         target.ranges[:, 1].double().cpu().numpy())
             print_analysis(a)
             run["analysis"] = a
+        if args.redraw > 1:
+            run["redraw"] = redraw_ends(res, target.log_prob, config, target.ranges, args.redraw)
         figures["runs"].append(run)
     if len(fits) >= 2:
         diffs = end_differences(fits[0], fits[1], names)

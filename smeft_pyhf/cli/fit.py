@@ -69,6 +69,10 @@ def convergence_lines(result: object) -> str:
         name, worst = max(d.chain_check["largest_shift"].items(), key=lambda kv: kv[1])
         z = (d.chain_check.get("largest_shift_z") or {}).get(name, math.nan)
         parts.append(f"largest end shift by the chain check {worst:.2g} sd ({name}, z {z:.1f})")
+    if d.heavy_weights.get("mean_z"):
+        name, z = max(d.heavy_weights["mean_z"].items(), key=lambda kv: abs(kv[1]))
+        parts.append(f"the {d.heavy_weights['n']} heaviest weights (share "
+                     f"{d.heavy_weights['share']:.2g}) sit at {name} {z:+.2f} sd")
     return "convergence: " + ", ".join(parts) if parts else ""
 
 

@@ -50,7 +50,7 @@ from .._io import (
 from ..cluster import TaskRunner, open_runner
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
 from ..formats.intervals import Interval, Level
-from ..results.diagnostics import Diagnostics, marginal_ess
+from ..results.diagnostics import Diagnostics, heavy_weights, marginal_ess
 from ..results.results_file import (
     RESULTS_FILENAME,
     AnalyticSolution,
@@ -284,6 +284,19 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
     sample = result.sample_result
     n_s = float(sample.n_samples)
     per_coefficient = marginal_ess(_numpy(sample.marginal1d), _numpy(sample.marginal1d_error))
+    heavy: dict[str, Any] = {}
+    if sample.heavy_log_weight is not None and n_s > 0:
+        p = _numpy(sample.marginal1d).astype(float)
+        ranges = _numpy(sample.ranges).astype(float)
+        steps = np.linspace(0.0, 1.0, p.shape[1] + 1)
+        edges = ranges[:, :1] + (ranges[:, 1:] - ranges[:, :1]) * steps
+        centres = 0.5 * (edges[:, 1:] + edges[:, :-1])
+        p = p / np.where(p.sum(1, keepdims=True) > 0, p.sum(1, keepdims=True), 1.0)
+        mean = (p * centres).sum(1)
+        std = np.sqrt((p * (centres - mean[:, None]) ** 2).sum(1))
+        heavy = heavy_weights(_numpy(sample.heavy_points), _numpy(sample.heavy_log_weight),
+                              log_total=float(sample.log_evidence) + math.log(n_s),
+                              mean=mean, std=std, names=list(result.names))
     return Diagnostics(
         ess_fraction=float(sample.ess) / n_s if n_s else None,
         max_weight_share=(
@@ -295,6 +308,7 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
         profile_converged_fraction=float(result.profile_result.converged_fraction),
         profile_gaps=tuple(g.to_dict() for g in result.gaps),
         chain_check={} if result.chain_check is None else result.chain_check.to_dict(),
+        heavy_weights=heavy,
     )
 
 

@@ -14,6 +14,14 @@ figures kept in ``results.json`` and printed after ``smeft-pyhf fit``:
 * ``chain_check``: the Markov-chain check of the marginalised 95% interval ends
   (:mod:`smeft_pyhf.sampler.chain_check`, when the runcard asks for it): per coefficient the
   largest shift of an end in marginal widths, and the ends whose shift is significant;
+* ``heavy_weights``: where the heaviest importance weights sit: the ``n`` largest weights of
+  step 4, their share ``share`` of the total weight, and per coefficient the mean position
+  ``mean_z`` of those samples in marginal standard deviations from the marginal mean
+  (:func:`heavy_weights`). Heavy weights mark where the flow's proposal is lightest relative to
+  the posterior; when they sit together in one coefficient's tail (``|mean_z|`` above its
+  threshold, the sign gives the side) the flow under-covers that tail, and the interval end
+  there comes out too short and moves from one sample to the next by more than
+  ``marginal_ess`` says (one sample rarely holds the heaviest points of such a tail);
 * ``profile_gaps``: every gap between two pieces of a profiled 95% interval, judged by a direct
   constrained maximisation at its centre (:mod:`smeft_pyhf.sampler.gaps`): ``real`` when
   ``-2 Delta log L`` stays above the threshold there; a gap that is not real was closed, and it
@@ -47,6 +55,7 @@ __all__ = [
     "Diagnostics",
     "Thresholds",
     "assess",
+    "heavy_weights",
     "marginal_ess",
 ]
 
@@ -63,6 +72,13 @@ class Thresholds(NamedTuple):
             deviation (quantile error ``sqrt(q (1 - q) / n) / pdf``, q = 0.025, Gaussian).
         profile_converged_fraction: smallest fraction of converged profile maximisations.
         outside_fraction: largest weight outside the histogram ranges.
+        heavy_weights: largest ``|mean_z|`` of the heaviest samples in one coefficient: the
+            mean of ``n = 20`` positions drawn at random from the posterior has a spread of
+            about ``1 / sqrt(20) = 0.22``, so 1.5 is far outside what chance gives.
+        heavy_weights_share: the heaviest samples must hold at least this share of the total
+            weight for their position to count (a tenth of the 2.5 % beyond a 95 % interval
+            end): with nearly equal weights, as in a converged fit, where the largest of them
+            sit is of no consequence.
     """
 
     ess_fraction: float = 0.1
@@ -70,6 +86,8 @@ class Thresholds(NamedTuple):
     marginal_ess: float = 1000.0
     profile_converged_fraction: float = 0.95
     outside_fraction: float = 0.01
+    heavy_weights: float = 1.5
+    heavy_weights_share: float = 2.5e-3
 
 
 class DiagnosticWarning(NamedTuple):
@@ -103,6 +121,7 @@ class Diagnostics(NamedTuple):
     at_prior_edge: dict[str, tuple[str, ...]] = {}
     profile_gaps: tuple[dict[str, Any], ...] = ()
     chain_check: dict[str, Any] = {}
+    heavy_weights: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``results.json`` (warnings included)."""
@@ -110,6 +129,7 @@ class Diagnostics(NamedTuple):
         out["at_prior_edge"] = {k: list(v) for k, v in self.at_prior_edge.items()}
         out["profile_gaps"] = [dict(g) for g in self.profile_gaps]
         out["chain_check"] = dict(self.chain_check)
+        out["heavy_weights"] = dict(self.heavy_weights)
         out["warnings"] = [w._asdict() | {"coefficients": list(w.coefficients)}
                            for w in assess(self)]
         return out
@@ -122,6 +142,7 @@ class Diagnostics(NamedTuple):
         fields["at_prior_edge"] = {k: tuple(v) for k, v in (data.get("at_prior_edge") or {}).items()}
         fields["profile_gaps"] = tuple(dict(g) for g in (data.get("profile_gaps") or ()))
         fields["chain_check"] = dict(data.get("chain_check") or {})
+        fields["heavy_weights"] = dict(data.get("heavy_weights") or {})
         return cls(**fields)
 
 
@@ -145,6 +166,12 @@ _ADVICE = {
                    "results.json (diagnostics: chain_check: flagged); train longer (sampler: "
                    "train: n_batches, final_batches) or run on a GPU with --device cuda; more "
                    "samples from the same flow do not help",
+    "heavy_weights": "the heaviest importance weights sit together in these coefficients' tails "
+                     "(results.json: diagnostics: heavy_weights: mean_z; its sign gives the "
+                     "side): the flow under-covers that tail, so the marginalised interval end "
+                     "there is likely too short and changes from run to run by more than its "
+                     "marginal ESS says; train longer (sampler: train: n_batches, "
+                     "final_batches) or run on a GPU with --device cuda, and compare two seeds",
     "at_prior_edge": "their 95% intervals reach the end of the prior range, so the limit there "
                      "is set by the range; widen it in the runcard where the physics allows",
 }
@@ -184,10 +211,48 @@ def assess(diagnostics: Diagnostics, thresholds: Thresholds = Thresholds()) -> l
         out.append(DiagnosticWarning("chain_check", max(shifts),
                                      float(diagnostics.chain_check.get("shift_threshold", 0.1)),
                                      tuple(moved), _ADVICE["chain_check"]))
+    heavy = diagnostics.heavy_weights
+    if heavy and float(heavy.get("share", 0.0)) >= thresholds.heavy_weights_share:
+        where = {k: float(v) for k, v in (heavy.get("mean_z") or {}).items()
+                 if abs(float(v)) >= thresholds.heavy_weights}
+        if where:
+            worst = max(where, key=lambda k: abs(where[k]))
+            out.append(DiagnosticWarning("heavy_weights", where[worst], thresholds.heavy_weights,
+                                         tuple(sorted(where, key=lambda k: -abs(where[k]))),
+                                         _ADVICE["heavy_weights"]))
     if diagnostics.at_prior_edge:
         out.append(DiagnosticWarning("at_prior_edge", float(len(diagnostics.at_prior_edge)), 0.0,
                                      tuple(diagnostics.at_prior_edge), _ADVICE["at_prior_edge"]))
     return out
+
+
+def heavy_weights(points: Any, log_weights: Any, *, log_total: float, mean: Any, std: Any,
+                  names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Where the heaviest samples sit: their number, weight share and mean position per
+    coefficient in marginal standard deviations.
+
+    Args:
+        points: ``(k, d)`` the heaviest samples.
+        log_weights: ``(k,)`` their ``log w``.
+        log_total: ``log`` of the sum of all weights (``log Z + log N``).
+        mean: ``(d,)`` the marginal means; ``std``: ``(d,)`` the marginal standard deviations.
+        names: the ``d`` coefficient names.
+
+    Example:
+        >>> h = heavy_weights(np.array([[3.0, 0.5], [2.0, -0.5]]), np.log([0.01, 0.01]),
+        ...                   log_total=0.0, mean=np.zeros(2), std=np.ones(2), names=["a", "b"])
+        >>> h["n"], round(h["share"], 4), h["mean_z"]
+        (2, 0.02, {'a': 2.5, 'b': 0.0})
+        >>> [w.figure for w in assess(Diagnostics(heavy_weights=h))]
+        ['heavy_weights']
+    """
+    x = np.atleast_2d(np.asarray(points, dtype=float))
+    lw = np.asarray(log_weights, dtype=float).reshape(-1)
+    if lw.size == 0 or not math.isfinite(log_total):
+        return {}
+    z = (x - np.asarray(mean, dtype=float)) / np.where(np.asarray(std) > 0, std, 1.0)
+    return {"n": int(lw.size), "share": float(np.exp(lw - log_total).sum()),
+            "mean_z": {n: round(float(v), 4) for n, v in zip(names, z.mean(0), strict=True)}}
 
 
 def marginal_ess(probability: Any, error: Any, *, tail: float = 0.025) -> np.ndarray:

@@ -76,7 +76,7 @@ def _finish(fig: Figure, save_figure: str | os.PathLike[str] | None, close_figur
 
 _WARNING_COLOUR = "tab:red"
 _FLAG_TEXT = {"marginal_ess": "noisy marginal", "at_prior_edge": "at prior edge",
-              "chain_check": "end moved by chains"}
+              "chain_check": "end moved by chains", "heavy_weights": "heavy weights in tail"}
 _GLOBAL_FIGURES = ("ess_fraction", "max_weight_share", "profile_converged_fraction",
                    "outside_fraction")
 

@@ -215,6 +215,10 @@ class SampleResult(NamedTuple):
         n_evaluations: target evaluations (samples plus re-centred points).
         seconds: wall time of the step.
         nonfinite: how many of all ``n_evaluations`` were NaN or ``-inf``.
+        heavy_log_weight: (k,) the ``N_HEAVY`` largest ``log w`` of all samples, largest
+            first (None in results written without them).
+        heavy_points: (k, d) those samples: where the flow's proposal is lightest relative to
+            the target (see :mod:`smeft_pyhf.results.diagnostics`, ``heavy_weights``).
     """
 
     ranges: Tensor
@@ -244,6 +248,8 @@ class SampleResult(NamedTuple):
     n_evaluations: int
     seconds: float
     nonfinite: NonFiniteCounts = NonFiniteCounts()
+    heavy_log_weight: Tensor | None = None
+    heavy_points: Tensor | None = None
 
 
 def pair_indices(dim: int, *, device: torch.device | str | None = None) -> Tensor:
@@ -406,6 +412,8 @@ class ChunkSums(NamedTuple):
         samples_log_weight: (k,) their ``log w``.
         log_weights: (n,) every ``log w``, for the weight histogram (emptied once it is
             histogrammed).
+        heavy_log_weight: (k,) the ``N_HEAVY`` largest finite ``log w``, largest first.
+        heavy_points: (k, d) their samples.
     """
 
     n_samples: int
@@ -427,6 +435,20 @@ class ChunkSums(NamedTuple):
     samples: Tensor
     samples_log_weight: Tensor
     log_weights: Tensor
+    heavy_log_weight: Tensor
+    heavy_points: Tensor
+
+
+N_HEAVY = 20
+"""How many of the heaviest samples step 4 keeps (their location is a convergence figure)."""
+
+
+def _heaviest(log_w: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``N_HEAVY`` largest finite ``log_w`` (largest first) and their rows of ``x``."""
+    finite = torch.isfinite(log_w)
+    lw, pts = log_w[finite], x[finite]
+    top = torch.topk(lw, min(N_HEAVY, lw.numel())).indices
+    return lw[top].clone(), pts[top].clone()
 
 
 def _draw_chunk(draw: Draw, index: int, spec: ChunkSpec) -> tuple[Tensor, Tensor]:
@@ -614,6 +636,7 @@ def sample_chunk(index: int, spec: ChunkSpec, *, draw: Draw, log_prob: LogProb) 
         samples=x[:take].clone(),
         samples_log_weight=log_w[:take].to(dtype),
         log_weights=log_w,
+        **dict(zip(("heavy_log_weight", "heavy_points"), _heaviest(log_w, x), strict=True)),
     )
 
 
@@ -662,6 +685,9 @@ def merge_chunks(a: ChunkSums, b: ChunkSums, *, keep_samples: int = 0) -> ChunkS
         samples=torch.cat([a.samples, b.samples])[:keep_samples],
         samples_log_weight=torch.cat([a.samples_log_weight, b.samples_log_weight])[:keep_samples],
         log_weights=torch.cat([a.log_weights, b.log_weights]),
+        **dict(zip(("heavy_log_weight", "heavy_points"), _heaviest(
+            torch.cat([a.heavy_log_weight, b.heavy_log_weight]),
+            torch.cat([a.heavy_points, b.heavy_points])), strict=True)),
     )
 
 
@@ -762,6 +788,8 @@ def _finish(total: ChunkSums, weights: _WeightHistogram, ranges: Tensor, config:
         n_evaluations=total.n_evaluations,
         seconds=seconds,
         nonfinite=nonfinite,
+        heavy_log_weight=total.heavy_log_weight,
+        heavy_points=total.heavy_points,
     )
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from smeft_pyhf._resources import examples_dir
 from smeft_pyhf.cli import cli
 from smeft_pyhf.fit.run import sampler_diagnostics
-from smeft_pyhf.results.diagnostics import Diagnostics, Thresholds, assess
+from smeft_pyhf.results.diagnostics import Diagnostics, Thresholds, assess, heavy_weights
 from smeft_pyhf.results.results_file import (
     gaussian_histograms,
     make_fit_result,
@@ -23,7 +23,7 @@ from smeft_pyhf.results.results_file import (
     write_results,
 )
 from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
-from smeft_pyhf.sampler.sampling import SampleConfig
+from smeft_pyhf.sampler.sampling import N_HEAVY, SampleConfig, sample_and_histogram
 from smeft_pyhf.sampler.training import TrainConfig
 
 COV = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64) * torch.tensor([0.1, 2.0])[:, None] * torch.tensor([0.1, 2.0])
@@ -74,9 +74,14 @@ def test_thresholds_name_each_figure_and_what_to_do():
     bad = good._replace(ess_fraction=0.0001, max_weight_share=0.2,
                         marginal_ess={"a": 5e4, "b": 40.0, "c": 900.0},
                         profile_converged_fraction=0.5, outside_fraction=0.1,
-                        at_prior_edge={"a": ("high",)})
+                        at_prior_edge={"a": ("high",)},
+                        heavy_weights={"n": 20, "share": 0.01, "mean_z": {"a": 0.3, "b": -2.1}})
     warnings = {w.figure: w for w in assess(bad)}
-    assert set(warnings) == set(Thresholds._fields) | {"at_prior_edge"}
+    assert set(warnings) == set(Thresholds._fields) - {"heavy_weights_share"} | {"at_prior_edge"}
+    assert (warnings["heavy_weights"].coefficients, warnings["heavy_weights"].value) == (("b",), -2.1)
+    # heavy samples that hold little weight do not count
+    light = good._replace(heavy_weights={"n": 20, "share": 1e-3, "mean_z": {"a": 3.0}})
+    assert assess(light) == []
     assert warnings["marginal_ess"].coefficients == ("b", "c")
     assert warnings["marginal_ess"].value == 40.0
     assert "--device cuda" in warnings["ess_fraction"].message()
@@ -95,7 +100,8 @@ def test_diagnostics_round_trip_and_prior_edge_flags(tmp_path):
               "flagged": {"b": {"high": moved}}}
     diag = Diagnostics(ess_fraction=0.02, max_weight_share=math.inf,
                        marginal_ess={"a": 1e5, "b": 12.0}, profile_converged_fraction=math.nan,
-                       chain_check=chains)
+                       chain_check=chains,
+                       heavy_weights={"n": 20, "share": 0.004, "mean_z": {"a": 0.1, "b": 2.6}})
     res = make_fit_result(names=("a", "b"), ranges=ranges, best_fit={"a": 0.0, "b": 0.9},
                           diagnostics=diag, **hists)
     assert res.diagnostics.at_prior_edge == {"b": ("high",)}
@@ -103,23 +109,85 @@ def test_diagnostics_round_trip_and_prior_edge_flags(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert {w["figure"] for w in data["diagnostics"]["warnings"]} == {
         "ess_fraction", "max_weight_share", "marginal_ess", "profile_converged_fraction",
-        "at_prior_edge", "chain_check"}
+        "at_prior_edge", "chain_check", "heavy_weights"}
     back = read_results(tmp_path / "results.json")
     assert back.diagnostics.max_weight_share == math.inf
     assert math.isnan(back.diagnostics.profile_converged_fraction)
     assert back.diagnostics.marginal_ess == {"a": 1e5, "b": 12.0}
     assert back.warnings() == res.warnings()
     assert back.diagnostics.chain_check == chains
+    assert back.diagnostics.heavy_weights == res.diagnostics.heavy_weights
     moved_warning = next(w for w in back.warnings() if w.figure == "chain_check")
     assert (moved_warning.coefficients, moved_warning.value) == (("b",), 0.31)
     # the plots mark b's panels
     from smeft_pyhf.results.plots import _flags
 
     marks, banner = _flags(back)
-    assert marks["b"] == ["noisy marginal", "end moved by chains", "at prior edge"]
+    assert marks["b"] == ["noisy marginal", "end moved by chains", "heavy weights in tail",
+                          "at prior edge"]
     assert "a" not in marks
     assert [b.split()[0] for b in banner] == [
         "ess_fraction", "max_weight_share", "profile_converged_fraction"]
+
+
+def _shelf(c):
+    """x0: 0.9 N(0, 1) + 0.1 N(3, 0.7^2), a shelf on the upper side; x1: N(0, 1)."""
+    n0, n3 = torch.distributions.Normal(0.0, 1.0), torch.distributions.Normal(3.0, 0.7)
+    x0 = torch.logaddexp(math.log(0.9) + n0.log_prob(c[:, 0]), math.log(0.1) + n3.log_prob(c[:, 0]))
+    return x0 + n0.log_prob(c[:, 1])
+
+
+SHELF_MEAN, SHELF_SD = 0.3, math.sqrt(0.9 + 0.1 * 0.49 + 0.9 * 0.09 + 0.1 * 2.7**2)
+
+
+def _heavy(draw, seed):
+    ranges = torch.tensor([[-6.0, 8.0], [-6.0, 6.0]])
+    s = sample_and_histogram(draw, _shelf, ranges=ranges, config=SampleConfig(
+        n_batches=4, batch_size=10_000, histograms_2d=False), generator=torch.Generator().manual_seed(seed))
+    return s, heavy_weights(s.heavy_points.numpy(), s.heavy_log_weight.numpy(),
+                            log_total=s.log_evidence + math.log(s.n_samples),
+                            mean=np.array([SHELF_MEAN, 0.0]), std=np.array([SHELF_SD, 1.0]),
+                            names=["x0", "x1"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_heavy_weights_find_the_tail_the_proposal_misses(seed):
+    """A Gaussian proposal at the shelf's mean, 1.1 wide in x0 (the shelf's sd is 1.33), is too
+    light on the shelf's far side: the heaviest samples sit there (x0 well above its mean); a
+    proposal that is exact in x0 and wider in x1 leaves them where chance puts them."""
+    gauss = torch.distributions.Normal(torch.tensor([SHELF_MEAN, 0.0]), torch.tensor([1.1, 1.0]))
+
+    def light_shelf(n, generator):
+        x = gauss.loc + gauss.scale * torch.randn(n, 2, generator=generator)
+        return x, gauss.log_prob(x).sum(-1)
+
+    s, heavy = _heavy(light_shelf, seed)
+    # the kept samples are the largest weights of all 40k
+    assert s.heavy_log_weight.shape == (N_HEAVY,) and s.heavy_points.shape == (N_HEAVY, 2)
+    assert float(s.heavy_log_weight[0]) == s.max_log_weight
+    assert bool((s.heavy_log_weight[:-1] >= s.heavy_log_weight[1:]).all())
+    # the weight p / q peaks on the shelf's far side, near x0 = 4.3 (3 sd above the mean)
+    assert heavy["mean_z"]["x0"] > 2.0
+    assert heavy["share"] > 2 * Thresholds().heavy_weights_share  # 1 % (seeds 0-2)
+    assert abs(heavy["mean_z"]["x1"]) < 1.0  # 20 points: spread about 0.3 by chance
+    warning = next(w for w in assess(Diagnostics(heavy_weights=heavy)) if w.figure == "heavy_weights")
+    assert warning.coefficients == ("x0",) and warning.value > 2.0
+
+    wide = torch.distributions.Normal(0.0, 1.3)
+
+    def exact_x0(n, generator):
+        shelf = torch.rand(n, generator=generator) < 0.1
+        x0 = torch.where(shelf, 3.0 + 0.7 * torch.randn(n, generator=generator),
+                         torch.randn(n, generator=generator))
+        x1 = 1.3 * torch.randn(n, generator=generator)
+        x = torch.stack([x0, x1], 1)
+        return x, _shelf(x) - torch.distributions.Normal(0.0, 1.0).log_prob(x1) + wide.log_prob(x1)
+
+    s, heavy = _heavy(exact_x0, seed)
+    # the heaviest weights sit at x1 = 0, where N(0, 1) / N(0, 1.3) peaks; x0 as drawn
+    assert abs(heavy["mean_z"]["x0"]) < 1.0 and abs(heavy["mean_z"]["x1"]) < 0.5
+    assert heavy["share"] < Thresholds().heavy_weights_share  # nearly equal weights
+    assert [w.figure for w in assess(Diagnostics(heavy_weights=heavy))] == []
 
 
 @pytest.mark.slow
@@ -148,6 +216,7 @@ def test_an_unconverged_fit_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert "convergence: ESS/N" in result.stdout
     assert "largest end shift by the chain check" in result.stdout
+    assert "heaviest weights" in result.stdout
     assert "WARNING: this fit has not converged" in result.stderr
     back = read_results(out)
     figures = {w.figure for w in back.warnings()}
@@ -156,3 +225,5 @@ def test_an_unconverged_fit_says_so(tmp_path):
     assert back.diagnostics.ess_fraction == pytest.approx(back.ess / back.n_samples)
     assert set(back.diagnostics.chain_check["largest_shift"]) == set(back.names)
     assert back.diagnostics.chain_check["n_chains"] == 64
+    assert back.diagnostics.heavy_weights["n"] == 20
+    assert set(back.diagnostics.heavy_weights["mean_z"]) == set(back.names)
