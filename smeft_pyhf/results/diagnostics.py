@@ -76,9 +76,9 @@ class Thresholds(NamedTuple):
             mean of ``n = 20`` positions drawn at random from the posterior has a spread of
             about ``1 / sqrt(20) = 0.22``, so 1.5 is far outside what chance gives.
         heavy_weights_share: the heaviest samples must hold at least this share of the total
-            weight for their position to count (a tenth of the 2.5 % beyond a 95 % interval
-            end): with nearly equal weights, as in a converged fit, where the largest of them
-            sit is of no consequence.
+            weight for their position to count (6 % of the 2.5 % beyond a 95 % interval end):
+            with nearly equal weights, as in a converged fit, where the largest of them sit is
+            of no consequence.
     """
 
     ess_fraction: float = 0.1
@@ -87,7 +87,7 @@ class Thresholds(NamedTuple):
     profile_converged_fraction: float = 0.95
     outside_fraction: float = 0.01
     heavy_weights: float = 1.5
-    heavy_weights_share: float = 2.5e-3
+    heavy_weights_share: float = 1.5e-3
 
 
 class DiagnosticWarning(NamedTuple):
