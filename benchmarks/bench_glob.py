@@ -39,7 +39,7 @@ import torch
 
 from smeft_pyhf.fit.run import build_fit_likelihood, fit_target, from_sampler_result
 from smeft_pyhf.fit.runcard import build_sampler_config, load_runcard
-from smeft_pyhf.results.diagnostics import heavy_weights
+from smeft_pyhf.results.diagnostics import heavy_weights, marginal_moments
 from smeft_pyhf.results.intervals import marginalised_interval
 from smeft_pyhf.results.results_file import (
     FitResult,
@@ -55,7 +55,7 @@ from smeft_pyhf.sampler.pipeline import (
     _flow_sampler,
     run_sampler,
 )
-from smeft_pyhf.sampler.sampling import sample_and_histogram
+from smeft_pyhf.sampler.sampling import bin_centres, sample_and_histogram
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,14 +173,12 @@ def print_differences(diffs: list[tuple]) -> None:
 
 def marginal_ends(probability: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     """(d, 3): outer ends of each row's marginalised 95% interval and the marginal's sd."""
+    centres = bin_centres(torch.as_tensor(ranges), probability.shape[1]).numpy()
+    sd = marginal_moments(probability, centres)[1]
     out = []
-    for p, (lo, hi) in zip(probability, ranges, strict=True):
-        e = np.linspace(lo, hi, len(p) + 1)
-        c = 0.5 * (e[1:] + e[:-1])
+    for p, c, width in zip(probability, centres, sd, strict=True):
         iv = marginalised_interval(c, p, level="95")
-        q = p / p.sum()
-        mu = float((q * c).sum())
-        out.append((iv.segments[0][0], iv.segments[-1][1], math.sqrt(float((q * (c - mu) ** 2).sum()))))
+        out.append((iv.segments[0][0], iv.segments[-1][1], width))
     return np.array(out)
 
 
@@ -208,10 +206,7 @@ def redraw_ends(res: SamplerResult, log_prob, config: SamplerConfig, support: to
         ends.append(e)
         share = math.exp(s.max_log_weight - s.log_evidence) / s.n_samples
         p = s.marginal1d.double().cpu().numpy()
-        p = p / p.sum(1, keepdims=True)
-        lo, hi = ranges.double().cpu().numpy().T
-        centres = lo[:, None] + (hi - lo)[:, None] * (np.arange(p.shape[1]) + 0.5) / p.shape[1]
-        mean = (p * centres).sum(1)
+        mean = marginal_moments(p, bin_centres(ranges.double().cpu(), p.shape[1]).numpy())[0]
         heavy = heavy_weights(s.heavy_points.cpu().numpy(), s.heavy_log_weight.cpu().numpy(),
                               log_total=s.log_evidence + math.log(s.n_samples), mean=mean,
                               std=np.where(e[:, 2] > 0, e[:, 2], 1.0), names=res.names)

@@ -50,7 +50,7 @@ from .._io import (
 from ..cluster import TaskRunner, open_runner
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
 from ..formats.intervals import Interval, Level
-from ..results.diagnostics import Diagnostics, heavy_weights, marginal_ess
+from ..results.diagnostics import Diagnostics, heavy_weights, marginal_ess, marginal_moments
 from ..results.results_file import (
     RESULTS_FILENAME,
     AnalyticSolution,
@@ -286,14 +286,10 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
     per_coefficient = marginal_ess(_numpy(sample.marginal1d), _numpy(sample.marginal1d_error))
     heavy: dict[str, Any] = {}
     if sample.heavy_log_weight is not None and n_s > 0:
-        p = _numpy(sample.marginal1d).astype(float)
-        ranges = _numpy(sample.ranges).astype(float)
-        steps = np.linspace(0.0, 1.0, p.shape[1] + 1)
-        edges = ranges[:, :1] + (ranges[:, 1:] - ranges[:, :1]) * steps
-        centres = 0.5 * (edges[:, 1:] + edges[:, :-1])
-        p = p / np.where(p.sum(1, keepdims=True) > 0, p.sum(1, keepdims=True), 1.0)
-        mean = (p * centres).sum(1)
-        std = np.sqrt((p * (centres - mean[:, None]) ** 2).sum(1))
+        from ..sampler.sampling import bin_centres
+
+        mean, std = marginal_moments(_numpy(sample.marginal1d), _numpy(
+            bin_centres(sample.ranges.double(), sample.marginal1d.shape[1])))
         heavy = heavy_weights(_numpy(sample.heavy_points), _numpy(sample.heavy_log_weight),
                               log_total=float(sample.log_evidence) + math.log(n_s),
                               mean=mean, std=std, names=list(result.names))

@@ -57,6 +57,7 @@ __all__ = [
     "assess",
     "heavy_weights",
     "marginal_ess",
+    "marginal_moments",
 ]
 
 
@@ -224,6 +225,23 @@ def assess(diagnostics: Diagnostics, thresholds: Thresholds = Thresholds()) -> l
         out.append(DiagnosticWarning("at_prior_edge", float(len(diagnostics.at_prior_edge)), 0.0,
                                      tuple(diagnostics.at_prior_edge), _ADVICE["at_prior_edge"]))
     return out
+
+
+def marginal_moments(probability: Any, centres: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the mean and standard deviation of a binned marginal (weights per bin at the
+    bin ``centres``, both ``(d, bins)``).
+
+    Example:
+        >>> m, s = marginal_moments(np.array([[1.0, 0.0, 1.0]]), np.array([[-1.0, 0.0, 1.0]]))
+        >>> m.tolist(), s.tolist()
+        ([0.0], [1.0])
+    """
+    p = np.atleast_2d(np.asarray(probability, dtype=float))
+    c = np.atleast_2d(np.asarray(centres, dtype=float))
+    total = p.sum(1, keepdims=True)
+    p = p / np.where(total > 0, total, 1.0)
+    mean = (p * c).sum(1)
+    return mean, np.sqrt((p * (c - mean[:, None]) ** 2).sum(1))
 
 
 def heavy_weights(points: Any, log_weights: Any, *, log_total: float, mean: Any, std: Any,

@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from smeft_pyhf.exceptions import ConfigError
+from smeft_pyhf.results.diagnostics import marginal_moments
 from smeft_pyhf.results.intervals import marginalised_interval
 from smeft_pyhf.sampler.config import check_field
 from smeft_pyhf.sampler.kernels.hmc import run_hmc
@@ -288,9 +289,7 @@ def check_with_chains(
     diff = mass_chains - mass_weights
     with np.errstate(divide="ignore", invalid="ignore"):
         z = diff / np.sqrt(se_chains**2 + se_weights**2)
-        p = probability / probability.sum(1, keepdims=True)
-        mean = (p * centres).sum(1)
-        sd = np.sqrt((p * (centres - mean[:, None]) ** 2).sum(1))
+        sd = marginal_moments(probability, centres)[1]
         density = np.stack([_density_at(probability[i], edges[i], ends[i]) for i in range(dim)])
         shift = diff / density / sd[:, None]
     shift = np.where(np.isfinite(shift), shift, np.nan)

@@ -443,12 +443,13 @@ N_HEAVY = 20
 """How many of the heaviest samples step 4 keeps (their location is a convergence figure)."""
 
 
-def _heaviest(log_w: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The ``N_HEAVY`` largest finite ``log_w`` (largest first) and their rows of ``x``."""
+def _heaviest(log_w: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """The ``N_HEAVY`` largest finite ``log_w`` (largest first) and their rows of ``x``, as the
+    ``heavy_log_weight`` and ``heavy_points`` fields of :class:`ChunkSums`."""
     finite = torch.isfinite(log_w)
     lw, pts = log_w[finite], x[finite]
     top = torch.topk(lw, min(N_HEAVY, lw.numel())).indices
-    return lw[top].clone(), pts[top].clone()
+    return {"heavy_log_weight": lw[top].clone(), "heavy_points": pts[top].clone()}
 
 
 def _draw_chunk(draw: Draw, index: int, spec: ChunkSpec) -> tuple[Tensor, Tensor]:
@@ -636,7 +637,7 @@ def sample_chunk(index: int, spec: ChunkSpec, *, draw: Draw, log_prob: LogProb) 
         samples=x[:take].clone(),
         samples_log_weight=log_w[:take].to(dtype),
         log_weights=log_w,
-        **dict(zip(("heavy_log_weight", "heavy_points"), _heaviest(log_w, x), strict=True)),
+        **_heaviest(log_w, x),
     )
 
 
@@ -685,9 +686,8 @@ def merge_chunks(a: ChunkSums, b: ChunkSums, *, keep_samples: int = 0) -> ChunkS
         samples=torch.cat([a.samples, b.samples])[:keep_samples],
         samples_log_weight=torch.cat([a.samples_log_weight, b.samples_log_weight])[:keep_samples],
         log_weights=torch.cat([a.log_weights, b.log_weights]),
-        **dict(zip(("heavy_log_weight", "heavy_points"), _heaviest(
-            torch.cat([a.heavy_log_weight, b.heavy_log_weight]),
-            torch.cat([a.heavy_points, b.heavy_points])), strict=True)),
+        **_heaviest(torch.cat([a.heavy_log_weight, b.heavy_log_weight]),
+                    torch.cat([a.heavy_points, b.heavy_points])),
     )
 
 
