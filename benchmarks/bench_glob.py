@@ -17,10 +17,12 @@ edges, and the weight share of each side of a two-mode coefficient; the figures 
 ``--json``.
 
 ``--redraw K`` draws step 4 again ``K`` times from each seed's trained flow (new sampling seeds,
-the same flow and proposal mixture) and prints, per coefficient, the spread of the marginalised
-95% interval ends over the draws in units of the marginal's standard deviation: the sampling
-noise of one run's ends, measured directly instead of read off the weights of one sample (heavy
-weights that one draw in several meets are missed by any single-sample error estimate).
+the same flow and proposal mixture), replaces the tails each draw flags by their mean force as
+the fit does (``sampler: mean_force``), and prints, per coefficient, the spread of the
+marginalised 95% interval ends over the draws in units of the marginal's standard deviation,
+beside the spread of the weighted histograms' own ends: the sampling noise of one run's ends,
+measured directly instead of read off the weights of one sample (heavy weights that one draw in
+several meets are missed by any single-sample error estimate).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from smeft_pyhf.results.results_file import (
     write_results,
 )
 from smeft_pyhf.sampler.coordinates import flow_coordinates
+from smeft_pyhf.sampler.mean_force import replace_tails, tails_to_replace
 from smeft_pyhf.sampler.pipeline import (
     STEPS,
     SamplerConfig,
@@ -196,13 +199,26 @@ def redraw_ends(res: SamplerResult, log_prob, config: SamplerConfig, support: to
                          tempered_scale=config.tempered_scale)
     ranges = res.sample_result.ranges
     cfg = dataclasses.replace(config.sample, histograms_2d=False, keep_samples=0)
-    ends, draws = [], []
+    ends, weighted_ends, draws = [], [], []
     for k in range(n_draws):
         t0 = time.perf_counter()
         s = sample_and_histogram(draw, log_prob, ranges=ranges, config=cfg,
                                  generator=torch.Generator().manual_seed(1000 + k),
                                  names=res.names)
         e = marginal_ends(s.marginal1d.double().cpu().numpy(), ranges.double().cpu().numpy())
+        weighted_ends.append(e)
+        # the fit's own mean-force tails, on the tails this draw flags
+        tails = tails_to_replace(config.mean_force, s, res.names)
+        if tails:
+            forced = replace_tails(log_prob, draw, s, tails, names=res.names,
+                                   config=config.mean_force,
+                                   generator=torch.Generator().manual_seed(2000 + k))
+            e = marginal_ends(forced.marginal1d.double().cpu().numpy(),
+                              ranges.double().cpu().numpy())
+            for t in forced.tails:
+                print(f"  redraw {k + 1}: {t.name}'s {t.side} tail from its mean force in "
+                      f"{t.seconds:.0f} s: end {t.end_weights:.4f} -> {t.end_mean_force:.4f} "
+                      f"(+- {t.end_error:.3f} sd)", flush=True)
         ends.append(e)
         share = math.exp(s.max_log_weight - s.log_evidence) / s.n_samples
         p = s.marginal1d.double().cpu().numpy()
@@ -212,22 +228,29 @@ def redraw_ends(res: SamplerResult, log_prob, config: SamplerConfig, support: to
                               std=np.where(e[:, 2] > 0, e[:, 2], 1.0), names=res.names)
         name, z = max(heavy["mean_z"].items(), key=lambda kv: abs(kv[1]))
         draws.append({"seconds": time.perf_counter() - t0, "ess_fraction": s.ess_fraction,
-                      "max_weight_share": share, "heavy_weights": heavy})
+                      "max_weight_share": share, "heavy_weights": heavy,
+                      "mean_force_tails": [list(t) for t in tails]})
         print(f"  redraw {k + 1}/{n_draws}: {time.perf_counter() - t0:.1f} s, ESS/N "
               f"{s.ess_fraction:.4f}, largest weight share {share:.2e}; the {heavy['n']} "
               f"heaviest hold {heavy['share']:.2e} at {name} {z:+.2f} sd", flush=True)
-    ends = np.stack(ends)  # (K, d, 3)
+    ends = np.stack(ends)  # (K, d, 3), with the mean-force tails where a draw flagged one
     sd = ends[:, :, 2].mean(0)
     spread = ends[:, :, :2].std(0, ddof=1) / sd[:, None]  # (d, 2)
+    weighted = np.stack(weighted_ends)
+    weighted_spread = weighted[:, :, :2].std(0, ddof=1) / sd[:, None]
     order = np.argsort(-spread.max(1))
     for i in order[:5]:
         j = int(np.argmax(spread[i]))
         vals = ", ".join(f"{v:.4f}" for v in ends[:, i, j])
         print(f"  draw-to-draw spread of {res.names[i]}'s {('low', 'high')[j]} end: "
-              f"{spread[i, j]:.3f} sd (ends {vals}; sd {sd[i]:.4f})")
+              f"{spread[i, j]:.3f} sd (ends {vals}; sd {sd[i]:.4f}; weighted histograms "
+              f"alone {weighted_spread[i, j]:.3f} sd)")
     print(f"  median spread {np.median(spread.max(1)):.3f} sd")
     return {"draws": draws, "ends": ends[:, :, :2].tolist(), "sd": sd.tolist(),
-            "spread": {n: spread[i].tolist() for i, n in enumerate(res.names)}}
+            "spread": {n: spread[i].tolist() for i, n in enumerate(res.names)},
+            "weighted_ends": weighted[:, :, :2].tolist(),
+            "weighted_spread": {n: weighted_spread[i].tolist()
+                                for i, n in enumerate(res.names)}}
 
 
 def main() -> None:
@@ -327,6 +350,13 @@ def main() -> None:
                   f"{c.mass_weights[i, k]:.4f} weighted, {c.mass_chains[i, k]:.4f} +- "
                   f"{c.mass_chains_error[i, k]:.4f} by the chains, z {c.z[i, k]:.1f}); "
                   f"ends moved: {moved or 'none'}")
+        if res.mean_force is not None:
+            for t in res.mean_force.tails:
+                print(f"  mean-force tail {t.name} {t.side}: {res.mean_force.n_chains} chains x "
+                      f"{len(t.grid)} grid points in {t.seconds:.1f} s, acceptance "
+                      f"{t.acceptance:.2f}; 95% end {t.end_weights:.4f} -> "
+                      f"{t.end_mean_force:.4f} (+- {t.end_error:.3f} sd, the sweeps' lag "
+                      f"{t.end_lag:.3f})")
         train = res.train_result
         run = {"seed": seed, "timings": dict(res.timings), "total": total,
                "ess_fraction": res.sample_result.ess_fraction, "n_samples": res.sample_result.n_samples,

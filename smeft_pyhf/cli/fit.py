@@ -73,6 +73,10 @@ def convergence_lines(result: object) -> str:
         name, z = max(d.heavy_weights["mean_z"].items(), key=lambda kv: abs(kv[1]))
         parts.append(f"the {d.heavy_weights['n']} heaviest weights (share "
                      f"{d.heavy_weights['share']:.2g}) sit at {name} {z:+.2f} sd")
+    for name, sides in sorted((d.mean_force.get("tails") or {}).items()):
+        for side, t in sorted(sides.items()):
+            parts.append(f"{name}'s {side} tail from its mean force (95% end {t['end_weights']:.4g}"
+                         f" -> {t['end_mean_force']:.4g} +- {t['end_error']:.2g} sd)")
     return "convergence: " + ", ".join(parts) if parts else ""
 
 

@@ -50,7 +50,7 @@ from .._io import (
 from ..cluster import TaskRunner, open_runner
 from ..exceptions import ConfigError, DataError, InputError, SmeftPyhfError
 from ..formats.intervals import Interval, Level
-from ..results.diagnostics import Diagnostics, heavy_weights, marginal_ess, marginal_moments
+from ..results.diagnostics import Diagnostics, marginal_ess
 from ..results.results_file import (
     RESULTS_FILENAME,
     AnalyticSolution,
@@ -281,18 +281,15 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
         >>> sampler_diagnostics(res).ess_fraction > 0.9
         True
     """
+    from ..sampler.mean_force import sample_heavy_weights
+
     sample = result.sample_result
     n_s = float(sample.n_samples)
     per_coefficient = marginal_ess(_numpy(sample.marginal1d), _numpy(sample.marginal1d_error))
-    heavy: dict[str, Any] = {}
-    if sample.heavy_log_weight is not None and n_s > 0:
-        from ..sampler.sampling import bin_centres
-
-        mean, std = marginal_moments(_numpy(sample.marginal1d), _numpy(
-            bin_centres(sample.ranges.double(), sample.marginal1d.shape[1])))
-        heavy = heavy_weights(_numpy(sample.heavy_points), _numpy(sample.heavy_log_weight),
-                              log_total=float(sample.log_evidence) + math.log(n_s),
-                              mean=mean, std=std, names=list(result.names))
+    # where the heaviest weights sit, in the widths of the weighted marginals (as the sampler
+    # judged them when it chose the tails to replace)
+    weighted = (sample if result.mean_force is None
+                else sample._replace(marginal1d=result.mean_force.weighted_marginal1d))
     return Diagnostics(
         ess_fraction=float(sample.ess) / n_s if n_s else None,
         max_weight_share=(
@@ -304,7 +301,8 @@ def sampler_diagnostics(result: SamplerResult) -> Diagnostics:
         profile_converged_fraction=float(result.profile_result.converged_fraction),
         profile_gaps=tuple(g.to_dict() for g in result.gaps),
         chain_check={} if result.chain_check is None else result.chain_check.to_dict(),
-        heavy_weights=heavy,
+        heavy_weights=sample_heavy_weights(weighted, result.names),
+        mean_force={} if result.mean_force is None else result.mean_force.to_dict(result.names),
     )
 
 

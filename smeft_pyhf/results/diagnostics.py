@@ -22,6 +22,14 @@ figures kept in ``results.json`` and printed after ``smeft-pyhf fit``:
   threshold, the sign gives the side) the flow under-covers that tail, and the interval end
   there comes out too short and moves from one sample to the next by more than
   ``marginal_ess`` says (one sample rarely holds the heaviest points of such a tail);
+* ``mean_force``: the 1D marginal tails that the fit replaced by their reconstruction from the
+  mean force (:mod:`smeft_pyhf.sampler.mean_force`, when the runcard asks for it and a tail is
+  flagged): per coefficient and side the grid, forces, reconstructed log density, the
+  interval end before and after and that end's error from the forces (``end_error``, in
+  marginal standard deviations), and the weighted histograms as they were. A replaced tail
+  no longer comes from the importance weights, so the ``heavy_weights`` and ``chain_check``
+  warnings leave it out; the reconstruction warns when its own ``end_error`` misses its
+  threshold;
 * ``profile_gaps``: every gap between two pieces of a profiled 95% interval, judged by a direct
   constrained maximisation at its centre (:mod:`smeft_pyhf.sampler.gaps`): ``real`` when
   ``-2 Delta log L`` stays above the threshold there; a gap that is not real was closed, and it
@@ -55,6 +63,7 @@ __all__ = [
     "Diagnostics",
     "Thresholds",
     "assess",
+    "heavy_tails",
     "heavy_weights",
     "marginal_ess",
     "marginal_moments",
@@ -80,6 +89,8 @@ class Thresholds(NamedTuple):
             weight for their position to count (6 % of the 2.5 % beyond a 95 % interval end):
             with nearly equal weights, as in a converged fit, where the largest of them sit is
             of no consequence.
+        mean_force_end_error: largest error of an interval end from a mean-force tail, in
+            marginal standard deviations.
     """
 
     ess_fraction: float = 0.1
@@ -89,6 +100,7 @@ class Thresholds(NamedTuple):
     outside_fraction: float = 0.01
     heavy_weights: float = 1.5
     heavy_weights_share: float = 1.5e-3
+    mean_force_end_error: float = 0.1
 
 
 class DiagnosticWarning(NamedTuple):
@@ -123,6 +135,12 @@ class Diagnostics(NamedTuple):
     profile_gaps: tuple[dict[str, Any], ...] = ()
     chain_check: dict[str, Any] = {}
     heavy_weights: dict[str, Any] = {}
+    mean_force: dict[str, Any] = {}
+
+    def replaced_tails(self) -> set[tuple[str, str]]:
+        """``(name, side)`` of every tail replaced by its mean-force reconstruction."""
+        tails = self.mean_force.get("tails") or {}
+        return {(name, side) for name, sides in tails.items() for side in sides}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``results.json`` (warnings included)."""
@@ -131,6 +149,7 @@ class Diagnostics(NamedTuple):
         out["profile_gaps"] = [dict(g) for g in self.profile_gaps]
         out["chain_check"] = dict(self.chain_check)
         out["heavy_weights"] = dict(self.heavy_weights)
+        out["mean_force"] = dict(self.mean_force)
         out["warnings"] = [w._asdict() | {"coefficients": list(w.coefficients)}
                            for w in assess(self)]
         return out
@@ -144,6 +163,7 @@ class Diagnostics(NamedTuple):
         fields["profile_gaps"] = tuple(dict(g) for g in (data.get("profile_gaps") or ()))
         fields["chain_check"] = dict(data.get("chain_check") or {})
         fields["heavy_weights"] = dict(data.get("heavy_weights") or {})
+        fields["mean_force"] = dict(data.get("mean_force") or {})
         return cls(**fields)
 
 
@@ -173,6 +193,9 @@ _ADVICE = {
                      "there is likely too short and changes from run to run by more than its "
                      "marginal ESS says; train longer (sampler: train: n_batches, "
                      "final_batches) or run on a GPU with --device cuda, and compare two seeds",
+    "mean_force": "the marginal tails of these coefficients come from their mean force "
+                  "(results.json: diagnostics: mean_force), and the forces are too noisy for "
+                  "the interval end there: raise sampler: mean_force: n_chains or n_iterations",
     "at_prior_edge": "their 95% intervals reach the end of the prior range, so the limit there "
                      "is set by the range; widen it in the runcard where the physics allows",
 }
@@ -206,25 +229,52 @@ def assess(diagnostics: Diagnostics, thresholds: Thresholds = Thresholds()) -> l
         out.append(DiagnosticWarning("profile_gaps", float(len(closed)), 0.0,
                                      tuple(dict.fromkeys(str(g["coefficient"]) for g in closed)),
                                      _ADVICE["profile_gaps"]))
-    moved = diagnostics.chain_check.get("flagged") or {}
+    replaced = diagnostics.replaced_tails()
+    moved = {name: ends for name, ends in (diagnostics.chain_check.get("flagged") or {}).items()
+             if any((name, side) not in replaced for side in ends)}
     if moved:
         shifts = [abs(float(side["shift"])) for ends in moved.values() for side in ends.values()]
         out.append(DiagnosticWarning("chain_check", max(shifts),
                                      float(diagnostics.chain_check.get("shift_threshold", 0.1)),
                                      tuple(moved), _ADVICE["chain_check"]))
-    heavy = diagnostics.heavy_weights
-    if heavy and float(heavy.get("share", 0.0)) >= thresholds.heavy_weights_share:
-        where = {k: float(v) for k, v in (heavy.get("mean_z") or {}).items()
-                 if abs(float(v)) >= thresholds.heavy_weights}
-        if where:
-            worst = max(where, key=lambda k: abs(where[k]))
-            out.append(DiagnosticWarning("heavy_weights", where[worst], thresholds.heavy_weights,
-                                         tuple(sorted(where, key=lambda k: -abs(where[k]))),
-                                         _ADVICE["heavy_weights"]))
+    sides = {k: v for k, v in heavy_tails(diagnostics.heavy_weights, thresholds).items()
+             if (k, v) not in replaced}
+    if sides:
+        where = {k: float(diagnostics.heavy_weights["mean_z"][k]) for k in sides}
+        worst = max(where, key=lambda k: abs(where[k]))
+        out.append(DiagnosticWarning("heavy_weights", where[worst], thresholds.heavy_weights,
+                                     tuple(sorted(where, key=lambda k: -abs(where[k]))),
+                                     _ADVICE["heavy_weights"]))
+    noisy_tails = {name: float(t["end_error"])
+                   for name, sides in (diagnostics.mean_force.get("tails") or {}).items()
+                   for t in sides.values()
+                   if not float(t["end_error"]) <= thresholds.mean_force_end_error}
+    if noisy_tails:
+        out.append(DiagnosticWarning("mean_force", max(noisy_tails.values()),
+                                     thresholds.mean_force_end_error, tuple(noisy_tails),
+                                     _ADVICE["mean_force"]))
     if diagnostics.at_prior_edge:
         out.append(DiagnosticWarning("at_prior_edge", float(len(diagnostics.at_prior_edge)), 0.0,
                                      tuple(diagnostics.at_prior_edge), _ADVICE["at_prior_edge"]))
     return out
+
+
+def heavy_tails(heavy: Mapping[str, Any], thresholds: Thresholds = Thresholds()) -> dict[str, str]:
+    """The tails where a :func:`heavy_weights` figure puts the heaviest samples together:
+    ``{name: "low" | "high"}`` for every coefficient with ``|mean_z|`` at or above
+    ``thresholds.heavy_weights``, when those samples hold at least
+    ``thresholds.heavy_weights_share`` of the weight.
+
+    Example:
+        >>> heavy_tails({"n": 20, "share": 0.003, "mean_z": {"a": 2.4, "b": -0.3, "c": -1.8}})
+        {'a': 'high', 'c': 'low'}
+        >>> heavy_tails({"n": 20, "share": 0.0004, "mean_z": {"a": 2.4}})
+        {}
+    """
+    if not heavy or float(heavy.get("share", 0.0)) < thresholds.heavy_weights_share:
+        return {}
+    return {k: ("high" if float(v) > 0 else "low") for k, v in (heavy.get("mean_z") or {}).items()
+            if abs(float(v)) >= thresholds.heavy_weights}
 
 
 def marginal_moments(probability: Any, centres: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -164,6 +164,10 @@ def triangle_plot(
     """
     names = list(names or result.names)
     marks, banner = _flags(result)
+    rebuilt: dict[str, list[str]] = {}
+    if result.diagnostics is not None:
+        for name, side in result.diagnostics.replaced_tails():
+            rebuilt.setdefault(name, []).append(side)
     n = len(names)
     size = max(2.0, min(2.4, 14.0 / max(n, 1)))
     fig, axes = plt.subplots(n, n, figsize=(size * n + 0.6, size * n + 0.6), squeeze=False)
@@ -188,6 +192,11 @@ def triangle_plot(
                 if xname in marks:
                     ax.text(0.02, 0.97, "! " + ", ".join(marks[xname]), transform=ax.transAxes,
                             ha="left", va="top", fontsize=6, color=_WARNING_COLOUR)
+                if xname in rebuilt:
+                    ax.text(0.98, 0.97, "\n".join(f"{side} tail from mean force"
+                                                   for side in sorted(rebuilt[xname])),
+                            transform=ax.transAxes, ha="right", va="top", fontsize=6,
+                            color="0.35")
                 if show_best_fit and xname in result.best_fit:
                     ax.axvline(result.best_fit[xname], color="0.4", lw=0.8, ls=":")
             else:

@@ -73,6 +73,12 @@ from smeft_pyhf.sampler.ends import EndRefinement, refine_ends
 from smeft_pyhf.sampler.flows import CouplingFlow, build_flow
 from smeft_pyhf.sampler.gaps import Gap, check_gaps
 from smeft_pyhf.sampler.kernels.standardisation import Standardised
+from smeft_pyhf.sampler.mean_force import (
+    MeanForce,
+    MeanForceConfig,
+    replace_tails,
+    tails_to_replace,
+)
 from smeft_pyhf.sampler.prescaling import PrescaleResult, prescale
 from smeft_pyhf.sampler.pretrain import PretrainResult, pretrain
 from smeft_pyhf.sampler.profiling import ProfileConfig, ProfileResult, profile
@@ -105,6 +111,7 @@ _STEP_TITLES = {
 _STEP_SEEDS = {"prescale": 1, "pretrain": 2, "train": 3, "sample": 4, "profile": 5}
 _PILOT_SEED = 6
 _CHAIN_CHECK_SEED = 7
+_MEAN_FORCE_SEED = 8
 _FLOW_SEED = 99
 
 
@@ -158,6 +165,11 @@ class SamplerConfig:
             sample holds the right mass beyond every interval end
             (:class:`~smeft_pyhf.sampler.chain_check.ChainCheckConfig`; off by default). It
             changes no histogram and is not part of the checkpoint's hash.
+        mean_force: after step 4 (and the chain check), the 1D marginal tails that the flow
+            under-covers (step 4's heaviest weights sit there, or the chain check moved the
+            end) are replaced by their reconstruction from the mean force
+            (:class:`~smeft_pyhf.sampler.mean_force.MeanForceConfig`; off by default). Not part
+            of the checkpoint's hash: the steps' results stay as they were.
     """
 
     prescale: PrescaleConfig = field(default_factory=PrescaleConfig)
@@ -178,6 +190,7 @@ class SamplerConfig:
     tempered_fraction: float = 0.0
     tempered_scale: float = 1.2
     chain_check: ChainCheckConfig = field(default_factory=ChainCheckConfig)
+    mean_force: MeanForceConfig = field(default_factory=MeanForceConfig)
 
     def __post_init__(self) -> None:
         check_field(0 <= self.tempered_fraction < 1, self, "tempered_fraction",
@@ -259,7 +272,8 @@ class SamplerResult(NamedTuple):
         prescale_result: step 1 result (pre-scaling moments, chains and weights).
         pretrain_result: step 2 result.
         train_result: step 3 result (ESS history).
-        sample_result: step 4 result (histograms, ESS, evidence, profile start points).
+        sample_result: step 4 result (histograms, ESS, evidence, profile start points), its
+            1D marginals' tails replaced where ``mean_force`` did.
         profile_result: step 5 result (profiles, best fit, bin centres).
         flow: the trained flow (standardised coordinates).
         timings: seconds per step (keys :data:`STEPS`; resumed steps keep their first timing).
@@ -273,6 +287,9 @@ class SamplerResult(NamedTuple):
         chain_check: the Markov-chain check of step 4's interval ends
             (:func:`~smeft_pyhf.sampler.chain_check.check_with_chains`), or None when
             ``config.chain_check.n_chains`` is 0.
+        mean_force: the 1D marginal tails replaced by their mean-force reconstruction
+            (:func:`~smeft_pyhf.sampler.mean_force.replace_tails`, with step 4's weighted
+            histograms as they were), or None when no tail was replaced.
     """
 
     names: tuple[str, ...]
@@ -289,6 +306,7 @@ class SamplerResult(NamedTuple):
     gaps: tuple[Gap, ...] = ()
     ends: EndRefinement | None = None
     chain_check: ChainCheck | None = None
+    mean_force: MeanForce | None = None
 
 
 def run_sampler(
@@ -309,7 +327,8 @@ def run_sampler(
 
     One function because it is the sampler's documented entry point and reads as the five
     steps in order: its body only calls each step's function (``prescale``, ``pretrain``,
-    ``train``, ``sample_and_histogram``, ``profile``, then ``refine_ends`` and ``check_gaps``)
+    ``train``, ``sample_and_histogram``, ``profile``, then ``refine_ends`` and ``check_gaps``, with the
+    optional ``check_with_chains`` and ``replace_tails`` after step 4)
     through the checkpointing step runner; most of its length is this docstring.
 
     Args:
@@ -407,6 +426,15 @@ def run_sampler(
         with StepRng(seed, _CHAIN_CHECK_SEED, setup.device) as generator:
             chains_checked = check_with_chains(flow, zlog, res4, config=config.chain_check,
                                                generator=generator, names=names, level=level)
+    # the tails the flow under-covers, from their mean force
+    forced = None
+    tails = tails_to_replace(config.mean_force, res4, names, chain_flags=(
+        chains_checked.flagged() if chains_checked is not None else ()))
+    if tails:
+        with StepRng(seed, _MEAN_FORCE_SEED, setup.device) as generator:
+            forced = replace_tails(log_prob, draw, res4, tails, names=names,
+                                   config=config.mean_force, generator=generator,
+                                   dtype=setup.target_dtype, level=level)
 
     # 5. profiling, in the target's dtype
     res5 = steps.run("profile", lambda _gen: profile(
@@ -430,7 +458,8 @@ def run_sampler(
         prescale_result=res1,
         pretrain_result=checkpoint.results["pretrain"],
         train_result=checkpoint.results["train"],
-        sample_result=res4,
+        sample_result=res4 if forced is None else res4._replace(
+            marginal1d=forced.marginal1d, marginal1d_error=forced.marginal1d_error),
         profile_result=checked.profile,
         flow=flow,
         timings=timings,
@@ -438,6 +467,7 @@ def run_sampler(
         gaps=checked.gaps,
         ends=ends,
         chain_check=chains_checked,
+        mean_force=forced,
     )
 
 
@@ -510,7 +540,8 @@ def _open_checkpoint(folder: str | Path | None, config: SamplerConfig, seed: int
                      support: Tensor | None, level: int) -> Checkpoint:
     """The run's checkpoint: resumed when ``folder`` holds one of the same configuration."""
     settings = config.to_dict()
-    settings.pop("chain_check")  # runs after step 4 on its results: no step depends on it
+    settings.pop("chain_check")  # these run after step 4 on its results: no step depends on them
+    settings.pop("mean_force")
     key = config_hash(settings, seed=seed, names=setup.names, ranges=setup.ranges,
                       init_scale=init_scale, init_mean=init_mean, device=setup.device,
                       support=support)

@@ -75,9 +75,13 @@ def test_thresholds_name_each_figure_and_what_to_do():
                         marginal_ess={"a": 5e4, "b": 40.0, "c": 900.0},
                         profile_converged_fraction=0.5, outside_fraction=0.1,
                         at_prior_edge={"a": ("high",)},
-                        heavy_weights={"n": 20, "share": 0.01, "mean_z": {"a": 0.3, "b": -2.1}})
+                        heavy_weights={"n": 20, "share": 0.01, "mean_z": {"a": 0.3, "b": -2.1}},
+                        mean_force={"tails": {"c": {"high": {"end_error": 0.25}}}})
     warnings = {w.figure: w for w in assess(bad)}
-    assert set(warnings) == set(Thresholds._fields) - {"heavy_weights_share"} | {"at_prior_edge"}
+    assert (warnings["mean_force"].coefficients, warnings["mean_force"].value) == (("c",), 0.25)
+    assert "n_chains" in warnings["mean_force"].message()
+    assert set(warnings) == (set(Thresholds._fields) - {"heavy_weights_share", "mean_force_end_error"}
+                             | {"at_prior_edge", "mean_force"})
     assert (warnings["heavy_weights"].coefficients, warnings["heavy_weights"].value) == (("b",), -2.1)
     # heavy samples that hold little weight do not count
     light = good._replace(heavy_weights={"n": 20, "share": 1e-3, "mean_z": {"a": 3.0}})
