@@ -17,8 +17,8 @@ edges, and the weight share of each side of a two-mode coefficient; the figures 
 ``--json``.
 
 ``--redraw K`` draws step 4 again ``K`` times from each seed's trained flow (new sampling seeds,
-the same flow and proposal mixture), replaces the tails each draw flags by their mean force as
-the fit does (``sampler: mean_force``), and prints, per coefficient, the spread of the
+the same flow and proposal mixture), replaces the tails each draw flags by their mean force and
+weights the draws again by them as the fit does (``sampler: mean_force``), and prints, per coefficient, the spread of the
 marginalised 95% interval ends over the draws in units of the marginal's standard deviation,
 beside the spread of the weighted histograms' own ends: the sampling noise of one run's ends,
 measured directly instead of read off the weights of one sample (heavy weights that one draw in
@@ -50,7 +50,12 @@ from smeft_pyhf.results.results_file import (
     write_results,
 )
 from smeft_pyhf.sampler.coordinates import flow_coordinates
-from smeft_pyhf.sampler.mean_force import replace_tails, tails_to_replace
+from smeft_pyhf.sampler.mean_force import (
+    replace_tails,
+    stratified_target,
+    stratify,
+    tails_to_replace,
+)
 from smeft_pyhf.sampler.pipeline import (
     STEPS,
     SamplerConfig,
@@ -213,8 +218,14 @@ def redraw_ends(res: SamplerResult, log_prob, config: SamplerConfig, support: to
             forced = replace_tails(log_prob, draw, s, tails, names=res.names,
                                    config=config.mean_force,
                                    generator=torch.Generator().manual_seed(2000 + k))
-            e = marginal_ends(forced.marginal1d.double().cpu().numpy(),
-                              ranges.double().cpu().numpy())
+            final = forced.marginal1d
+            if forced.tails and config.mean_force.stratify:
+                again = sample_and_histogram(
+                    draw, stratified_target(log_prob, s, forced, res.names), ranges=ranges,
+                    config=cfg, generator=torch.Generator().manual_seed(1000 + k),
+                    names=res.names)
+                final = stratify(s, forced, again, res.names).marginal1d
+            e = marginal_ends(final.double().cpu().numpy(), ranges.double().cpu().numpy())
             for t in forced.tails:
                 print(f"  redraw {k + 1}: {t.name}'s {t.side} tail from its mean force in "
                       f"{t.seconds:.0f} s: end {t.end_weights:.4f} -> {t.end_mean_force:.4f} "

@@ -184,14 +184,16 @@ _ADVICE = {
     "chain_check": "Markov chains started from the weighted sample move posterior mass across "
                    "these marginalised 95% interval ends: the flow under-samples the region "
                    "beyond them, so the ends lie too far in by at least the shift in "
-                   "results.json (diagnostics: chain_check: flagged); train longer (sampler: "
-                   "train: n_batches, final_batches) or run on a GPU with --device cuda; more "
-                   "samples from the same flow do not help",
+                   "results.json (diagnostics: chain_check: flagged); rebuild those tails from "
+                   "their mean force (sampler: mean_force: {n_chains: 128}), or train longer "
+                   "(sampler: train: n_batches, final_batches) or run on a GPU with --device "
+                   "cuda; more samples from the same flow do not help",
     "heavy_weights": "the heaviest importance weights sit together in these coefficients' tails "
                      "(results.json: diagnostics: heavy_weights: mean_z; its sign gives the "
                      "side): the flow under-covers that tail, so the marginalised interval end "
                      "there is likely too short and changes from run to run by more than its "
-                     "marginal ESS says; train longer (sampler: train: n_batches, "
+                     "marginal ESS says; rebuild that tail from its mean force (sampler: "
+                     "mean_force: {n_chains: 128}), or train longer (sampler: train: n_batches, "
                      "final_batches) or run on a GPU with --device cuda, and compare two seeds",
     "mean_force": "the marginal tails of these coefficients come from their mean force "
                   "(results.json: diagnostics: mean_force), and the forces are too noisy for "

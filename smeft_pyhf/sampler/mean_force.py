@@ -26,6 +26,15 @@ integrated by the trapezoid rule. The integrated log density is
 matched to the weighted histogram over ``[mean, mean + anchor_sd sd]`` on that side, and it
 replaces the histogram beyond, bin by bin; the row keeps its total mass.
 
+The other coefficients' marginals then take the rebuilt one's mass: step 4's draws weighted
+again by :func:`stratified_target` (post-stratification on the rebuilt coefficient) give every
+1D and 2D marginal the rebuilt mass in each bin of that coefficient, with the shape within a bin
+from the draws there (:func:`stratify` assembles the result).
+
+The method assumes that chains at fixed ``c`` mix across the conditional: a conditional with
+separated modes (``x_1 = x_0^2`` plus noise, at fixed ``x_1``) keeps each chain in the mode it
+starts in and biases the force, and neither the force errors nor the sweeps' lag show it.
+
 :func:`flagged_tails` chooses the tails: those whose heaviest weights sit together in one
 coefficient's tail (:func:`~smeft_pyhf.results.diagnostics.heavy_weights` above its thresholds)
 and the ends the chain check moved.
@@ -66,7 +75,8 @@ from smeft_pyhf.sampler.kernels.hmc import run_hmc
 from smeft_pyhf.sampler.sampling import SampleResult, bin_centres
 
 __all__ = ["MeanForce", "MeanForceConfig", "MeanForceTail", "TailForces", "flagged_tails",
-           "mean_force_tail", "replace_tails", "sample_heavy_weights", "tails_to_replace"]
+           "mean_force_tail", "replace_tails", "sample_heavy_weights", "stratified_target",
+           "stratify", "tails_to_replace"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,9 @@ class MeanForceConfig:
         pool: weighted flow draws for the start points and the preconditioner.
         sweeps: 2: the chains walk the grid out and back, and the forces of both are
             averaged (see :func:`mean_force_tail`); 1: outwards only.
+        stratify: step 4's draws are weighted again so that every other 1D and 2D marginal
+            takes the rebuilt coefficient's marginal (:func:`stratified_target`; costs one
+            more pass of step 4 over the same draws).
     """
 
     n_chains: int = 0
@@ -111,6 +124,7 @@ class MeanForceConfig:
     anchor_sd: float = 1.0
     pool: int = 65536
     sweeps: int = 2
+    stratify: bool = True
 
     def __post_init__(self) -> None:
         check_field(self.n_chains >= 0, self, "n_chains", "must be >= 0")
@@ -279,13 +293,13 @@ class _Pool(NamedTuple):
 
 
 def _draw_pool(log_prob: LogProb, draw: Draw, n: int, generator: torch.Generator,
-               dtype: torch.dtype, chunk: int = 16384) -> _Pool:
+               dtype: torch.dtype | None, chunk: int = 16384) -> _Pool:
     xs, lws = [], []
     with torch.no_grad():
         for k in range(0, n, chunk):
             x, log_q = draw(min(chunk, n - k), generator)
-            x = x.to(dtype)
-            lw = log_prob(x).to(dtype) - log_q.to(dtype)
+            x = x.to(dtype or x.dtype)
+            lw = log_prob(x).to(x.dtype) - log_q.to(x.dtype)
             xs.append(x)
             lws.append(torch.nan_to_num(lw, nan=-math.inf, posinf=-math.inf))
     x, lw = torch.cat(xs), torch.cat(lws)
@@ -343,6 +357,8 @@ def mean_force_tail(
     grid: np.ndarray,
     config: MeanForceConfig,
     generator: torch.Generator,
+    name: str | None = None,
+    level: int = logging.DEBUG,
 ) -> TailForces:
     """Each chain's mean of ``d log p / dx_i`` at fixed ``x_i``, at every point of ``grid``.
 
@@ -358,6 +374,8 @@ def mean_force_tail(
         grid: the values of coordinate ``i``, from the marginal mean outwards.
         config: a :class:`MeanForceConfig` with ``n_chains > 0``.
         generator: random number generator on the pool's device.
+        name: the coordinate's name, for the progress lines.
+        level: logging level of the progress lines (one per six grid points).
 
     Returns:
         A :class:`TailForces`.
@@ -365,6 +383,13 @@ def mean_force_tail(
     t0 = time.perf_counter()
     x, w = pool.x, pool.w
     dim = x.shape[1]
+    if dim == 1:  # the marginal is the target: its derivative, no chains
+        with torch.enable_grad():
+            c = torch.as_tensor(grid, dtype=x.dtype, device=x.device)[:, None].requires_grad_()
+            (g,) = torch.autograd.grad(log_prob(c).sum(), c)
+        exact = np.repeat(g[:, 0].detach().cpu().numpy()[:, None], config.n_chains, 1)
+        return TailForces(exact, exact if config.sweeps == 2 else None, 1.0,
+                          time.perf_counter() - t0)
     other = [k for k in range(dim) if k != i]
     mean, slope, chol = _conditional_map(pool, i)
     sd = float(torch.sqrt((w * (x[:, i] - mean[i]) ** 2).sum()))
@@ -413,8 +438,10 @@ def mean_force_tail(
         y, eps = res.samples, res.step_size
         per_chain[int(visit >= len(grid)), k] = (sums / config.n_iterations).cpu().numpy()
         rates.append(res.acceptance)
-        log.debug("  mean force of coordinate %d at %.4g: %+.3f (acceptance %.2f)", i, c,
-                  float(per_chain[int(visit >= len(grid)), k].mean()), res.acceptance)
+        log.log(level if visit % 6 == 5 or visit == len(order) - 1 else logging.DEBUG,
+                "  mean force of %s at %.4g: %+.3f (acceptance %.2f; grid point %d/%d, %.1f s)",
+                name or f"coordinate {i}", c, float(per_chain[int(visit >= len(grid)), k].mean()),
+                res.acceptance, visit + 1, len(order), time.perf_counter() - t0)
     return TailForces(per_chain[0], per_chain[1] if config.sweeps == 2 else None,
                       float(np.mean(rates)), time.perf_counter() - t0)
 
@@ -481,7 +508,7 @@ def replace_tails(
     names: Sequence[str],
     config: MeanForceConfig,
     generator: torch.Generator,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     level: int = logging.INFO,
 ) -> MeanForce:
     """Replace the 1D marginal tails ``tails`` (``(name, side)``) of ``sample`` by their
@@ -495,7 +522,8 @@ def replace_tails(
         names: the coefficient names.
         config: a :class:`MeanForceConfig` with ``n_chains > 0``.
         generator: random number generator on the flow's device.
-        dtype: the dtype ``log_prob`` takes (the chains run in it).
+        dtype: the dtype ``log_prob`` takes (the chains run in it; default: that of the
+            draws).
         level: logging level of the progress lines.
 
     Returns:
@@ -525,7 +553,7 @@ def replace_tails(
         assert pool is not None
         grid = _tail_grid(float(mean[i]), float(end), config.grid_points)
         forces = mean_force_tail(log_prob, pool, i, grid=grid, config=config,
-                                 generator=generator)
+                                 generator=generator, name=name, level=level)
         per_chain = (forces.outward if forces.inward is None
                      else 0.5 * (forces.outward + forces.inward))
         n = per_chain.shape[1]
@@ -575,6 +603,82 @@ def replace_tails(
                      torch.as_tensor(error, dtype=ref.dtype, device=ref.device),
                      torch.as_tensor(weighted, dtype=ref.dtype, device=ref.device),
                      config.n_chains, time.perf_counter() - t0)
+
+
+def stratified_target(log_prob: LogProb, sample: SampleResult, forced: MeanForce,
+                      names: Sequence[str]) -> LogProb:
+    """``log_prob`` times, for every coefficient with a rebuilt tail, the ratio of its rebuilt
+    marginal to the weighted one in the bin of ``sample``'s 1D histogram that holds the point
+    (1 outside the ranges and where either is empty).
+
+    Step 4's draws weighted by this target give the rebuilt coefficient exactly its rebuilt
+    marginal and every other 1D and 2D marginal the mass that marginal puts in each of its
+    bins, with the shape within a bin still from the draws there: post-stratification on the
+    rebuilt coefficient. A few heavy draws in its tail then carry that bin's rebuilt mass, not
+    more, and a tail the draws hold too little of gets its mass.
+
+    Example:
+        >>> import torch
+        >>> from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
+        >>> cfg = SamplerConfig.reduced().replace(
+        ...     mean_force=MeanForceConfig(n_chains=32, when="always", grid_points=6))
+        >>> res = run_sampler(lambda x: -0.5 * (x**2).sum(-1), names=["a"], config=cfg,
+        ...                   seed=0, progress=False)
+        >>> f = stratified_target(lambda x: -0.5 * (x**2).sum(-1), res.sample_result,
+        ...                       res.mean_force, ["a"])
+        >>> f(torch.zeros(1, 1)).shape
+        torch.Size([1])
+    """
+    names = list(names)
+    ref = sample.marginal1d
+    bins = ref.shape[1]
+    rows = sorted({names.index(t.name) for t in forced.tails})
+    old = forced.weighted_marginal1d[rows].double()
+    new = forced.marginal1d[rows].double()
+    ratio = torch.where((old > 0) & (new > 0), new / old.clamp_min(1e-300),
+                        torch.ones_like(old))
+    log_f = torch.cat([ratio.log(), torch.zeros(len(rows), 1, dtype=ratio.dtype,
+                                                 device=ratio.device)], 1)  # last: outside
+    ranges = sample.ranges[rows].double()
+    index = torch.tensor(rows, device=ref.device)
+    offsets = torch.arange(len(rows), device=ref.device) * (bins + 1)
+
+    def target(x: Tensor) -> Tensor:
+        lp = log_prob(x)
+        u = (x[:, index].double() - ranges[:, 0]) / (ranges[:, 1] - ranges[:, 0]) * bins
+        k = torch.floor(u)
+        k = torch.where((k >= 0) & (k < bins) & torch.isfinite(k), k, torch.full_like(k, bins))
+        extra = log_f.reshape(-1)[(k.long() + offsets).reshape(-1)].reshape(k.shape).sum(-1)
+        return lp + extra.to(lp.dtype)
+
+    return target
+
+
+def stratify(sample: SampleResult, forced: MeanForce, stratified: SampleResult,
+             names: Sequence[str]) -> SampleResult:
+    """``sample`` with the marginals of ``stratified`` (step 4's draws weighted by
+    :func:`stratified_target`) and the rebuilt rows of ``forced``; the weight figures (ESS,
+    evidence, largest weight, the heaviest samples) stay those of ``sample``, which describe
+    the flow.
+
+    Example:
+        >>> import torch
+        >>> from smeft_pyhf.sampler.pipeline import SamplerConfig, run_sampler
+        >>> cfg = SamplerConfig.reduced().replace(
+        ...     mean_force=MeanForceConfig(n_chains=32, when="always", grid_points=6))
+        >>> res = run_sampler(lambda x: -0.5 * (x**2).sum(-1), names=["a", "b"], config=cfg,
+        ...                   seed=0, progress=False)
+        >>> bool((res.sample_result.marginal1d == res.mean_force.marginal1d).all())
+        True
+    """
+    rows = sorted({list(names).index(t.name) for t in forced.tails})
+    m1 = stratified.marginal1d.clone()
+    e1 = stratified.marginal1d_error.clone()
+    m1[rows] = forced.marginal1d[rows].to(m1)
+    e1[rows] = forced.marginal1d_error[rows].to(e1)
+    return sample._replace(marginal1d=m1, marginal1d_error=e1,
+                           marginal2d=stratified.marginal2d,
+                           marginal2d_error=stratified.marginal2d_error)
 
 
 def tails_to_replace(config: MeanForceConfig, sample: SampleResult, names: Sequence[str], *,

@@ -77,6 +77,8 @@ from smeft_pyhf.sampler.mean_force import (
     MeanForce,
     MeanForceConfig,
     replace_tails,
+    stratified_target,
+    stratify,
     tails_to_replace,
 )
 from smeft_pyhf.sampler.prescaling import PrescaleResult, prescale
@@ -273,7 +275,8 @@ class SamplerResult(NamedTuple):
         pretrain_result: step 2 result.
         train_result: step 3 result (ESS history).
         sample_result: step 4 result (histograms, ESS, evidence, profile start points), its
-            1D marginals' tails replaced where ``mean_force`` did.
+            1D marginals' tails replaced where ``mean_force`` did (and, with
+            ``config.mean_force.stratify``, every other marginal weighted again by them).
         profile_result: step 5 result (profiles, best fit, bin centres).
         flow: the trained flow (standardised coordinates).
         timings: seconds per step (keys :data:`STEPS`; resumed steps keep their first timing).
@@ -430,11 +433,24 @@ def run_sampler(
     forced = None
     tails = tails_to_replace(config.mean_force, res4, names, chain_flags=(
         chains_checked.flagged() if chains_checked is not None else ()))
+    final4 = res4
     if tails:
         with StepRng(seed, _MEAN_FORCE_SEED, setup.device) as generator:
             forced = replace_tails(log_prob, draw, res4, tails, names=names,
                                    config=config.mean_force, generator=generator,
                                    dtype=setup.target_dtype, level=level)
+        final4 = res4._replace(marginal1d=forced.marginal1d,
+                               marginal1d_error=forced.marginal1d_error)
+        if forced.tails and config.mean_force.stratify:
+            # step 4's own draws (its seed) weighted again by the rebuilt marginals
+            t0 = time.perf_counter()
+            with StepRng(seed, _STEP_SEEDS["sample"], setup.device) as generator:
+                again = sample_and_histogram(
+                    draw, stratified_target(target, res4, forced, names), ranges=res4.ranges,
+                    config=config.sample, generator=generator, names=names, runner=runner)
+            final4 = stratify(res4, forced, again, names)
+            log.log(level, "step 4's draws weighted again by the rebuilt marginals in %.1f s",
+                    time.perf_counter() - t0)
 
     # 5. profiling, in the target's dtype
     res5 = steps.run("profile", lambda _gen: profile(
@@ -458,8 +474,7 @@ def run_sampler(
         prescale_result=res1,
         pretrain_result=checkpoint.results["pretrain"],
         train_result=checkpoint.results["train"],
-        sample_result=res4 if forced is None else res4._replace(
-            marginal1d=forced.marginal1d, marginal1d_error=forced.marginal1d_error),
+        sample_result=final4,
         profile_result=checked.profile,
         flow=flow,
         timings=timings,

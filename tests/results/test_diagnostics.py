@@ -132,6 +132,30 @@ def test_diagnostics_round_trip_and_prior_edge_flags(tmp_path):
     assert "a" not in marks
     assert [b.split()[0] for b in banner] == [
         "ess_fraction", "max_weight_share", "profile_converged_fraction"]
+    # b's upper tail rebuilt from its mean force: the warnings about that tail's weights go,
+    # the summary line and the corner plot say where the tail came from
+    tail = {"end_weights": 0.99, "end_mean_force": 1.0, "end_error": 0.03, "end_lag": 0.01}
+    rebuilt = make_fit_result(names=("a", "b"), ranges=ranges, best_fit={"a": 0.0, "b": 0.9},
+                              diagnostics=diag._replace(mean_force={
+                                  "n_chains": 128, "tails": {"b": {"high": tail}}}), **hists)
+    write_results(rebuilt, tmp_path / "rebuilt.json")
+    back = read_results(tmp_path / "rebuilt.json")
+    assert back.diagnostics.replaced_tails() == {("b", "high")}
+    assert {w.figure for w in back.warnings()} == {
+        "ess_fraction", "max_weight_share", "marginal_ess", "profile_converged_fraction",
+        "at_prior_edge"}
+    from smeft_pyhf.cli.fit import convergence_lines
+
+    assert "b's high tail from its mean force (95% end 0.99 -> 1 +- 0.03 sd)" in (
+        convergence_lines(back))
+    import matplotlib.pyplot as plt
+
+    from smeft_pyhf.results.plots import triangle_plot
+
+    fig = triangle_plot(back)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    plt.close(fig)
+    assert "high tail from mean force" in texts
 
 
 def _shelf(c):
