@@ -71,7 +71,7 @@ from smeft_pyhf.exceptions import ConfigError
 from smeft_pyhf.results.diagnostics import Thresholds, heavy_tails, heavy_weights, marginal_moments
 from smeft_pyhf.results.intervals import marginalised_interval
 from smeft_pyhf.sampler.config import check_field
-from smeft_pyhf.sampler.kernels.hmc import run_hmc
+from smeft_pyhf.sampler.kernels.hmc import run_hmc, value_and_grad
 from smeft_pyhf.sampler.sampling import SampleResult, bin_centres
 
 __all__ = ["MeanForce", "MeanForceConfig", "MeanForceTail", "TailForces", "flagged_tails",
@@ -384,10 +384,8 @@ def mean_force_tail(
     x, w = pool.x, pool.w
     dim = x.shape[1]
     if dim == 1:  # the marginal is the target: its derivative, no chains
-        with torch.enable_grad():
-            c = torch.as_tensor(grid, dtype=x.dtype, device=x.device)[:, None].requires_grad_()
-            (g,) = torch.autograd.grad(log_prob(c).sum(), c)
-        exact = np.repeat(g[:, 0].detach().cpu().numpy()[:, None], config.n_chains, 1)
+        g = value_and_grad(log_prob, torch.as_tensor(grid, dtype=x.dtype, device=x.device)[:, None])[1]
+        exact = np.repeat(g[:, 0].cpu().numpy()[:, None], config.n_chains, 1)
         return TailForces(exact, exact if config.sweeps == 2 else None, 1.0,
                           time.perf_counter() - t0)
     other = [k for k in range(dim) if k != i]
@@ -424,12 +422,7 @@ def mean_force_tail(
                    sums: Tensor = sums) -> None:
             if it < burn:
                 return
-            with torch.enable_grad():
-                z = full(u).requires_grad_(True)
-                lp = log_prob(z)
-                finite = torch.isfinite(lp)
-                (g,) = torch.autograd.grad(torch.where(finite, lp, torch.zeros_like(lp)).sum(), z)
-            sums.add_(torch.nan_to_num(g[:, i].detach(), nan=0.0, posinf=0.0, neginf=0.0))
+            sums.add_(value_and_grad(log_prob, full(u))[1][:, i])
 
         res = run_hmc(lambda u, full=full: log_prob(full(u)), y,
                       n_iterations=burn + config.n_iterations, generator=generator,

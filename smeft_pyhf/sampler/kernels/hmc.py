@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["HMCResult", "run_hmc"]
+__all__ = ["HMCResult", "run_hmc", "value_and_grad"]
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -56,8 +56,15 @@ class HMCResult(NamedTuple):
     n_gradients: int
 
 
-def _value_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``log p(x)`` (detached) and its gradient, zero where the target is not finite."""
+def value_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``log p(x)`` (detached, ``-inf`` where NaN) and its gradient, zero where the target or
+    the gradient is not finite.
+
+    Example:
+        >>> lp, g = value_and_grad(lambda x: -0.5 * (x**2).sum(-1), torch.tensor([[1.0, 2.0]]))
+        >>> lp.tolist(), g.tolist()
+        ([-2.5], [[-1.0, -2.0]])
+    """
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         lp = log_prob(xg)
@@ -98,7 +105,7 @@ def run_hmc(
         An :class:`HMCResult`.
     """
     x = x0.detach().clone()
-    lp, grad = _value_and_grad(log_prob, x)
+    lp, grad = value_and_grad(log_prob, x)
     eps = float(step_size)
     accepted_after: list[float] = []
     accepted_all: list[float] = []
@@ -112,7 +119,7 @@ def run_hmc(
         pn = p0 + 0.5 * e * gn
         for step in range(leapfrog_steps):
             xn = xn + e * pn
-            lpn, gn = _value_and_grad(log_prob, xn)
+            lpn, gn = value_and_grad(log_prob, xn)
             if step < leapfrog_steps - 1:
                 pn = pn + e * gn
         pn = pn + 0.5 * e * gn
